@@ -1,0 +1,24 @@
+"""``laion-hf``: a thin command-line layer over the library.
+
+Each command lives in its own module and registers itself on :data:`app`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+from laion_hf.cli.app import app
+from laion_hf.errors import UserError
+
+# Command modules register themselves on `app` when imported.
+
+
+def main() -> None:
+    """Entry point: user errors become one clear line on stderr and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

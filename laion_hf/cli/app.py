@@ -1,0 +1,52 @@
+"""The ``laion-hf`` Typer application and what its commands share (console, tables, errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from laion_hf.stages.base import StageStats
+
+app = typer.Typer(
+    name="laion-hf",
+    help="Build, clean, publish and load LAION-style datasets and OIG-style instruction sets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from laion_hf import __version__
+
+        console.print(f"laion-hf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Build, clean, publish and load LAION-style datasets and OIG-style instruction sets."""
+
+
+def stats_table(title: str, rows: Iterable[StageStats]) -> Table:
+    """A summary table: one row per stage (or shard), in / kept / removed by reason / time."""
+    table = Table(title=title)
+    for column in ("stage", "in", "kept", "removed", "by reason", "seconds"):
+        table.add_column(column, justify="left" if column in ("stage", "by reason") else "right")
+    for stats in rows:
+        reasons = ", ".join(f"{reason}={count:,}" for reason, count in sorted(stats.dropped.items()))
+        table.add_row(
+            stats.stage,
+            f"{stats.rows_in:,}",
+            f"{stats.kept:,}",
+            f"{stats.removed:,}",
+            reasons or "-",
+            f"{stats.seconds:.1f}",
+        )
+    return table

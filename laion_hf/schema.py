@@ -1,0 +1,150 @@
+"""Arrow schemas of the LAION families, and column resolution across them.
+
+LAION's releases spell the same field differently (``URL``/``url``,
+``TEXT``/``caption``, ``HEIGHT``/``height``). Every reader in laion-hf asks for
+*canonical* fields and :func:`resolve_columns` maps them onto whatever the file
+calls them, case-insensitively, so one code path handles all families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pyarrow as pa
+
+from laion_hf.errors import UserError
+
+_BASE_FIELDS = [
+    pa.field("SAMPLE_ID", pa.int64()),
+    pa.field("URL", pa.string()),
+    pa.field("TEXT", pa.string()),
+    pa.field("HEIGHT", pa.int32()),
+    pa.field("WIDTH", pa.int32()),
+    pa.field("LICENSE", pa.string()),
+    pa.field("NSFW", pa.string()),
+    pa.field("similarity", pa.float64()),
+]
+
+#: LAION-400M metadata parquet (NSFW is UNLIKELY / UNSURE / NSFW).
+LAION_400M = pa.schema(_BASE_FIELDS)
+#: LAION-5B base subsets laion2B-en and laion1B-nolang (128 Spark shards each).
+LAION_5B_BASE = pa.schema(_BASE_FIELDS)
+#: laion2B-multi adds the CLD3 language code.
+LAION_5B_MULTI = pa.schema([*_BASE_FIELDS, pa.field("LANGUAGE", pa.string())])
+
+_JOINED_FIELDS = [
+    pa.field("URL", pa.string()),
+    pa.field("TEXT", pa.string()),
+    pa.field("WIDTH", pa.int32()),
+    pa.field("HEIGHT", pa.int32()),
+    pa.field("similarity", pa.float64()),
+    pa.field("hash", pa.int64()),
+    pa.field("punsafe", pa.float32()),
+    pa.field("pwatermark", pa.float32()),
+]
+#: LAION-5B "-joined" subsets: base metadata joined with safety and watermark scores.
+LAION_5B_JOINED = pa.schema(_JOINED_FIELDS)
+LAION_5B_JOINED_MULTI = pa.schema(
+    [*_JOINED_FIELDS[:5], pa.field("LANGUAGE", pa.string()), *_JOINED_FIELDS[5:]]
+)
+#: "-aesthetic" subsets add the aesthetic predictor's score.
+LAION_5B_AESTHETIC = pa.schema([*_JOINED_FIELDS, pa.field("aesthetic", pa.float32())])
+
+#: What img2dataset writes in ``NNNNN.parquet`` beside each tar (failed samples too).
+IMG2DATASET = pa.schema(
+    [
+        pa.field("url", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("original_width", pa.int64()),
+        pa.field("original_height", pa.int64()),
+        pa.field("exif", pa.string()),
+        pa.field("sha256", pa.string()),
+    ]
+)
+
+#: Re-LAION-5B metadata: img2dataset-style lower-case columns plus the joined scores.
+RELAION = pa.schema(
+    [
+        *IMG2DATASET,
+        pa.field("similarity", pa.float64()),
+        pa.field("hash", pa.int64()),
+        pa.field("punsafe", pa.float32()),
+        pa.field("pwatermark", pa.float32()),
+    ]
+)
+
+FAMILIES: Mapping[str, pa.Schema] = {
+    "laion400m": LAION_400M,
+    "laion5b-base": LAION_5B_BASE,
+    "laion5b-multi": LAION_5B_MULTI,
+    "laion5b-joined": LAION_5B_JOINED,
+    "laion5b-joined-multi": LAION_5B_JOINED_MULTI,
+    "laion5b-aesthetic": LAION_5B_AESTHETIC,
+    "relaion5b": RELAION,
+    "img2dataset": IMG2DATASET,
+}
+
+#: Canonical field -> the names it goes by in LAION releases (compared lower-cased).
+ALIASES: Mapping[str, tuple[str, ...]] = {
+    "url": ("url",),
+    "caption": ("caption", "text"),
+    "sample_id": ("sample_id",),
+    "key": ("key",),
+    "hash": ("hash",),
+    "punsafe": ("punsafe",),
+    "pwatermark": ("pwatermark",),
+    "similarity": ("similarity",),
+    "language": ("language",),
+    "width": ("width",),
+    "height": ("height",),
+    "status": ("status",),
+    "md5": ("md5",),
+    "sha256": ("sha256",),
+}
+
+
+class SchemaError(UserError, ValueError):
+    """A file lacks columns that the requested operation needs."""
+
+
+def resolve_columns(names: Iterable[str], fields: Iterable[str]) -> dict[str, str | None]:
+    """Map canonical ``fields`` to the actual column names in ``names`` (None when absent).
+
+    Matching is case-insensitive and follows :data:`ALIASES`, so ``TEXT`` and
+    ``caption`` both resolve the canonical ``caption``.
+    """
+    by_lower: dict[str, str] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), name)
+    resolved: dict[str, str | None] = {}
+    for field in fields:
+        candidates = ALIASES.get(field, (field.lower(),))
+        resolved[field] = next((by_lower[c] for c in candidates if c in by_lower), None)
+    return resolved
+
+
+def require_columns(names: Iterable[str], fields: Iterable[str], source: str) -> dict[str, str]:
+    """Like :func:`resolve_columns`, but raise :class:`SchemaError` naming ``source`` if any is missing."""
+    names = list(names)
+    resolved = resolve_columns(names, fields)
+    missing = [field for field, actual in resolved.items() if actual is None]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing required column(s) {', '.join(missing)} "
+            f"(has: {', '.join(names) or 'no columns'})"
+        )
+    return {field: actual for field, actual in resolved.items() if actual is not None}
+
+
+def detect_family(schema: pa.Schema) -> str | None:
+    """Name of the LAION family whose column names ``schema`` has exactly (order-insensitive)."""
+    names = {name.lower() for name in schema.names}
+    for family, candidate in FAMILIES.items():
+        if names == {name.lower() for name in candidate.names}:
+            return family
+    return None
