@@ -96,6 +96,14 @@ def rewrite_tar(src: str, dst: str, keep: Callable[[str], bool]) -> TarRewrite:
     return result
 
 
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Append one regular-file member holding ``data``."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, _BytesReader(data))
+
+
 def write_samples(dst: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> int:
     """Write ``(key, {extension: bytes})`` samples as a WebDataset tar (atomically); returns the count."""
     count = 0
@@ -106,10 +114,7 @@ def write_samples(dst: str, samples: Iterable[tuple[str, dict[str, bytes]]]) -> 
             if "." in key:
                 raise ValueError(f"WebDataset keys must not contain dots: {key!r}")
             for extension, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size = len(data)
-                info.mode = 0o644
-                tar.addfile(info, _BytesReader(data))
+                add_member(tar, f"{key}.{extension}", data)
             count += 1
     return count
 

@@ -6,7 +6,8 @@ Stages that filter do not drop rows: they *mark* them in the ``drop_reason``
 column (first reason wins) and later stages skip marked rows. The runner then
 splits kept from removed once, at the shard boundary, so the counts by reason
 come from the data itself, and ``rows in = kept + removed`` can be checked,
-not assumed, on one machine and on Ray alike.
+not assumed, on one machine and on Ray alike. A stage therefore never drops,
+adds or reorders rows; it only adds or fills columns.
 """
 
 from __future__ import annotations
