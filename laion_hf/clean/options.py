@@ -1,0 +1,136 @@
+"""What a clean run is asked to do, and turning that into a ready :class:`RemovalStage`.
+
+Everything is loaded and validated here, in the parent process, before any
+shard is touched: a malformed list or a missing punsafe column stops the run
+before OUTPUT gets a single file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from laion_hf.clean.lists import RemovalSets, load_removal_sets
+from laion_hf.clean.removal import (
+    MissingPunsafeError,
+    RemovalStage,
+    keyword_pattern,
+    laion_hashes,
+    load_keywords,
+    resolve_threshold,
+)
+from laion_hf.errors import UserError
+from laion_hf.io.shards import discover_shards
+from laion_hf.schema import require_columns, resolve_columns
+
+BATCH_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """Removal sources and variant of a clean run (see ``laion-hf clean --help``)."""
+
+    remove: tuple[tuple[str, str], ...] = ()
+    keep_reference: str | None = None
+    variant: str | None = None
+    punsafe_threshold: float | None = None
+    keyword_file: str | None = None
+    skip_invalid: bool = False
+    metadata: str | None = None
+    batch_size: int = BATCH_SIZE
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["remove"] = [list(pair) for pair in self.remove]
+        return data
+
+
+@dataclass
+class LoadedSources:
+    """The stage plus what loading its sources found (for the report)."""
+
+    stage: RemovalStage
+    removal: RemovalSets
+    notes: list[str] = field(default_factory=list)
+
+
+def _unreadable(path: str, exc: Exception) -> UserError:
+    return UserError(f"{path}: unreadable parquet ({exc})")
+
+
+def load_reference(path: str, batch_size: int = BATCH_SIZE) -> pa.Array:
+    """LAION hashes of a Re-LAION-style parquet set (a file or a directory of shards)."""
+    files = [s.parquet for s in discover_shards(path)] if not path.endswith(".parquet") else [path]
+    arrays = []
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+            names = parquet.schema_arrow.names
+            cols = resolve_columns(names, ["hash", "url", "caption"])
+            if cols["hash"] is None:
+                require_columns(names, ["url"], file)
+            wanted = [c for c in cols.values() if c is not None]
+            for batch in parquet.iter_batches(columns=wanted, batch_size=batch_size):
+                arrays.append(laion_hashes(pa.Table.from_batches([batch])))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unreadable(file, exc) from exc
+    chunks = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
+    return pc.unique(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.int64())
+
+
+def flagged_metadata_hashes(metadata_dir: str, threshold: float, batch_size: int = BATCH_SIZE) -> pa.Array:
+    """LAION hashes of metadata rows whose punsafe is strictly above ``threshold``.
+
+    This is how an img2dataset download (whose sidecar has no punsafe) is
+    cleaned alongside the LAION metadata it came from: its samples map back to
+    metadata rows by the LAION hash of (url, caption). Memory holds only the
+    flagged rows' hashes.
+    """
+    flagged = []
+    for shard in discover_shards(metadata_dir):
+        try:
+            parquet = pq.ParquetFile(shard.parquet)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unreadable(shard.parquet, exc) from exc
+        names = parquet.schema_arrow.names
+        cols = resolve_columns(names, ["punsafe", "hash", "url", "caption"])
+        if cols["punsafe"] is None:
+            raise MissingPunsafeError(f"{shard.parquet}: --metadata needs a punsafe column (has: {', '.join(names)})")
+        stage = RemovalStage(punsafe_threshold=threshold)
+        try:
+            for batch in parquet.iter_batches(columns=[c for c in cols.values() if c], batch_size=batch_size):
+                table = pa.Table.from_batches([batch])
+                marked = stage(table)
+                hit = pc.is_valid(marked["drop_reason"])
+                if pc.any(hit).as_py():
+                    flagged.append(pc.filter(laion_hashes(table), hit))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _unreadable(shard.parquet, exc) from exc
+    chunks = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in flagged]
+    return pc.unique(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.int64())
+
+
+def build_stage(options: CleanOptions) -> LoadedSources:
+    """Load every source named in ``options`` and return the configured stage."""
+    removal = load_removal_sets(options.remove, options.skip_invalid)
+    threshold = resolve_threshold(options.variant, options.punsafe_threshold)
+    reference = load_reference(options.keep_reference, options.batch_size) if options.keep_reference else None
+    keywords = load_keywords(options.keyword_file) if options.keyword_file else []
+    flagged = None
+    notes = []
+    if options.metadata is not None:
+        if threshold is None:
+            raise UserError("--metadata is only needed for a punsafe variant; pass --variant as well")
+        flagged = flagged_metadata_hashes(options.metadata, threshold, options.batch_size)
+        notes.append(f"{len(flagged)} metadata rows of {options.metadata} have punsafe > {threshold}")
+    stage = RemovalStage(
+        removal=removal,
+        reference_hashes=reference,
+        punsafe_threshold=threshold,
+        flagged_hashes=flagged,
+        keyword_regex=keyword_pattern(keywords),
+    )
+    return LoadedSources(stage, removal, notes)

@@ -1,0 +1,200 @@
+"""Clean one shard: its parquet (streamed in batches) and, in img2dataset layout, its tar.
+
+The parquet is read with ``iter_batches`` and written with a ``ParquetWriter``
+under the input's exact Arrow schema (column order, types, schema metadata)
+and compression, so memory holds one batch plus one shard's sample keys. The
+tar is rewritten member by member (:func:`laion_hf.io.tar.rewrite_tar`): kept
+images are byte-identical, never re-encoded. Parquet, tar and ``_stats.json``
+are all written under temporary names and renamed only once the whole shard
+succeeded, so a failure or a kill leaves nothing that looks complete.
+
+Image digests for the image lists come from the sidecar's ``md5``/``sha256``
+columns (img2dataset computes them on the *original* downloaded bytes, which is
+what partner lists refer to). Only when the sidecar lacks them are they computed
+from the tar's bytes, which are the resized/re-encoded image unless resizing was
+off; the shard's stats say which source was used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from laion_hf.clean.removal import COMPUTED_IMAGE_DIGEST, RemovalStage
+from laion_hf.errors import UserError
+from laion_hf.hashing import hex_digest
+from laion_hf.io.atomic import atomic_path, join, read_json, write_json
+from laion_hf.io.samples import IMAGE_EXTENSIONS
+from laion_hf.io.shards import Shard
+from laion_hf.io.tar import iter_samples, rewrite_tar
+from laion_hf.schema import require_columns, resolve_columns
+from laion_hf.stages.base import StageStats, count_reasons, split_kept
+
+SUCCESS = "success"
+
+
+class CorruptParquetError(UserError, ValueError):
+    """A parquet shard cannot be read."""
+
+
+class ShardMismatchError(UserError, ValueError):
+    """A tar and its sidecar parquet disagree about which samples exist."""
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
+
+
+def iter_tables(parquet: pq.ParquetFile, path: str, batch_size: int) -> Iterator[pa.Table]:
+    """The shard's rows as tables of at most ``batch_size`` rows; a damaged file raises naming ``path``."""
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
+
+
+def parquet_compression(parquet: pq.ParquetFile) -> str:
+    """The input's codec, so the output is written the same way (snappy for LAION's Spark shards)."""
+    metadata = parquet.metadata
+    if metadata.num_row_groups and metadata.num_columns:
+        return metadata.row_group(0).column(0).compression.lower()
+    return "snappy"
+
+
+def tar_image_digests(tar: str, algorithms: list[str]) -> dict[str, dict[str, str]]:
+    """``{algorithm: {key: hex}}`` over the image member of every sample in ``tar``."""
+    digests: dict[str, dict[str, str]] = {alg: {} for alg in algorithms}
+    for key, members in iter_samples(tar):
+        ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+        if ext is not None:
+            for alg in algorithms:
+                digests[alg][key] = hex_digest(alg, members[ext])
+    return digests
+
+
+def image_hash_sources(stage: RemovalStage, names: list[str], has_tar: bool) -> dict[str, str]:
+    """Where each image digest the lists need comes from, in words for the report."""
+    cols = resolve_columns(names, ["md5", "sha256"])
+    sources = {}
+    for alg in stage.image_algorithms:
+        if cols[alg] is not None:
+            sources[alg] = f"sidecar column {cols[alg]} (original downloaded bytes)"
+        elif has_tar:
+            sources[alg] = "computed from tar image bytes (re-encoded unless resizing was off)"
+        else:
+            sources[alg] = "unavailable: no digest column and no tar; image lists not applied"
+    return sources
+
+
+def _updated_stats(path: str, result: dict[str, Any], tar_kept: int, kept_status: list[pa.Table]) -> dict:
+    """img2dataset's ``_stats.json`` with the counts of the kept samples and what cleaning removed."""
+    stats = read_json(path)
+    stats["count"] = result["kept"]
+    stats["successes"] = tar_kept
+    if kept_status:
+        table = pa.concat_tables(kept_status)
+        statuses = table.column(0).to_pylist()
+        for status in ("failed_to_download", "failed_to_resize"):
+            if status in stats:
+                stats[status] = statuses.count(status)
+        if "status_dict" in stats and table.num_columns == 2:
+            messages = [SUCCESS if s == SUCCESS else m for s, m in zip(statuses, table.column(1).to_pylist())]
+            stats["status_dict"] = dict(Counter(messages))
+    stats["laion_hf_clean"] = {"rows_in": result["rows_in"], "removed": result["dropped"]}
+    return stats
+
+
+def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_size: int = 65536) -> dict[str, Any]:
+    """Write the cleaned ``shard`` into ``output_dir`` under the same file names; return its stats."""
+    started = time.perf_counter()
+    parquet = open_parquet(shard.parquet)
+    schema = parquet.schema_arrow
+    names = schema.names
+    require_columns(names, ["url"], shard.parquet)
+    stage.check_columns(names, shard.parquet)
+    cols = resolve_columns(names, ["key", "status", "error_message"])
+    status_columns = [cols["status"], cols["error_message"]] if cols["status"] else []
+    status_columns = [c for c in status_columns if c]
+    if shard.tar is not None:
+        require_columns(names, ["key"], shard.parquet)
+    sources = image_hash_sources(stage, names, shard.tar is not None)
+    computed_algs = [alg for alg, src in sources.items() if src.startswith("computed")]
+    computed = tar_image_digests(shard.tar, computed_algs) if computed_algs else {}
+
+    stats = StageStats(shard.name)
+    kept_keys: set[str] = set()
+    all_keys: set[str] = set()
+    expected_in_tar: set[str] = set()
+    kept_status: list[pa.Table] = []
+    parquet_name = shard.parquet.rsplit("/", 1)[-1]
+    with ExitStack() as stack:
+        out_parquet = stack.enter_context(atomic_path(join(output_dir, parquet_name)))
+        if shard.tar is not None:
+            out_tar = stack.enter_context(atomic_path(join(output_dir, f"{shard.name}.tar")))
+        with pq.ParquetWriter(out_parquet, schema, compression=parquet_compression(parquet)) as writer:
+            for table in iter_tables(parquet, shard.parquet, batch_size):
+                keys = table[cols["key"]].to_pylist() if cols["key"] and shard.tar is not None else None
+                for alg in computed_algs:
+                    digests = computed[alg]
+                    table = table.append_column(
+                        COMPUTED_IMAGE_DIGEST[alg], pa.array([digests.get(str(k)) for k in keys], pa.string())
+                    )
+                marked = stage(table)
+                kept, removed = split_kept(marked)
+                kept = kept.select(names)
+                writer.write_table(kept)
+                stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
+                if keys is not None:
+                    alive = pc.is_null(marked["drop_reason"]).to_pylist()
+                    statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
+                    for key, is_kept, status in zip(keys, alive, statuses):
+                        key = str(key)
+                        all_keys.add(key)
+                        if status == SUCCESS:
+                            expected_in_tar.add(key)
+                        if is_kept:
+                            kept_keys.add(key)
+                if status_columns:
+                    kept_status.append(kept.select(status_columns))
+
+        tar_counts = None
+        if shard.tar is not None:
+            seen: set[str] = set()
+
+            def keep(key: str) -> bool:
+                if key not in all_keys:
+                    raise ShardMismatchError(f"{shard.tar}: sample {key} has no row in {shard.parquet}")
+                seen.add(key)
+                return key in kept_keys
+
+            rewritten = rewrite_tar(shard.tar, out_tar, keep)
+            missing = sorted(expected_in_tar - seen)
+            if missing:
+                raise ShardMismatchError(
+                    f"{shard.parquet}: key {missing[0]} (status success) has no member in {shard.tar}"
+                    + (f" ({len(missing) - 1} more)" if len(missing) > 1 else "")
+                )
+            tar_counts = {"kept": len(rewritten.kept), "removed": len(rewritten.removed)}
+            if len(rewritten.kept) != len(kept_keys & expected_in_tar):
+                raise AssertionError(f"{shard.tar}: tar kept {len(rewritten.kept)} samples, parquet kept "
+                                     f"{len(kept_keys & expected_in_tar)} successful rows")
+
+        stats.seconds = time.perf_counter() - started
+        stats.check()
+        result = {**stats.to_dict(), "image_hash_source": sources, "tar": tar_counts}
+        if shard.stats is not None:
+            tar_kept = tar_counts["kept"] if tar_counts else stats.kept
+            updated = _updated_stats(shard.stats, result, tar_kept, kept_status)
+            write_json(stack.enter_context(atomic_path(join(output_dir, f"{shard.name}_stats.json"))), updated)
+    return result
