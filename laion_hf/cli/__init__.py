@@ -13,6 +13,8 @@ from laion_hf.cli.app import app
 from laion_hf.errors import UserError
 
 # Command modules register themselves on `app` when imported.
+from laion_hf.cli import clean as _clean  # noqa: E402,F401  (clean, verify-clean)
+from laion_hf.cli import demo as _demo  # noqa: E402,F401  (interim demo: sample copy -> clean)
 
 
 def main() -> None:

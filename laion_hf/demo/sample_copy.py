@@ -208,10 +208,15 @@ def clean_sample_copy(
     """
     reports: dict[str, dict[str, CleanReport]] = {}
     for variant in variants:
-        base = dict(remove=tuple(copy.removal), variant=variant, keyword_file=str(copy.keyword_file))
+        base = dict(variant=variant, keyword_file=str(copy.keyword_file))
+        # Metadata has no images: image-hash lists only apply to the download.
+        link_lists = tuple((kind, path) for kind, path in copy.removal if not kind.startswith("image-"))
         jobs = {
-            "metadata": (copy.metadata_dir, CleanOptions(**base)),
-            "download": (copy.download_dir, CleanOptions(**base, metadata=str(copy.metadata_dir))),
+            "metadata": (copy.metadata_dir, CleanOptions(remove=link_lists, **base)),
+            "download": (
+                copy.download_dir,
+                CleanOptions(remove=tuple(copy.removal), metadata=str(copy.metadata_dir), **base),
+            ),
         }
         reports[variant] = {}
         for part, (source, options) in jobs.items():
