@@ -20,11 +20,16 @@ The embedding heads take L2-normalised CLIP image embeddings.
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from laion_hf.errors import UserError
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's std
 
@@ -204,3 +209,91 @@ class WatermarkDetector(nn.Module):
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (pixels - mean) / std
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------------------
+
+
+class CheckpointError(UserError):
+    """A head checkpoint that is missing, unreadable or not of the expected layout."""
+
+
+def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save``d state dict (tensors only, no pickled code), unwrapped from ``{"state_dict": ...}``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{path}: cannot read a torch state dict ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors")
+    return state
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{path}: does not match {type(module).__name__} ({first})") from None
+
+
+def _required(state: dict[str, torch.Tensor], key: str, path: str | Path) -> torch.Tensor:
+    if key not in state:
+        raise CheckpointError(f"{path}: no {key!r} in the state dict")
+    return state[key]
+
+
+def load_aesthetic_v1(path: str | Path) -> AestheticV1:
+    """LAION aesthetic predictor v1 (e.g. ``sa_0_4_vit_l_14_linear.pth``: keys ``weight`` [1, D], ``bias`` [1])."""
+    state = _state_dict(path)
+    head = AestheticV1(_required(state, "weight", path).shape[1])
+    _load_into(head, state, path)
+    return head.eval()
+
+
+def load_aesthetic_v2(path: str | Path) -> AestheticV2:
+    """LAION improved aesthetic predictor (e.g. ``sac+logos+ava1-l14-linearMSE.pth``: ``layers.{0,2,4,6,7}.*``)."""
+    state = _state_dict(path)
+    widths = tuple(_required(state, f"layers.{i}.weight", path).shape[0] for i in (0, 2, 4, 6))
+    head = AestheticV2(state["layers.0.weight"].shape[1], widths)
+    _load_into(head, state, path)
+    return head.eval()
+
+
+def load_watermark(path: str | Path, backbone: str = "efficientnet_b3a", image_size: int = WATERMARK_IMAGE_SIZE):
+    """LAION's watermark model (e.g. ``watermark_model_v1.pt``: the timm model's state dict with the custom head)."""
+    state = _state_dict(path)
+    hidden = tuple(_required(state, f"classifier.{i}.weight", path).shape[0] for i in (0, 3))
+    detector = WatermarkDetector(backbone, hidden, image_size)
+    _load_into(detector.model, state, path)
+    return detector.eval()
+
+
+HEAD_KINDS = {"nsfw": NsfwDetector, "aesthetic_v1": AestheticV1, "aesthetic_v2": AestheticV2, "watermark": WatermarkDetector}
+
+
+def save_head(head: nn.Module, config: dict, path: str | Path) -> None:
+    """Write a head as safetensors with its constructor arguments in the metadata (how the tiny heads ship)."""
+    from safetensors.torch import save_file
+
+    kind = next(k for k, cls in HEAD_KINDS.items() if type(head) is cls)
+    tensors = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata={"kind": kind, "config": json.dumps(config)})
+
+
+def load_head(path: str | Path) -> nn.Module:
+    """A head written by :func:`save_head`, in eval mode."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        kind, config = metadata["kind"], json.loads(metadata["config"])
+    except (OSError, KeyError, ValueError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: not a laion-hf head checkpoint ({exc})") from None
+    head = HEAD_KINDS[kind](**config)
+    _load_into(head, load_file(str(path)), path)
+    return head.eval()
