@@ -15,7 +15,7 @@ from laion_hf.clean.lists import KINDS, RemovalSets, load_removal_sets, parse_sp
 from laion_hf.clean.options import CleanOptions, build_stage
 from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
 from laion_hf.clean.report import REPORT_NAME, CleanReport
-from laion_hf.clean.shard import clean_shard, open_parquet
+from laion_hf.clean.shard import check_shard_columns, clean_shard, open_parquet
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import filesystem, join, read_json, write_json
@@ -73,7 +73,7 @@ def clean_copy(
         raise UserError(str(exc)) from exc
     loaded = build_stage(options)
     for shard in shards:
-        loaded.stage.check_columns(open_parquet(shard.parquet).schema_arrow.names, shard.parquet)
+        check_shard_columns(shard, open_parquet(shard.parquet).schema_arrow.names, loaded.stage)
     _claim_output(output_dir, options)
     process = partial(clean_shard, output_dir=output_dir, stage=loaded.stage, batch_size=options.batch_size)
     results = run_shards(

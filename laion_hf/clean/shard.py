@@ -115,19 +115,21 @@ def _updated_stats(path: str, result: dict[str, Any], tar_kept: int, kept_status
     return stats
 
 
+def check_shard_columns(shard: Shard, names: list[str], stage: RemovalStage) -> None:
+    """Refuse a shard lacking what cleaning needs: url, the stage's columns, and ``key`` beside a tar."""
+    require_columns(names, ["url", *(["key"] if shard.tar is not None else [])], shard.parquet)
+    stage.check_columns(names, shard.parquet)
+
+
 def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_size: int = 65536) -> dict[str, Any]:
     """Write the cleaned ``shard`` into ``output_dir`` under the same file names; return its stats."""
     started = time.perf_counter()
     parquet = open_parquet(shard.parquet)
     schema = parquet.schema_arrow
     names = schema.names
-    require_columns(names, ["url"], shard.parquet)
-    stage.check_columns(names, shard.parquet)
+    check_shard_columns(shard, names, stage)
     cols = resolve_columns(names, ["key", "status", "error_message"])
-    status_columns = [cols["status"], cols["error_message"]] if cols["status"] else []
-    status_columns = [c for c in status_columns if c]
-    if shard.tar is not None:
-        require_columns(names, ["key"], shard.parquet)
+    status_columns = [c for c in (cols["status"], cols["error_message"]) if c] if cols["status"] else []
     sources = image_hash_sources(stage, names, shard.tar is not None)
     computed_algs = [alg for alg, src in sources.items() if src.startswith("computed")]
     computed = tar_image_digests(shard.tar, computed_algs) if computed_algs else {}
