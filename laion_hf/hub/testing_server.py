@@ -383,8 +383,13 @@ class _Handler(BaseHTTPRequestHandler):
         owner = body.get("organization") or user
         repo_id = f"{owner}/{body['name']}"
         private = bool(body.get("private")) or body.get("visibility") == "private"
-        self.server_state.create_repo(repo_type, repo_id, owner, private)
-        self._send_json({"url": f"{self.server_state.url}/{_TYPE_PREFIX[repo_type]}{repo_id}", "name": repo_id, "id": repo_id})
+        url = f"{self.server_state.url}/{_TYPE_PREFIX[repo_type]}{repo_id}"
+        try:
+            self.server_state.create_repo(repo_type, repo_id, owner, private)
+        except HubError as err:  # the Hub names the existing repo, and clients with exist_ok read it
+            self._send_json({"error": err.message, "url": url}, status=err.status, headers={"X-Error-Message": err.message})
+            return
+        self._send_json({"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self) -> None:
         self._user(required=True)

@@ -1,0 +1,54 @@
+"""One call from laion-hf outputs to a Hub-ready folder: layout, plots, card.
+
+Clean, build and OIG all publish through :func:`publish_folder`: a mapping
+config name -> shard directory, a card family, and a context dict (report,
+recipe, models...) that the card renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from laion_hf.hub.card import render_card, write_card
+from laion_hf.hub.layout import DEFAULT_TARGET_SHARD_BYTES, Format, HubLayout, write_hub_folder
+from laion_hf.hub.plots import save_plots
+from laion_hf.io.shards import discover_shards
+
+
+def publish_folder(
+    sources: Mapping[str, str],
+    folder: str | Path,
+    *,
+    family: str,
+    context: Mapping[str, Any] | None = None,
+    format: Format = "webdataset",
+    default: str | None = None,
+    split: str = "train",
+    include_images: bool = False,
+    target_shard_bytes: int = DEFAULT_TARGET_SHARD_BYTES,
+    plots: bool = True,
+    template_dir: str | Path | None = None,
+) -> HubLayout:
+    """Write ``folder`` with every config's shards, distribution plots and README.md; returns the layout.
+
+    Plots are drawn from the default config's metadata parquet (the rows a
+    user gets by default).
+    """
+    layout = write_hub_folder(
+        sources,
+        str(folder),
+        format=format,
+        split=split,
+        default=default,
+        target_shard_bytes=target_shard_bytes,
+        include_images=include_images,
+    )
+    saved = []
+    if plots:
+        parquets = [shard.parquet for shard in discover_shards(sources[layout.default])]
+        saved = save_plots(parquets, folder)
+    card = render_card(family, context or {}, layout=layout, plots=saved, template_dir=template_dir)
+    write_card(card, folder)
+    return layout

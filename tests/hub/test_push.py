@@ -1,0 +1,136 @@
+"""Publish -> push to the loopback Hub -> load back with the unmodified datasets client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import HfApi
+
+from laion_hf.hub.publish import publish_folder
+from laion_hf.hub.push import PushAuthError, PushRateLimitError, copy_folder, push_folder
+
+
+def _sources(variants):
+    return {name: str(path) for name, (path, _) in variants.items()}
+
+
+@pytest.mark.slow
+def test_webdataset_repo_loads_back_every_config(hub, variants, tmp_path):
+    import datasets
+
+    folder = tmp_path / "hub-wds"
+    publish_folder(_sources(variants), folder, family="relaion5b", context={"repo_id": "laion-hf/demo"}, target_shard_bytes=30_000)
+    result = push_folder(folder, "laion-hf/demo", token=hub.token)
+    assert sorted(result.uploaded) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    for config, (_, rows) in variants.items():
+        stream = datasets.load_dataset("laion-hf/demo", config, split="train", streaming=True)
+        loaded = list(stream)
+        assert [r["__key__"] for r in loaded] == [row["key"] for row in rows]
+        assert [r["txt"] for r in loaded] == [row["caption"] for row in rows]
+        assert [r["json"]["url"] for r in loaded] == [row["url"] for row in rows]
+        assert [r["jpg"].size for r in loaded] == [(row["width"], row["height"]) for row in rows]
+    default = datasets.load_dataset("laion-hf/demo", split="train", streaming=True)
+    assert next(iter(default))["__key__"] == variants["research"][1][0]["key"]
+
+
+@pytest.mark.slow
+def test_parquet_repo_loads_back_every_config(hub, variants, tmp_path):
+    import datasets
+
+    folder = tmp_path / "hub-parquet"
+    publish_folder(_sources(variants), folder, family="relaion5b", format="parquet", include_images=True, default="research-safe")
+    push_folder(folder, "laion-hf/demo-parquet", token=hub.token)
+    for config, (_, rows) in variants.items():
+        loaded = list(datasets.load_dataset("laion-hf/demo-parquet", config, split="train", streaming=True))
+        assert [r["url"] for r in loaded] == [row["url"] for row in rows]
+        assert [r["caption"] for r in loaded] == [row["caption"] for row in rows]
+        assert [round(r["similarity"], 6) for r in loaded] == [round(row["similarity"], 6) for row in rows]
+        assert [r["image"].size for r in loaded] == [(row["width"], row["height"]) for row in rows]
+    cached = datasets.load_dataset("laion-hf/demo-parquet", "research", split="train", cache_dir=str(tmp_path / "cache"))
+    assert cached.num_rows == len(variants["research"][1])
+
+
+def test_push_is_resumable_and_skips_identical_files(hub, variants, tmp_path):
+    folder = tmp_path / "hub"
+    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    first = push_folder(folder, "laion-hf/again", token=hub.token, max_files_per_commit=2)
+    assert len(first.commits) >= 3
+    second = push_folder(folder, "laion-hf/again", token=hub.token)
+    assert second.uploaded == [] and second.commits == [] and sorted(second.skipped) == sorted(first.uploaded)
+
+
+def test_republish_with_fewer_shards_deletes_stale_files(hub, variants, tmp_path):
+    big, small = tmp_path / "big", tmp_path / "small"
+    publish_folder(_sources(variants), big, family="demo", plots=False, target_shard_bytes=10_000)
+    publish_folder(_sources(variants), small, family="demo", plots=False)
+    push_folder(big, "laion-hf/shrink", token=hub.token)
+    result = push_folder(small, "laion-hf/shrink", token=hub.token)
+    files = set(HfApi().list_repo_files("laion-hf/shrink", repo_type="dataset"))
+    assert result.deleted and not files & set(result.deleted)
+    assert files - {".gitattributes"} == {p.relative_to(small).as_posix() for p in small.rglob("*") if p.is_file()}
+
+
+def test_bad_token_is_a_clear_error_without_the_token(hub, variants, tmp_path):
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    with pytest.raises(PushAuthError) as caught:
+        push_folder(folder, "laion-hf/x", token="hf_secret_wrong_token")
+    assert "refused the token" in str(caught.value) and "hf_secret_wrong_token" not in str(caught.value)
+
+
+def test_rate_limit_is_a_clear_error(hub, variants, tmp_path):
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    hub.faults.rate_limit_path = r"/api/repos/create"
+    with pytest.raises(PushRateLimitError, match="Re-run the same command in 30 s"):
+        push_folder(folder, "laion-hf/x", token=hub.token)
+
+
+@pytest.mark.slow
+def test_upload_interrupted_mid_file_then_resumed(hub, variants, tmp_path):
+    """The server drops the connection in the middle of an LFS upload; the uploader dies; a re-run completes."""
+    folder = tmp_path / "hub"
+    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    script = textwrap.dedent(
+        f"""
+        from laion_hf.hub.push import push_folder
+        push_folder({str(folder)!r}, "laion-hf/interrupted", token={hub.token!r}, max_files_per_commit=2)
+        """
+    )
+    # Let the first commits through, then drop every upload half-way.
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(hub.uploads) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    hub.faults.drop_upload_after_bytes = 3000
+    assert hub.faults.upload_dropped.wait(60), "no upload was interrupted"
+    process.kill()
+    process.wait()
+    before = hub.files("laion-hf/interrupted")
+    assert set(before) < set(files), "the interruption should leave the upload incomplete"
+    assert all(before[path] == files[path] for path in before), "a committed file must be complete"
+    uploaded_before = dict(hub.uploads)
+
+    hub.faults.drop_upload_after_bytes = None
+    result = push_folder(folder, "laion-hf/interrupted", token=hub.token)
+    assert hub.files("laion-hf/interrupted") == files
+    assert set(result.skipped) == set(before)
+    assert all(hub.uploads[oid] == 1 for oid in uploaded_before), "no object is uploaded twice"
+
+
+def test_copy_folder_to_fsspec_target_resumes(variants, tmp_path):
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    target = f"file://{tmp_path / 'published'}"
+    first = copy_folder(folder, target)
+    (tmp_path / "published" / "README.md").unlink()
+    second = copy_folder(folder, target)
+    assert second.uploaded == ["README.md"] and len(second.skipped) == len(first.uploaded) - 1
+    assert (tmp_path / "published" / "README.md").read_text() == (folder / "README.md").read_text()
