@@ -1,0 +1,443 @@
+"""``laion-hf build``: a recipe, end to end, from WAT files to a Hub-ready folder with its card.
+
+The pipeline is a fixed sequence of *steps*; a recipe says which run and how::
+
+    01-extract  WAT files -> candidate parquet            (laion_hf.extract)
+    02-download candidates -> img2dataset image shards     (laion_hf.stages.download)
+    03-filter   CLIP similarity >= threshold, languages   (laion_hf.stages.filter)
+    04-score    punsafe / pwatermark / aesthetic columns   (laion_hf.stages.score)
+    05-dedup    exact LAION hash (+ near duplicates)       (laion_hf.stages.dedup)
+    06-configs/<name>  removal lists, punsafe limit, keywords, language subset
+    07-publish  OUTPUT/hub: Hub layout + card with the recipe, models and counts
+
+Every step writes under ``OUTPUT/stages/<nn>-<step>/`` and, when complete, a
+step-level done marker (``_stage.done.json``) holding its stats: a re-run
+skips finished steps and, inside an unfinished image step, finished shards
+(the runner's per-shard markers). ``OUTPUT/build_report.json`` has the
+resolved recipe, model checksums and the per-stage table (in, kept, dropped
+by reason, seconds); the card is rendered from it.
+
+Runners only schedule: image steps hand a list of Stage objects to the local
+runner (this process or a process pool) or to :class:`laion_hf.runners.ray.RayRunner`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from laion_hf.clean.lists import load_removal_sets
+from laion_hf.clean.removal import RemovalStage, keyword_pattern, load_keywords
+from laion_hf.errors import UserError
+from laion_hf.io.atomic import join, mark_done, read_done, write_json
+from laion_hf.io.samples import transform_shard
+from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.recipes import ConfigSpec, Recipe
+from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
+from laion_hf.runners.local import run_shards
+from laion_hf.stages.base import Stage, StageStats
+
+STAGES_DIR = "stages"
+HUB_DIR = "hub"
+REPORT_FILE = "build_report.json"
+STEP_MARKER = "_stage"
+STEPS = ("extract", "download", "filter", "score", "dedup", "configs", "publish")
+
+
+class BuildError(UserError):
+    """A build cannot start or continue (bad inputs, a step missing its input)."""
+
+
+# ---------------------------------------------------------------- runners
+
+
+class StageRunner(Protocol):
+    """What a build needs from a runner: run Stage objects over image shards, per shard, resumably."""
+
+    def run_stages(
+        self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str, uses_model: bool = False
+    ) -> dict[str, dict[str, Any]]: ...
+
+
+def _transform(shard: Shard, *, output_dir: str, stages: Sequence[Stage], batch_size: int) -> dict[str, Any]:
+    """One shard through ``stages`` (``setup()`` first: once per shard in a worker process)."""
+    for stage in stages:
+        stage.setup()
+    return transform_shard(shard, output_dir, stages, batch_size)
+
+
+@dataclass
+class LocalRunner:
+    """Shards in this process (``workers=1``) or across a local process pool."""
+
+    workers: int = 1
+    batch_size: int = 256
+    show_progress: bool = True
+
+    def run_stages(
+        self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str, uses_model: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        process = functools.partial(_transform, output_dir=output_dir, stages=list(stages), batch_size=self.batch_size)
+        return run_shards(
+            shards,
+            process,
+            output_dir=output_dir,
+            name_of=_shard_name,
+            workers=self.workers,
+            description=", ".join(s.name for s in stages) or "copy",
+            show_progress=self.show_progress,
+        )
+
+
+def _shard_name(shard: Shard) -> str:
+    return shard.name
+
+
+def merge_shard_records(records: dict[str, dict[str, Any]], stage_names: Sequence[str]) -> list[StageStats]:
+    """Per-stage totals over shards' done-marker records (as written by ``transform_shard``)."""
+    totals = [StageStats(name) for name in stage_names]
+    for record in records.values():
+        for total, data in zip(totals, record["stages"]):
+            total.merge(StageStats.from_dict(data))
+    for total in totals:
+        total.check()
+    return totals
+
+
+def image_shards(directory: str) -> list[Shard]:
+    """The img2dataset-layout shards of a step's output (``_removed`` audit files are not shards)."""
+    try:
+        shards = [s for s in discover_shards(directory) if s.tar is not None]
+    except FileNotFoundError as exc:
+        raise BuildError(f"{exc}") from exc
+    if not shards:
+        raise BuildError(f"{directory}: no image shards (NNNNN.tar + NNNNN.parquet)")
+    return shards
+
+
+# ---------------------------------------------------------------- options and report
+
+
+@dataclass
+class BuildOptions:
+    """What ``laion-hf build`` was asked for, besides the recipe."""
+
+    inputs: list[str]
+    output: str
+    runner: str = "local"
+    workers: int = 1
+    ray_address: str | None = None
+    start_at: str = "extract"
+    removals: tuple[tuple[str, str], ...] = ()
+    allow_private_network: bool = False
+    batch_size: int = 256
+    hub_format: str = "webdataset"
+    repo_id: str | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class BuildReport:
+    """The result of a build: per-stage stats in pipeline order, per-config counts, where things are."""
+
+    recipe: dict[str, Any]
+    stages: list[StageStats] = field(default_factory=list)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    hub_folder: str | None = None
+    card: str | None = None
+    runner: str = "local"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "stages": [s.to_dict() for s in self.stages],
+            "configs": self.configs,
+            "models": self.models,
+            "hub_folder": self.hub_folder,
+            "card": self.card,
+            "runner": self.runner,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_records(recipe: Recipe) -> list[dict[str, Any]]:
+    """Name, weights and sha256 of every model the recipe uses (checksums of the files actually there)."""
+    from laion_hf.recipes.recipe import PACKAGE_PREFIX, resolve_file
+
+    records = []
+    for ref, spec in recipe.models.items():
+        weights = spec.path or spec.pretrained
+        local = resolve_file(weights, recipe.path) if weights and (weights.startswith(PACKAGE_PREFIX) or Path(weights).suffix) else None
+        sha256 = file_sha256(local) if local and Path(local).is_file() else None
+        records.append(
+            {
+                "name": f"{ref}: {spec.name}",
+                "source": weights or "-",
+                "sha256": sha256 or "not a local file",
+            }
+        )
+    return records
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class Build:
+    """Run a recipe's steps in order, each resumable, collecting the stats of every stage."""
+
+    def __init__(self, recipe: Recipe, options: BuildOptions, runner: StageRunner | None = None) -> None:
+        if options.start_at not in STEPS[:6]:
+            raise BuildError(f"--start-at {options.start_at!r}: one of {', '.join(STEPS[:6])}")
+        if options.start_at not in ("extract", "configs") and options.start_at not in recipe.stages:
+            raise BuildError(f"--start-at {options.start_at}: recipe {recipe.name} has no {options.start_at} stage")
+        self.recipe = recipe
+        self.options = options
+        self.runner = runner or self._make_runner()
+        self.report = BuildReport(recipe=recipe.to_dict(), runner=options.runner)
+
+    def _make_runner(self) -> StageRunner:
+        if self.options.runner == "local":
+            return LocalRunner(self.options.workers, self.options.batch_size, self.options.show_progress)
+        if self.options.runner == "ray":
+            from laion_hf.runners.ray import RayRunner
+
+            return RayRunner(
+                address=self.options.ray_address,
+                num_cpus=None if self.options.ray_address else self.options.workers,
+                concurrency=self.options.workers,
+                batch_size=self.options.batch_size,
+            )
+        raise BuildError(f"--runner {self.options.runner!r}: local or ray")
+
+    # -- step bookkeeping
+
+    def step_dir(self, number: int, name: str) -> str:
+        return join(self.options.output, STAGES_DIR, f"{number:02d}-{name}")
+
+    def _step(self, number: int, name: str, run: Callable[[str], list[StageStats]]) -> str:
+        """Run one step into its directory unless its done marker exists; record its stats."""
+        directory = self.step_dir(number, name)
+        recorded = read_done(directory, STEP_MARKER)
+        if recorded is None:
+            started = time.perf_counter()
+            stats = run(directory)
+            for s in stats:
+                s.check()
+            recorded = {"step": name, "stats": [s.to_dict() for s in stats], "seconds": time.perf_counter() - started}
+            mark_done(directory, STEP_MARKER, recorded)
+        self.report.stages.extend(StageStats.from_dict(d) for d in recorded["stats"])
+        return directory
+
+    def _image_step(self, source: str, stages: list[Stage], uses_model: bool) -> Callable[[str], list[StageStats]]:
+        def run(directory: str) -> list[StageStats]:
+            records = self.runner.run_stages(image_shards(source), stages, directory, uses_model=uses_model)
+            return merge_shard_records(records, [s.name for s in stages])
+
+        return run
+
+    # -- the steps
+
+    def run(self) -> BuildReport:
+        started = time.perf_counter()
+        order = [s for s in ("extract", "download", "filter", "score", "dedup") if self.recipe.has(s)]
+        if self.options.start_at == "configs":
+            order = []
+        elif self.options.start_at in order:
+            order = order[order.index(self.options.start_at) :]
+        source: Any = self.options.inputs
+        for step in order:
+            number = STEPS.index(step) + 1
+            source = self._step(number, step, getattr(self, f"_{step}")(source))
+        source_dir = self._single_input(source)
+        config_dirs = {}
+        for config in self.recipe.configs:
+            directory = self._step(STEPS.index("configs") + 1, f"configs/{config.name}", self._config(source_dir, config))
+            config_dirs[config.name] = directory
+            self.report.configs[config.name] = {"rows": count_rows(directory), "dir": directory}
+        self.report.models = model_records(self.recipe)
+        self._publish(config_dirs)
+        self.report.seconds = time.perf_counter() - started
+        write_json(join(self.options.output, REPORT_FILE), self.report.to_dict())
+        return self.report
+
+    def _single_input(self, source: Any) -> str:
+        if isinstance(source, str):
+            return source
+        if len(source) != 1:
+            raise BuildError(f"--start-at configs needs one directory of image shards, got {len(source)} inputs")
+        return source[0]
+
+    def _extract(self, inputs: list[str]) -> Callable[[str], list[StageStats]]:
+        def run(directory: str) -> list[StageStats]:
+            from laion_hf.extract import extract
+
+            report = extract(list(inputs), directory, workers=self.options.workers, show_progress=self.options.show_progress, **self.recipe.extract)
+            return [report.total]
+
+        return run
+
+    def _download(self, source: Any) -> Callable[[str], list[StageStats]]:
+        def run(directory: str) -> list[StageStats]:
+            from laion_hf.stages.download import download
+
+            result = download(
+                self._single_input(source),
+                directory,
+                processes=self.options.workers,
+                allow_private_network=self.options.allow_private_network,
+                **self.recipe.download,
+            )
+            return [_as_stats(result, "download")]
+
+        return run
+
+    def _filter(self, source: Any) -> Callable[[str], list[StageStats]]:
+        spec = self.recipe.filter
+        stages: list[Stage] = []
+        if spec.languages is not None:
+            stages.append(LanguageStage(language_in=spec.languages, reason="language"))
+        stages.append(_clip_filter_stage(self.recipe))
+        return self._image_step(self._single_input(source), stages, uses_model=True)
+
+    def _score(self, source: Any) -> Callable[[str], list[StageStats]]:
+        spec = self.recipe.score
+        stages = _score_stages(self.recipe)
+        if spec.nsfw_tag is not None:
+            stages.append(NsfwTagStage(spec.nsfw_tag.unsure_at, spec.nsfw_tag.nsfw_at))
+        return self._image_step(self._single_input(source), stages, uses_model=True)
+
+    def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
+        def run(directory: str) -> list[StageStats]:
+            from laion_hf.stages.dedup import dedup_shards
+
+            result = dedup_shards(
+                self._single_input(source),
+                directory,
+                near_duplicate_similarity=self.recipe.dedup.near_duplicate_similarity,
+                workers=self.options.workers,
+            )
+            return [_as_stats(result, "dedup")]
+
+        return run
+
+    def _config(self, source: str, config: ConfigSpec) -> Callable[[str], list[StageStats]]:
+        return self._image_step(source, config_stages(config, self.options.removals), uses_model=False)
+
+    def _publish(self, config_dirs: dict[str, str]) -> None:
+        folder = join(self.options.output, HUB_DIR)
+        directory = self.step_dir(STEPS.index("publish") + 1, "publish")
+        recorded = read_done(directory, STEP_MARKER)
+        if recorded is None:
+            self.report.models = model_records(self.recipe)
+            card = publish(self.recipe, self.report, config_dirs, folder, self.options)
+            recorded = {"step": "publish", "folder": folder, "card": card}
+            mark_done(directory, STEP_MARKER, recorded)
+        self.report.hub_folder = recorded["folder"]
+        self.report.card = recorded["card"]
+
+
+def config_stages(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] = ()) -> list[Stage]:
+    """The stages that make one config: removal lists / punsafe / keywords, then the language subset."""
+    stages: list[Stage] = []
+    specs = [(r.kind, r.file) for r in config.remove] + list(extra_removals)
+    keywords = load_keywords(config.keyword_file) if config.keyword_file else []
+    if specs or config.punsafe_above is not None or keywords:
+        stages.append(
+            RemovalStage(
+                removal=load_removal_sets(specs) if specs else None,
+                punsafe_threshold=config.punsafe_above,
+                keyword_regex=keyword_pattern(keywords),
+                name=f"{config.name}: removal",
+            )
+        )
+    if config.language_in or config.language_not_in or config.language_detected is not None:
+        stages.append(
+            LanguageStage(
+                language_in=config.language_in,
+                language_not_in=config.language_not_in,
+                language_detected=config.language_detected,
+                reason="other-subset",
+                name=f"{config.name}: subset",
+            )
+        )
+    return stages
+
+
+def count_rows(directory: str) -> int:
+    """Samples in a directory of image shards (from the parquet footers)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(s.parquet).metadata.num_rows for s in image_shards(directory))
+
+
+def thresholds(recipe: Recipe) -> dict[str, str]:
+    """Every threshold the recipe applies, with where it came from, for the card."""
+    found: dict[str, str] = {}
+    if recipe.filter:
+        found["filter: cosine similarity >="] = f"{recipe.filter.threshold.value} ({recipe.filter.threshold.source})"
+        if recipe.filter.multilingual_threshold:
+            t = recipe.filter.multilingual_threshold
+            found["filter: cosine similarity >= (non-English)"] = f"{t.value} ({t.source})"
+        if recipe.filter.languages:
+            found["filter: languages"] = ", ".join(recipe.filter.languages)
+    if recipe.score:
+        for column, limit in recipe.score.drop_above.items():
+            found[f"score: {column} <="] = str(limit)
+        if recipe.score.nsfw_tag:
+            found["NSFW tag: UNSURE at / NSFW at"] = f"{recipe.score.nsfw_tag.unsure_at} / {recipe.score.nsfw_tag.nsfw_at}"
+    if recipe.dedup and recipe.dedup.near_duplicate_similarity is not None:
+        found["dedup: near-duplicate similarity >="] = str(recipe.dedup.near_duplicate_similarity)
+    for config in recipe.configs:
+        if config.punsafe_above is not None:
+            found[f"{config.name}: punsafe removed above"] = str(config.punsafe_above)
+    return found
+
+
+def card_context(recipe: Recipe, report: BuildReport, repo_id: str | None) -> dict[str, Any]:
+    """What the card template gets: the recipe, its models and checksums, thresholds, counts."""
+    summary = recipe.description + (f"\n\nSource: {recipe.source}" if recipe.source else "")
+    return {
+        "pretty_name": f"{recipe.name} (laion-hf build)",
+        "summary": summary,
+        "recipe": {
+            "recipe": f"{recipe.name} {recipe.version}",
+            "file": Path(recipe.path).name,
+            "stages": " -> ".join([*recipe.stages, "configs"]),
+            "configs": ", ".join(c.name for c in recipe.configs),
+            "runner": report.runner,
+        },
+        "models": report.models,
+        "thresholds": thresholds(recipe),
+        "stages": [s.to_dict() for s in report.stages],
+        "repo_id": repo_id,
+        "known_issues": [f"Models and thresholds are the recipe's ({Path(recipe.path).name}); see build_report.json for the full resolved recipe."],
+    }
+
+
+def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], folder: str, options: BuildOptions) -> str:
+    """Lay out the configs for the Hub in ``folder`` and write the card; returns the card's path."""
+    from laion_hf.hub.card import render_card, write_card
+    from laion_hf.hub.layout import write_hub_folder
+    from laion_hf.hub.plots import save_plots
+
+    layout = write_hub_folder(config_dirs, folder, format=options.hub_format, default=recipe.default_config.name)
+    default_dir = config_dirs[recipe.default_config.name]
+    plots = save_plots([s.parquet for s in image_shards(default_dir)], folder)
+    write_json(join(folder, REPORT_FILE), report.to_dict())
+    card = render_card(recipe.card, card_context(recipe, report, options.repo_id), layout=layout, plots=plots)
+    return str(write_card(card, folder))

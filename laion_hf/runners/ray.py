@@ -1,0 +1,208 @@
+"""The Ray Data runner: the same Stage objects, scheduled across a Ray cluster (or Ray local mode).
+
+It only schedules; the dataset logic stays in the stages and in
+:mod:`laion_hf.io.samples`. One pass over a directory of img2dataset-layout
+shards:
+
+1. *read*: one task per unfinished shard streams it as Arrow batches
+   (:func:`read_sample_batches`: sidecar metadata + original image bytes),
+   tagged with the shard name and the row's position in it;
+2. *stages*: each Stage runs through ``map_batches(batch_format="pyarrow")`` as
+   a class-based UDF, so ``setup()`` (model loading) happens once per actor;
+   model stages get ``num_gpus`` and their own ``concurrency``. The UDF notes
+   which stage dropped a row and the time it took, as columns, so counts are
+   aggregated from the data itself (by stage and ``drop_reason``);
+3. *write*: rows are grouped by shard (a shuffle on the shard name), put back
+   in their original order and written by the same :class:`SampleShardWriter`
+   as the local runner, with the same done marker - so output rows are the
+   same and a run resumes across runners.
+
+Dedup is global: :meth:`RayRunner.duplicate_rows` shuffles only (hash, shard,
+row) by hash (``groupby``), so image bytes never cross the network for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from laion_hf.io.atomic import mark_done, read_done, remove_stale_temporaries
+from laion_hf.io.samples import SampleShardWriter, read_sample_batches
+from laion_hf.io.shards import Shard
+from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, count_reasons, ensure_drop_reason
+
+SHARD = "__shard"
+ROW = "__row"
+DROPPED_AT = "__dropped_at"
+_SECONDS = "__seconds_{}"
+
+
+def _seconds_column(index: int) -> str:
+    return _SECONDS.format(index)
+
+
+def _read_shards(rows: pa.Table, batch_size: int):
+    """Ray UDF: for each shard row, yield its sample batches tagged with shard name and row index."""
+    for spec in rows.to_pylist():
+        shard = Shard(name=spec["name"], parquet=spec["parquet"], tar=spec["tar"], stats=spec["stats"])
+        start = 0
+        for batch in read_sample_batches(shard, batch_size):
+            batch = ensure_drop_reason(batch)
+            batch = batch.append_column(SHARD, pa.array([shard.name] * batch.num_rows, pa.string()))
+            batch = batch.append_column(ROW, pa.array(np.arange(start, start + batch.num_rows), pa.int64()))
+            batch = batch.append_column(DROPPED_AT, pa.nulls(batch.num_rows, pa.int32()))
+            start += batch.num_rows
+            yield batch
+
+
+class StageActor:
+    """Ray class-based UDF around one Stage: ``setup()`` once per actor, counts recorded per row."""
+
+    def __init__(self, stage: Stage, index: int) -> None:
+        self.stage = stage
+        self.index = index
+        stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        alive = alive_mask(batch)
+        started = time.perf_counter()
+        batch = self.stage(batch)
+        elapsed = time.perf_counter() - started
+        newly = pc.and_(alive, pc.invert(alive_mask(batch)))
+        dropped_at = pc.if_else(newly, pa.scalar(self.index, pa.int32()), batch[DROPPED_AT])
+        batch = batch.set_column(batch.column_names.index(DROPPED_AT), DROPPED_AT, dropped_at)
+        # The batch's time spread over its rows: summing the column gives the stage's seconds.
+        share = elapsed / max(batch.num_rows, 1)
+        return batch.append_column(_seconds_column(self.index), pa.array([share] * batch.num_rows, pa.float64()))
+
+
+def shard_stats(table: pa.Table, stage_names: Sequence[str]) -> list[StageStats]:
+    """Per-stage stats of one shard, from the ``__dropped_at`` / ``drop_reason`` / seconds columns."""
+    dropped_at = table[DROPPED_AT]
+    alive = table.num_rows
+    stats = []
+    for index, name in enumerate(stage_names):
+        mine = table.filter(pc.fill_null(pc.equal(dropped_at, index), False))
+        dropped = count_reasons(mine.select([DROP_REASON]))
+        seconds = pc.sum(table[_seconds_column(index)]).as_py() or 0.0
+        stats.append(StageStats(name, rows_in=alive, kept=alive - mine.num_rows, dropped=dropped, seconds=seconds))
+        alive -= mine.num_rows
+    return stats
+
+
+class ShardWriterUDF:
+    """Ray UDF for ``map_groups``: write one shard's rows, in original order, and its done marker."""
+
+    def __init__(self, output_dir: str, stage_names: Sequence[str]) -> None:
+        self.output_dir = output_dir
+        self.stage_names = list(stage_names)
+
+    def __call__(self, group: pa.Table) -> pa.Table:
+        group = group.sort_by(ROW)
+        name = group[SHARD][0].as_py()
+        stats = shard_stats(group, self.stage_names)
+        for s in stats:
+            s.check()
+        internal = [SHARD, ROW, DROPPED_AT] + [_seconds_column(i) for i in range(len(self.stage_names))]
+        with SampleShardWriter(self.output_dir, name) as writer:
+            writer.write(group.drop_columns(internal))
+        record = {"shard": name, "stages": [s.to_dict() for s in stats]}
+        mark_done(self.output_dir, name, record)
+        return pa.table({"shard": [name], "record": [json.dumps(record)]})
+
+
+@dataclass
+class RayRunner:
+    """Schedule stages on Ray Data. ``address=None`` starts Ray locally with ``num_cpus`` CPUs.
+
+    ``concurrency`` is the number of actors per stage; ``model_num_gpus`` the GPUs
+    each actor of a model stage (one with ``uses_model = True``) reserves.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_memory: int | None = None
+    concurrency: int = 1
+    model_num_gpus: float = 0.0
+    batch_size: int = 256
+
+    def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        if self.address:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=self.num_cpus,
+                object_store_memory=self.object_store_memory,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        import ray.data
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+
+    def run_stages(self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str) -> dict[str, dict[str, Any]]:
+        """Run ``stages`` over ``shards`` into ``output_dir``; return each shard's record (as the local runner does)."""
+        import ray.data
+
+        self.start()
+        remove_stale_temporaries(output_dir)
+        records: dict[str, dict[str, Any]] = {}
+        pending = []
+        for shard in shards:
+            recorded = read_done(output_dir, shard.name)
+            if recorded is None:
+                pending.append(shard)
+            else:
+                records[shard.name] = recorded
+        if pending:
+            items = [{"name": s.name, "parquet": s.parquet, "tar": s.tar, "stats": s.stats} for s in pending]
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            ds = ds.map_batches(_read_shards, batch_format="pyarrow", batch_size=1, fn_kwargs={"batch_size": self.batch_size})
+            for index, stage in enumerate(stages):
+                uses_model = getattr(stage, "uses_model", False)
+                ds = ds.map_batches(
+                    StageActor,
+                    fn_constructor_kwargs={"stage": stage, "index": index},
+                    batch_format="pyarrow",
+                    batch_size=self.batch_size,
+                    concurrency=self.concurrency,
+                    num_gpus=self.model_num_gpus if uses_model else 0,
+                )
+            ds = ds.groupby(SHARD).map_groups(
+                ShardWriterUDF,
+                fn_constructor_kwargs={"output_dir": output_dir, "stage_names": [s.name for s in stages]},
+                batch_format="pyarrow",
+                concurrency=self.concurrency,
+            )
+            for row in ds.take_all():
+                records[row["shard"]] = json.loads(row["record"])
+        return {s.name: records[s.name] for s in shards}
+
+    def duplicate_rows(
+        self, tables: Sequence[tuple[str, pa.Table]], pick: Callable[[pa.Table], pa.Table]
+    ) -> pa.Table:
+        """Partition ``(hash, shard, row, ...)`` tables by hash and let ``pick`` choose duplicates per group.
+
+        ``pick`` gets every row sharing a hash and returns the rows to drop; the
+        result is their union. Only these small columns are shuffled.
+        """
+        import ray.data
+
+        self.start()
+        ds = ray.data.from_arrow([t for _, t in tables])
+        ds = ds.groupby("hash").map_groups(pick, batch_format="pyarrow")
+        blocks = [ray.get(ref) for ref in ds.to_arrow_refs()]
+        return pa.concat_tables(blocks) if blocks else tables[0][1].schema.empty_table()
