@@ -115,7 +115,7 @@ def render_card(
         "plots_md": "\n\n".join(f"![{p.title}]({p.path})" for p in plots),
         "known_issues_md": "\n".join(f"- {issue}" for issue in context.get("known_issues") or []),
         "load_example": _load_example(context.get("repo_id"), layout),
-        "total_rows": rows,
+        "total_rows": f"{rows:,}",
     }
     template_kwargs = {"code_version": code_version(), **context, **sections}
     try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laion_hf.schema import resolve_columns
@@ -37,16 +38,20 @@ class Plot:
 
 
 def collect(parquet_paths: Iterable[str]) -> tuple[dict[str, np.ndarray], Counter[str]]:
-    """Histograms of the numeric columns present and the language counts, over all files."""
+    """Histograms of the numeric columns present and the language counts, over all files (successful rows)."""
     histograms: dict[str, np.ndarray] = {}
     languages: Counter[str] = Counter()
     for path in parquet_paths:
         parquet = pq.ParquetFile(path)
-        resolved = resolve_columns(parquet.schema_arrow.names, [*NUMERIC, "language"])
+        resolved = resolve_columns(parquet.schema_arrow.names, [*NUMERIC, "language", "status"])
+        status = resolved.pop("status")
         present = {canonical: actual for canonical, actual in resolved.items() if actual}
         if not present:
             continue
-        for batch in parquet.iter_batches(batch_size=65536, columns=list(present.values())):
+        columns = list(present.values()) + ([status] if status else [])
+        for batch in parquet.iter_batches(batch_size=65536, columns=columns):
+            if status:  # img2dataset sidecars list failed downloads too; plot what was published
+                batch = batch.filter(pc.equal(batch.column(status), "success"))
             for canonical, actual in present.items():
                 column = batch.column(actual)
                 if canonical == "language":
