@@ -44,6 +44,7 @@ _COLUMN_NAMES = {
     "laion-hash": ("laion_hash", "hash", "value"),
     "sample-id": ("sample_id", "key", "id", "value"),
 }
+DIGEST_SIZE = {"md5": 16, "sha256": 32}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -89,7 +90,12 @@ class RemovalList:
 
 
 def _arrow_type(kind: str) -> pa.DataType:
-    return pa.int64() if kind == "laion-hash" else pa.string()
+    """URL lists hold raw digests (so URLs are hashed to bytes, never hex); image lists hold hex like sidecars."""
+    if kind == "laion-hash":
+        return pa.int64()
+    if kind.startswith("url-"):
+        return pa.binary(DIGEST_SIZE[_HEX_ALGORITHM[kind]])
+    return pa.string()
 
 
 def _pick_column(names: Sequence[str], kind: str, path: str) -> str:
@@ -157,7 +163,7 @@ def load_list(kind: str, path: str, skip_invalid: bool = False) -> RemovalList:
                     raise RemovalListError(f"{path}: {where}: {raw!r} is not a valid {kind} value")
                 invalid.append(f"{where}: {raw!r}")
                 continue
-            values.append(value)
+            values.append(bytes.fromhex(value) if kind.startswith("url-") else value)
     except FileNotFoundError as exc:
         raise RemovalListError(f"{path}: removal list not found") from exc
     except (UnicodeDecodeError, pa.ArrowInvalid, OSError) as exc:

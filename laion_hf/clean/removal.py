@@ -18,6 +18,7 @@ build pipeline runs the very same object for its Re-LAION recipe.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.lists import RemovalSets
+from laion_hf.clean.lists import DIGEST_SIZE, RemovalSets
 from laion_hf.errors import UserError
-from laion_hf.hashing import hex_digest, laion_hash_array
+from laion_hf.hashing import laion_hash_array
 from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import Stage, ensure_drop_reason, mark_dropped
 
@@ -85,10 +86,14 @@ def laion_hashes(batch: pa.Table) -> pa.Array | pa.ChunkedArray:
 
 
 def _url_digests(urls: pa.ChunkedArray, algorithm: str) -> pa.Array:
-    return pa.array(
-        [None if u is None else hex_digest(algorithm, u.encode("utf-8")) for u in urls.to_pylist()],
-        pa.string(),
-    )
+    """Raw digests of each URL's UTF-8 bytes (byte for byte, no normalisation); NULL stays NULL.
+
+    The one per-row Python loop of the stage: read as ``binary`` the bytes need
+    no decode/encode round trip, and raw digests skip hex formatting.
+    """
+    digest = getattr(hashlib, algorithm)
+    raw = pc.cast(urls, pa.binary()).to_pylist()
+    return pa.array([None if u is None else digest(u).digest() for u in raw], pa.binary(DIGEST_SIZE[algorithm]))
 
 
 def _normalized_hex(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -27,7 +27,7 @@ def test_text_list_skips_blank_and_comment_lines(tmp_path):
     path = tmp_path / "urls.txt"
     path.write_text(f"# header\n\n{MD5.upper()}\n  {MD5}  \n")
     loaded = load_list("url-md5", str(path))
-    assert loaded.values.to_pylist() == [MD5, MD5]
+    assert loaded.values.to_pylist() == [bytes.fromhex(MD5)] * 2  # URL lists hold raw digests
 
 
 def test_invalid_line_names_file_and_line(tmp_path):
@@ -42,7 +42,7 @@ def test_skip_invalid_counts_instead_of_failing(tmp_path):
     path.write_text(f"{MD5}\nbad\nworse\n")
     sets = load_removal_sets([("url-md5", str(path))], skip_invalid=True)
     assert sets.invalid == 2
-    assert sets.get("url-md5").to_pylist() == [MD5]
+    assert sets.get("url-md5").to_pylist() == [bytes.fromhex(MD5)]
     assert sets.summary() == [{"kind": "url-md5", "path": str(path), "values": 1, "invalid_skipped": 2}]
 
 

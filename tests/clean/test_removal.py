@@ -16,7 +16,9 @@ from laion_hf.stages.base import split_kept
 
 def sets(**kinds) -> RemovalSets:
     return RemovalSets(
-        {kind.replace("_", "-"): pa.array(values, pa.int64() if kind == "laion_hash" else pa.string())
+        {kind.replace("_", "-"): pa.array(
+            [bytes.fromhex(v) for v in values] if kind.startswith("url") else values,
+            pa.int64() if kind == "laion_hash" else pa.binary() if kind.startswith("url") else pa.string())
          for kind, values in kinds.items()}
     )
 
