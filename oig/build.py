@@ -168,20 +168,21 @@ def run_stage(stage: Callable[[pa.Table], pa.Table], batch: pa.Table) -> tuple[p
     return batch, stats
 
 
-def ordered_map(fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any) -> Iterator[Any]:
-    """``fn(item, *args)`` for each item, in order; with workers > 1 a bounded window runs in a process pool."""
-    if workers <= 1:
+def ordered_map(
+    fn: Callable[..., Any], items: Iterable[Any], *args: Any, pool: ProcessPoolExecutor | None = None, window_size: int = 4
+) -> Iterator[Any]:
+    """``fn(item, *args)`` for each item, in order; with a pool, up to ``window_size`` items run at once."""
+    if pool is None:
         for item in items:
             yield fn(item, *args)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        window: deque[Future] = deque()
-        for item in items:
-            window.append(pool.submit(fn, item, *args))
-            if len(window) >= 2 * workers:
-                yield window.popleft().result()
-        while window:
+    window: deque[Future] = deque()
+    for item in items:
+        window.append(pool.submit(fn, item, *args))
+        if len(window) >= window_size:
             yield window.popleft().result()
+    while window:
+        yield window.popleft().result()
 
 
 # ---- the builder ---------------------------------------------------------------------------------------
@@ -211,6 +212,14 @@ class Builder:
             self.decontaminator = None
 
     def run(self) -> BuildReport:
+        pool = ProcessPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        try:
+            return self._run(pool)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+
+    def _run(self, pool: ProcessPoolExecutor | None) -> BuildReport:
         shared = Deduplicator(**self._dedup_options)
         reports = []
         for spec in self.recipe.constituents:
@@ -218,17 +227,18 @@ class Builder:
             template = Template.load(spec.template, self.recipe.base_dir)
             records = _Counted(iter_records(spec.source, self.recipe.base_dir))
             rows = self._conversations(spec, template, records)
-            reports.append(self._constituent(spec, template.description, records, rows, dedup))
+            reports.append(self._constituent(spec, template.description, records, rows, dedup, pool))
         moderation = None
         if self.recipe.moderation is not None:
             spec = self.recipe.moderation
             template = ModerationTemplate.load(spec.template, self.recipe.base_dir)
             records = _Counted(iter_records(spec.source, self.recipe.base_dir))
             rows = self._moderation_rows(spec, template, records)
-            moderation = self._constituent(spec, template.description, records, rows, Deduplicator(**self._dedup_options))
+            dedup = Deduplicator(**self._dedup_options)
+            moderation = self._constituent(spec, template.description, records, rows, dedup, pool)
         report = BuildReport(output=self.output, constituents=reports, moderation=moderation)
         with atomic_path(join(self.output, "README.md")) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(render_card(self.recipe, report))
+            f.write(render_card(self.recipe, report, self.output))
         return report
 
     def _conversations(self, spec: ConstituentSpec, template: Template, records: Iterable) -> Iterator[dict[str, Any]]:
@@ -256,7 +266,13 @@ class Builder:
         }
 
     def _constituent(
-        self, spec: ConstituentSpec, description: str, records: _Counted, rows: Iterator[dict[str, Any]], dedup: Deduplicator
+        self,
+        spec: ConstituentSpec,
+        description: str,
+        records: _Counted,
+        rows: Iterator[dict[str, Any]],
+        dedup: Deduplicator,
+        pool: ProcessPoolExecutor | None,
     ) -> ConstituentReport:
         state_dir = join(self.output, STATE_DIR)
         recorded = read_done(state_dir, spec.name)
@@ -274,7 +290,9 @@ class Builder:
         removed_path = join(self.output, REMOVED_DIR, f"{spec.name}.parquet")
         with atomic_path(data_path) as data_tmp, atomic_path(removed_path) as removed_tmp:
             with pq.ParquetWriter(data_tmp, OUTPUT_SCHEMA) as kept_writer, pq.ParquetWriter(removed_tmp, REMOVED_SCHEMA) as removed_writer:
-                for batch, stats in ordered_map(score_batch, batches(), self.workers, spec.quality, self.recipe.pii):
+                for batch, stats in ordered_map(
+                    score_batch, batches(), spec.quality, self.recipe.pii, pool=pool, window_size=2 * self.workers
+                ):
                     main_stages = [s for s in (self.decontaminator, dedup) if s is not None]
                     for stage in main_stages:
                         batch, stage_stats = run_stage(stage, batch)

@@ -98,6 +98,9 @@ class QualityScorer(Stage):
 
             ensure_cmudict()
             self._identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+            import textstat
+
+            textstat.flesch_kincaid_grade("Warm up.")  # loads CMUdict now, not inside the first batch
 
     def __getstate__(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds, "_identifier": None}

@@ -13,8 +13,11 @@ from laion_hf.cli.app import app
 from laion_hf.errors import UserError
 
 # Command modules register themselves on `app` when imported.
+from laion_hf.cli import build as _build  # noqa: E402,F401  (build)
 from laion_hf.cli import clean as _clean  # noqa: E402,F401  (clean, verify-clean)
+from laion_hf.cli import extract as _extract  # noqa: E402,F401  (extract)
 from laion_hf.cli import demo as _demo  # noqa: E402,F401  (interim demo: sample copy -> clean)
+from laion_hf.cli import oig as _oig  # noqa: E402,F401  (oig build)
 
 
 def main() -> None:
