@@ -24,8 +24,10 @@ runner (this process or a process pool) or to :class:`laion_hf.runners.ray.RayRu
 from __future__ import annotations
 
 import functools
+import inspect
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +207,7 @@ class Build:
             raise BuildError(f"--start-at {options.start_at!r}: one of {', '.join(STEPS[:6])}")
         if options.start_at not in ("extract", "configs") and options.start_at not in recipe.stages:
             raise BuildError(f"--start-at {options.start_at}: recipe {recipe.name} has no {options.start_at} stage")
+        check_stage_options(recipe)
         self.recipe = recipe
         self.options = options
         self.runner = runner or self._make_runner()
@@ -272,7 +275,8 @@ class Build:
         self.report.models = model_records(self.recipe)
         self._publish(config_dirs)
         self.report.seconds = time.perf_counter() - started
-        write_json(join(self.options.output, REPORT_FILE), self.report.to_dict())
+        for folder in (self.options.output, self.report.hub_folder):
+            write_json(join(folder, REPORT_FILE), self.report.to_dict())
         return self.report
 
     def _single_input(self, source: Any) -> str:
@@ -295,14 +299,15 @@ class Build:
         def run(directory: str) -> list[StageStats]:
             from laion_hf.stages.download import download
 
-            result = download(
+            report = download(
                 self._single_input(source),
                 directory,
                 processes=self.options.workers,
                 allow_private_network=self.options.allow_private_network,
+                show_progress=self.options.show_progress,
                 **self.recipe.download,
             )
-            return [_as_stats(result, "download")]
+            return [as_stage_stats(report)]
 
         return run
 
@@ -351,6 +356,33 @@ class Build:
         self.report.card = recorded["card"]
 
 
+def _option_names(function: Callable[..., Any], taken: set[str]) -> set[str]:
+    parameters = inspect.signature(function).parameters
+    return {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY and name not in taken}
+
+
+def check_stage_options(recipe: Recipe) -> None:
+    """Refuse options under ``stages.extract`` / ``stages.download`` that the stage does not take."""
+    from laion_hf.recipes import RecipeError
+
+    allowed: dict[str, set[str]] = {}
+    if recipe.has("extract"):
+        from laion_hf.extract import extract
+
+        allowed["extract"] = _option_names(extract, {"show_progress"})
+    if recipe.has("download"):
+        from dataclasses import fields
+
+        from laion_hf.stages.download import DownloadOptions, download
+
+        taken = {"allow_private_network", "processes", "workers", "show_progress", "retry_failed"}
+        allowed["download"] = (_option_names(download, taken) | {f.name for f in fields(DownloadOptions)}) - taken
+    for stage, names in allowed.items():
+        for key in getattr(recipe, stage):
+            if key not in names:
+                raise RecipeError(f"{recipe.path}: stages.{stage}.{key}: unknown option (allowed: {', '.join(sorted(names))})")
+
+
 def config_stages(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] = ()) -> list[Stage]:
     """The stages that make one config: removal lists / punsafe / keywords, then the language subset."""
     stages: list[Stage] = []
@@ -376,6 +408,11 @@ def config_stages(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] 
             )
         )
     return stages
+
+
+def as_stage_stats(stats: StageStats) -> StageStats:
+    """A plain StageStats from a stage's own report (which may carry more fields)."""
+    return StageStats(stats.stage, stats.rows_in, stats.kept, Counter(stats.dropped), stats.seconds)
 
 
 def count_rows(directory: str) -> int:
@@ -430,14 +467,15 @@ def card_context(recipe: Recipe, report: BuildReport, repo_id: str | None) -> di
 
 
 def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], folder: str, options: BuildOptions) -> str:
-    """Lay out the configs for the Hub in ``folder`` and write the card; returns the card's path."""
-    from laion_hf.hub.card import render_card, write_card
-    from laion_hf.hub.layout import write_hub_folder
-    from laion_hf.hub.plots import save_plots
+    """Lay out the configs for the Hub in ``folder`` with plots and the card; returns the card's path."""
+    from laion_hf.hub.publish import publish_folder
 
-    layout = write_hub_folder(config_dirs, folder, format=options.hub_format, default=recipe.default_config.name)
-    default_dir = config_dirs[recipe.default_config.name]
-    plots = save_plots([s.parquet for s in image_shards(default_dir)], folder)
-    write_json(join(folder, REPORT_FILE), report.to_dict())
-    card = render_card(recipe.card, card_context(recipe, report, options.repo_id), layout=layout, plots=plots)
-    return str(write_card(card, folder))
+    publish_folder(
+        config_dirs,
+        folder,
+        family=recipe.card,
+        context=card_context(recipe, report, options.repo_id),
+        format=options.hub_format,
+        default=recipe.default_config.name,
+    )
+    return join(folder, "README.md")
