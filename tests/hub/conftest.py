@@ -62,6 +62,12 @@ def write_img2dataset_dir(directory: Path, shards: int, per_shard: int, offset: 
 
 
 @pytest.fixture
+def make_img2dataset_dir():
+    """The writer of img2dataset-style fixture outputs, for tests that need their own shape."""
+    return write_img2dataset_dir
+
+
+@pytest.fixture
 def variants(tmp_path) -> dict[str, tuple[Path, list[dict]]]:
     """Two variants like a clean run writes them: research (3 shards) and research-safe (2 shards)."""
     research = write_img2dataset_dir(tmp_path / "out" / "research", shards=3, per_shard=6, failed_every=4)

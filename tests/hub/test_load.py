@@ -1,0 +1,97 @@
+"""Streaming a pushed repo into training: every sample once across workers and ranks, exact resume."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import HfApi
+
+from laion_hf.hub.layout import write_hub_folder
+from laion_hf.hub.load import iter_metadata, laion_metadata_files, training_loader, webdataset_urls
+from laion_hf.hub.push import push_folder
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture
+def four_shard_repo(hub, tmp_path, make_img2dataset_dir):
+    rows = make_img2dataset_dir(tmp_path / "out", shards=4, per_shard=6)
+    write_hub_folder({"research": str(tmp_path / "out")}, str(tmp_path / "hub"), target_shard_bytes=1)
+    (tmp_path / "hub" / "README.md").write_text(
+        "---\nconfigs:\n- config_name: research\n  data_files:\n  - split: train\n    path: research/train-*.tar\n  default: true\n---\n"
+    )
+    push_folder(tmp_path / "hub", "laion-hf/train", token=hub.token)
+    return [row["key"] for row in rows]
+
+
+def _keys(loader, limit=None):
+    keys = []
+    for index, batch in enumerate(loader):
+        assert batch["pixel_values"].shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
+        assert all(caption.startswith("caption number ") for caption in batch["caption"])
+        keys.extend(batch["key"])
+        if limit is not None and index + 1 == limit:
+            break
+    return keys
+
+
+@pytest.mark.slow
+def test_every_sample_exactly_once_across_workers_and_ranks(four_shard_repo):
+    seen = []
+    for rank in range(2):
+        loader = training_loader("laion-hf/train", "research", batch_size=4, num_workers=2, rank=rank, world_size=2, image_size=IMAGE_SIZE)
+        seen.extend(_keys(loader))
+    assert sorted(seen) == sorted(four_shard_repo)
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_continues_without_repeats_or_gaps(four_shard_repo):
+    def make():
+        return training_loader("laion-hf/train", "research", batch_size=4, num_workers=2, image_size=IMAGE_SIZE)
+
+    full = _keys(make())
+    assert sorted(full) == sorted(four_shard_repo)
+    first = make()
+    head = _keys(first, limit=3)
+    state = first.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    tail = _keys(resumed)
+    assert head + tail == full
+
+
+def test_too_many_workers_for_the_shards_is_refused(four_shard_repo):
+    with pytest.raises(ValueError, match="cannot feed 8 workers"):
+        training_loader("laion-hf/train", "research", num_workers=8, image_size=IMAGE_SIZE)
+
+
+def test_webdataset_library_reads_the_same_shards(four_shard_repo):
+    import webdataset as wds
+
+    urls = webdataset_urls("laion-hf/train", "research")
+    assert len(urls) == 4
+    keys = [sample["__key__"] for sample in wds.WebDataset(urls, shardshuffle=False)]
+    assert keys == four_shard_repo
+
+
+def test_laion_metadata_repos_read_with_canonical_columns(hub, tmp_path):
+    base = pa.table({"SAMPLE_ID": [1, 2], "URL": ["u1", "u2"], "TEXT": ["t1", "t2"], "HEIGHT": pa.array([10, 20], pa.int32()), "WIDTH": pa.array([30, 40], pa.int32()), "NSFW": ["UNLIKELY", "NSFW"]})
+    relaion = pa.table({"url": ["u3"], "caption": ["t3"], "width": [5], "height": [6], "punsafe": pa.array([0.1], pa.float32())})
+    api = HfApi(token=hub.token)
+    for repo, table in (("laion/laion2B-en", base), ("laion/relaion2B-en-research", relaion)):
+        pq.write_table(table, tmp_path / "part-00000-abc-c000.snappy.parquet")
+        api.create_repo(repo, repo_type="dataset")
+        api.upload_file(path_or_fileobj=str(tmp_path / "part-00000-abc-c000.snappy.parquet"), path_in_repo="part-00000-abc-c000.snappy.parquet", repo_id=repo, repo_type="dataset")
+
+    files = laion_metadata_files("laion/laion2B-en")
+    assert files == ["hf://datasets/laion/laion2B-en/part-00000-abc-c000.snappy.parquet"]
+    batch = next(iter_metadata(files, columns=["url", "caption", "width", "height"], swap_width_height=True))
+    assert batch.schema.names == ["url", "caption", "height", "width"]
+    assert batch.column("width").to_pylist() == [10, 20] and batch.column("height").to_pylist() == [30, 40]
+    unswapped = next(iter_metadata(files))
+    assert unswapped.schema.names == ["sample_id", "url", "caption", "height", "width", "nsfw"]
+    assert unswapped.column("width").to_pylist() == [30, 40]
+
+    relaion_batch = next(iter_metadata(laion_metadata_files("laion/relaion2B-en-research"), columns=["url", "caption", "punsafe"]))
+    assert relaion_batch.to_pydict() == {"url": ["u3"], "caption": ["t3"], "punsafe": [pytest.approx(0.1)]}
