@@ -123,7 +123,7 @@ class WatWriter:
         ids = {kind: f"<urn:uuid:{uuid.uuid4()}>" for kind in ("request", "response", "metadata")}
         self.write_metadata_json(page.url, self._request_envelope(page, ids["request"]), refers_to=ids["request"])
         offset = self.write_metadata_json(
-            page.url, self._response_envelope(page, ids["response"]), refers_to=ids["response"]
+            page.url, self.response_envelope(page, ids["response"]), refers_to=ids["response"]
         )
         self.write_metadata_json(page.url, self._metadata_envelope(page, ids["metadata"]), refers_to=ids["metadata"])
         return offset
@@ -159,7 +159,8 @@ class WatWriter:
             },
         }
 
-    def _response_envelope(self, page: Page, record_id: str) -> dict[str, Any]:
+    def response_envelope(self, page: Page, record_id: str) -> dict[str, Any]:
+        """The ``Envelope`` of a page's response record (public so tests can write damaged variants)."""
         links: list[dict[str, Any]] = []
         for path, url, text in page.links:
             links.append({"path": path, "url": url, "text": text})

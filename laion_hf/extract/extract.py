@@ -58,6 +58,7 @@ MISSING_KEYS = "missing_keys"
 
 _IMG_MARK = rules.IMG_PATH.encode()
 _RESPONSE_MARK = b'"WARC-Type":"response"'
+_LICENSE_MARK = rules.LICENSE_MARK.encode()
 
 CANDIDATE_SCHEMA = pa.schema(
     [
@@ -182,32 +183,28 @@ class _ShardWriter:
         self.sink = sink
         self.detector = detector
         self.batch_rows = batch_rows
-        self.columns: dict[str, list[str]] = {"url": [], "caption": [], "page_url": [], "license": [], "cc": []}
+        self.pending: list[tuple[tuple[str, str], str, str, str]] = []
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
-    def add(self, url: str, caption: str, page_url: str, license_url: str, cc_filename: str) -> None:
-        c = self.columns
-        c["url"].append(url)
-        c["caption"].append(caption)
-        c["page_url"].append(page_url)
-        c["license"].append(license_url)
-        c["cc"].append(cc_filename)
-        if len(c["url"]) >= self.batch_rows:
+    def add(self, pair: tuple[str, str], page_url: str, license_url: str, cc_filename: str) -> None:
+        self.pending.append((pair, page_url, license_url, cc_filename))
+        if len(self.pending) >= self.batch_rows:
             self.flush()
 
     def flush(self) -> None:
-        c = self.columns
-        urls, captions = pa.array(c["url"], pa.string()), pa.array(c["caption"], pa.string())
+        pairs, page_urls, licenses, cc_filenames = zip(*self.pending) if self.pending else ((), (), (), ())
+        urls, captions = zip(*pairs) if pairs else ((), ())
+        url_array, caption_array = pa.array(urls, pa.string()), pa.array(captions, pa.string())
         table = pa.Table.from_arrays(
             [
-                urls,
-                captions,
-                pa.array(c["page_url"], pa.string()),
-                pa.array(self.detector.detect_all(c["caption"]), pa.string()),
-                pa.array(c["license"], pa.string()),
-                laion_hash_array(urls, captions),
-                pa.array(c["cc"], pa.string()),
+                url_array,
+                caption_array,
+                pa.array(page_urls, pa.string()),
+                pa.array(self.detector.detect_all(captions), pa.string()),
+                pa.array(licenses, pa.string()),
+                laion_hash_array(url_array, caption_array),
+                pa.array(cc_filenames, pa.string()),
             ],
             schema=CANDIDATE_SCHEMA,
         )
@@ -215,11 +212,10 @@ class _ShardWriter:
             self.writer = pq.ParquetWriter(self.sink, CANDIDATE_SCHEMA, compression="zstd")
         self.writer.write_table(table)
         self.rows += table.num_rows
-        for values in c.values():
-            values.clear()
+        self.pending.clear()
 
     def close(self) -> None:
-        if self.writer is None or any(self.columns.values()):
+        if self.writer is None or self.pending:
             self.flush()
         self.writer.close()
 
@@ -234,8 +230,7 @@ def extract_file(
     dropped: Counter[str] = Counter()
     records = responses = img_links = 0
     seen: set[tuple[str, str]] = set()
-    image_alt, page_base, resolve_url = rules.image_alt, rules.page_base, rules.resolve_url
-    url_rejection, clean_caption, caption_rejection = rules.url_rejection, rules.clean_caption, rules.caption_rejection
+    page_base, image_pair, Resolver = rules.page_base, rules.image_pair, rules.Resolver
 
     with atomic_path(join(files_dir, f"{wat.name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
         out = _ShardWriter(sink, detector, batch_rows)
@@ -262,34 +257,23 @@ def extract_file(
             except (KeyError, TypeError, AttributeError) as exc:
                 log.add(MISSING_KEYS, wat.path, offset, f"no key {exc}")
                 continue
-            base = page_base(page_url, head.get("Base") if isinstance(head, dict) else None)
-            license_url = None
+            resolver = Resolver(page_base(page_url, head.get("Base") if isinstance(head, dict) else None))
+            license_url = None if _LICENSE_MARK in payload else rules.NO_LICENSE
+            page_url = page_url[: rules.MAX_TEXT]
             for link in links:
                 if not isinstance(link, dict) or link.get("path") != rules.IMG_PATH:
                     continue
                 img_links += 1
-                alt = image_alt(link)
-                if alt is None:
-                    dropped[rules.NO_ALT] += 1
-                    continue
-                src = link.get("url")
-                url = resolve_url(src, base) if isinstance(src, str) else None
-                reason = rules.BAD_URL if url is None else url_rejection(url)
-                if reason is None:
-                    caption = clean_caption(alt)
-                    reason = caption_rejection(caption)
-                if reason is not None:
-                    dropped[reason] += 1
-                    continue
-                url = rules.truncate_url(url)
-                pair = (url, caption)
-                if pair in seen:
+                pair = image_pair(link, resolver)
+                if pair.__class__ is str:
+                    dropped[pair] += 1
+                elif pair in seen:
                     dropped[rules.DUPLICATE_IN_FILE] += 1
-                    continue
-                seen.add(pair)
-                if license_url is None:
-                    license_url = rules.page_license(links)
-                out.add(url, caption, page_url[: rules.MAX_TEXT], license_url, cc_filename)
+                else:
+                    seen.add(pair)
+                    if license_url is None:
+                        license_url = rules.page_license(links)
+                    out.add(pair, page_url, license_url, cc_filename)
         out.close()
 
     malformed = Counter(entry.reason for entry in log.entries)
