@@ -1,0 +1,320 @@
+"""Benchmark ``laion-hf clean`` against a DuckDB anti-join and against plain pyarrow read+write.
+
+Builds synthetic LAION-5B "-joined" metadata (URL, TEXT, WIDTH, HEIGHT,
+similarity, hash, punsafe, pwatermark; snappy parquet shards) plus a
+url-sha256 list and a laion-hash list (0.1 % of rows each, half of the list
+entries not in the data), then times, in one run and alternating:
+
+* ``ours``: ``laion-hf clean IN OUT --remove url-sha256=... --remove laion-hash=...
+  --variant research-safe --workers 2`` (the whole CLI process);
+* ``duckdb``: the same rules as SQL, per shard: ``ANTI JOIN`` on ``sha256(URL)``
+  and on ``hash``, ``punsafe IS NULL OR punsafe <= 0.45``, ``COPY ... TO`` snappy
+  parquet, ``threads=2``;
+* ``pyarrow``: read every shard with ``iter_batches`` and write it back with a
+  ``ParquetWriter``, 2 processes, no filtering: the I/O limit.
+
+Each run is a fresh process; peak RSS is that of the whole process tree (pool
+workers included), sampled from /proc. It then measures our peak RSS on 4x the
+input (the same shards linked four times), and the tar path: rewriting
+img2dataset tars without removed keys (:func:`laion_hf.io.tar.rewrite_tar`) vs
+copying them.
+
+    .venv/bin/python bench/clean.py [--rows 2000000] [--shard-rows 500000] [--runs 3]
+    .venv/bin/python bench/clean.py --rows 10000000 --shard-rows 1000000   # the recorded figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+THRESHOLD = 0.45
+WORDS = np.array(
+    "red house garden beautiful summer dress woman man dog cat car table wooden modern kitchen view city night "
+    "vintage poster print photo stock image illustration vector background white black blue green".split()
+)
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+def url_of(i: int) -> str:
+    return f"https://img{i % 997}.cdn.example.com/photos/{(i * 2654435761) % 10**9:09d}/image_{i}.jpg"
+
+
+def make_shard(start: int, rows: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    index = pa.array(np.arange(start, start + rows))
+    host = pc.cast(pa.array(np.arange(start, start + rows) % 997), pa.string())
+    photo = pc.utf8_lpad(pc.cast(pa.array((np.arange(start, start + rows) * 2654435761) % 10**9), pa.string()), 9, "0")
+    urls = pc.binary_join_element_wise(
+        "https://img", host, ".cdn.example.com/photos/", photo, "/image_", pc.cast(index, pa.string()), ".jpg", ""
+    )
+    words = [pa.array(WORDS[rng.integers(0, len(WORDS), rows)]) for _ in range(5)]
+    captions = pc.binary_join_element_wise(*words, " ")
+    punsafe = rng.random(rows, dtype=np.float32) ** 4
+    punsafe_mask = rng.random(rows) < 0.01  # a few rows without a score
+    return pa.table(
+        {
+            "URL": urls,
+            "TEXT": captions,
+            "WIDTH": pa.array(rng.integers(64, 2048, rows, dtype=np.int32)),
+            "HEIGHT": pa.array(rng.integers(64, 2048, rows, dtype=np.int32)),
+            "similarity": pa.array(rng.uniform(0.28, 0.45, rows)),
+            "hash": pa.array(rng.integers(-(2**63), 2**63 - 1, rows, dtype=np.int64)),
+            "punsafe": pa.array(punsafe, mask=punsafe_mask),
+            "pwatermark": pa.array(rng.random(rows, dtype=np.float32)),
+        }
+    )
+
+
+def build_input(directory: Path, rows: int, shard_rows: int) -> tuple[Path, Path]:
+    """Write the metadata shards and the two removal lists; returns (url list, hash list)."""
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    listed_hashes = []
+    for number, start in enumerate(range(0, rows, shard_rows)):
+        table = make_shard(start, min(shard_rows, rows - start), seed=number)
+        pq.write_table(table, directory / f"part-{number:05d}-bench-c000.snappy.parquet", compression="snappy")
+        pick = rng.choice(table.num_rows, max(1, table.num_rows // 1000), replace=False)
+        listed_hashes.extend(table["hash"].take(pa.array(pick)).to_pylist())
+    listed_rows = rng.choice(rows, max(1, rows // 1000), replace=False)
+    url_list = directory.parent / "url-sha256.txt"
+    with open(url_list, "w") as f:
+        for i in listed_rows:
+            f.write(hashlib.sha256(url_of(int(i)).encode()).hexdigest() + "\n")
+            f.write(hashlib.sha256(f"https://elsewhere.example.org/{i}.jpg".encode()).hexdigest() + "\n")
+    hash_list = directory.parent / "laion-hash.txt"
+    extra = rng.integers(-(2**63), 2**63 - 1, len(listed_hashes), dtype=np.int64).tolist()
+    hash_list.write_text("".join(f"{h}\n" for h in listed_hashes + extra))
+    return url_list, hash_list
+
+
+# --- the three contenders, each a fresh process ---------------------------------------------------
+
+def ours_command(src: Path, out: Path, url_list: Path, hash_list: Path) -> list[str]:
+    return [
+        PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out),
+        "--remove", f"url-sha256={url_list}", "--remove", f"laion-hash={hash_list}",
+        "--variant", "research-safe", "--workers", "2",
+    ]
+
+
+DUCKDB_SCRIPT = textwrap.dedent(
+    """
+    import sys, glob, os, duckdb
+    src, out, url_list, hash_list, threshold = sys.argv[1:6]
+    os.makedirs(out, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.execute(f"CREATE TABLE urls AS SELECT lower(trim(column0)) AS v FROM read_csv('{url_list}', header=false, columns={{'column0': 'VARCHAR'}})")
+    con.execute(f"CREATE TABLE hashes AS SELECT column0 AS h FROM read_csv('{hash_list}', header=false, columns={{'column0': 'BIGINT'}})")
+    for path in sorted(glob.glob(os.path.join(src, '*.parquet'))):
+        target = os.path.join(out, os.path.basename(path))
+        con.execute(f'''
+            COPY (
+                SELECT m.* FROM read_parquet('{path}') AS m
+                ANTI JOIN urls ON sha256(m.URL) = urls.v
+                ANTI JOIN hashes ON m.hash = hashes.h
+                WHERE m.punsafe IS NULL OR m.punsafe <= {threshold}
+            ) TO '{target}' (FORMAT parquet, COMPRESSION snappy)
+        ''')
+    """
+)
+
+PYARROW_SCRIPT = textwrap.dedent(
+    """
+    import sys, glob, os
+    from concurrent.futures import ProcessPoolExecutor
+    import pyarrow.parquet as pq
+
+    def copy(path, out):
+        parquet = pq.ParquetFile(path)
+        with pq.ParquetWriter(os.path.join(out, os.path.basename(path)), parquet.schema_arrow, compression="snappy") as w:
+            for batch in parquet.iter_batches(batch_size=65536):
+                w.write_batch(batch)
+
+    if __name__ == "__main__":
+        src, out = sys.argv[1:3]
+        os.makedirs(out, exist_ok=True)
+        paths = sorted(glob.glob(os.path.join(src, '*.parquet')))
+        with ProcessPoolExecutor(2) as pool:
+            list(pool.map(copy, paths, [out] * len(paths)))
+    """
+)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def timed(command: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak tree RSS bytes) of one run of ``command``."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(process.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed:\n{stderr.decode()[-2000:]}")
+    return time.perf_counter() - started, peak
+
+
+def rows_in(directory: Path) -> int:
+    return sum(pq.read_metadata(p).num_rows for p in directory.glob("*.parquet"))
+
+
+def summary(values: list[float]) -> str:
+    return f"{min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}"
+
+
+# --- tar path ---------------------------------------------------------------------------------------
+
+def tar_bench(work: Path, tars: int, samples: int, runs: int) -> None:
+    from laion_hf.io.tar import rewrite_tar, write_samples
+
+    rng = np.random.default_rng(2)
+    src = work / "tars"
+    src.mkdir()
+    for t in range(tars):
+        write_samples(
+            str(src / f"{t:05d}.tar"),
+            (
+                (f"{t:05d}{i:04d}", {"jpg": rng.bytes(int(rng.integers(4000, 16000))), "txt": b"a caption", "json": b"{}"})
+                for i in range(samples)
+            ),
+        )
+    size = sum(p.stat().st_size for p in src.iterdir())
+    removed = {f"{t:05d}{i:04d}" for t in range(tars) for i in range(0, samples, 100)}  # 1 % removed
+    ours, copy = [], []
+    for run in range(runs):
+        out = work / f"tars-out-{run}"
+        out.mkdir()
+        started = time.perf_counter()
+        for path in sorted(src.iterdir()):
+            rewrite_tar(str(path), str(out / path.name), lambda key: key not in removed)
+        ours.append(time.perf_counter() - started)
+        shutil.rmtree(out)
+        out.mkdir()
+        started = time.perf_counter()
+        for path in sorted(src.iterdir()):
+            shutil.copyfile(path, out / path.name)
+        copy.append(time.perf_counter() - started)
+        shutil.rmtree(out)
+    print(f"\ntar path: {tars} tars x {samples} samples, {size / 2**20:.0f} MiB, 1 % of samples removed, {runs} runs")
+    print(f"{'':24}{'min':>8} {'median':>8} {'max':>8}  (seconds)")
+    print(f"{'rewrite_tar (ours)':24}{summary(ours)}   {size / 2**20 / statistics.median(ours):7.0f} MiB/s")
+    print(f"{'plain copy':24}{summary(copy)}   {size / 2**20 / statistics.median(copy):7.0f} MiB/s")
+    ratios = [a / b for a, b in zip(ours, copy)]
+    print(f"rewrite / copy time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--shard-rows", type=int, default=500_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tars", type=int, default=4)
+    parser.add_argument("--tar-samples", type=int, default=2000)
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-clean-", dir=args.work))
+    try:
+        started = time.perf_counter()
+        src = work / "metadata"
+        url_list, hash_list = build_input(src, args.rows, args.shard_rows)
+        size = sum(p.stat().st_size for p in src.iterdir())
+        print(f"input: {args.rows:,} rows in {len(list(src.iterdir()))} shards, {size / 2**20:.0f} MiB "
+              f"(built in {time.perf_counter() - started:.0f} s); {os.cpu_count()} cores")
+
+        contenders = {
+            "ours": lambda out: ours_command(src, out, url_list, hash_list),
+            "duckdb": lambda out: [PYTHON, "-c", DUCKDB_SCRIPT, str(src), str(out), str(url_list), str(hash_list), str(THRESHOLD)],
+            "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out)],
+        }
+        seconds = {name: [] for name in contenders}
+        rss = {name: [] for name in contenders}
+        kept = {}
+        for run in range(args.runs):
+            for name, command in contenders.items():
+                out = work / f"out-{name}"
+                wall, peak = timed(command(out))
+                seconds[name].append(wall)
+                rss[name].append(peak)
+                kept[name] = rows_in(out)
+                shutil.rmtree(out)
+        if kept["ours"] != kept["duckdb"]:
+            raise SystemExit(f"ours kept {kept['ours']:,} rows, duckdb {kept['duckdb']:,}: the rules differ")
+
+        print(f"\nclean, {args.runs} runs each (whole process, 2 workers/threads); kept {kept['ours']:,} rows")
+        print(f"{'':10}{'min':>8} {'median':>8} {'max':>8}  (seconds)   rows/s (median)   peak RSS (median)")
+        for name in contenders:
+            median = statistics.median(seconds[name])
+            print(f"{name:10}{summary(seconds[name])}   {args.rows / median:14,.0f}   {statistics.median(rss[name]) / 2**20:10,.0f} MiB")
+        for other in ("duckdb", "pyarrow"):
+            ratios = [a / b for a, b in zip(seconds["ours"], seconds[other])]
+            print(f"ours / {other} time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
+
+        # Memory at 4x the input: the same shards, linked four times under distinct names.
+        quadruple = work / "metadata-4x"
+        quadruple.mkdir()
+        for copy in range(4):
+            for path in src.iterdir():
+                os.link(path, quadruple / path.name.replace("-bench-", f"-bench{copy}-"))
+        _, peak_1x = timed(ours_command(src, work / "out-1x", url_list, hash_list))
+        shutil.rmtree(work / "out-1x")
+        wall_4x, peak_4x = timed(ours_command(quadruple, work / "out-4x", url_list, hash_list))
+        shutil.rmtree(work / "out-4x")
+        print(f"\nours peak RSS: 1x input ({args.rows:,} rows) {peak_1x / 2**20:,.0f} MiB, "
+              f"4x input ({4 * args.rows:,} rows) {peak_4x / 2**20:,.0f} MiB (4x took {wall_4x:.0f} s)")
+
+        tar_bench(work, args.tars, args.tar_samples, args.runs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
