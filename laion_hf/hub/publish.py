@@ -7,10 +7,12 @@ recipe, models...) that the card renders.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from laion_hf.errors import UserError
 from laion_hf.hub.card import render_card, write_card
 from laion_hf.hub.layout import DEFAULT_TARGET_SHARD_BYTES, Format, HubLayout, write_hub_folder
 from laion_hf.hub.plots import save_plots
@@ -52,3 +54,40 @@ def publish_folder(
     card = render_card(family, context or {}, layout=layout, plots=saved, template_dir=template_dir)
     write_card(card, folder)
     return layout
+
+
+def discover_sources(output_dir: str | Path) -> dict[str, str]:
+    """Configs of a laion-hf output: one per subdirectory holding shards, or the directory itself as ``default``."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory")
+    sources = {}
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if any(child.glob("*.parquet")):
+            sources[child.name] = str(child)
+    if not sources and any(root.glob("*.parquet")):
+        sources["default"] = str(root)
+    if not sources:
+        raise UserError(f"{root}: no parquet shards in it or in its subdirectories")
+    return sources
+
+
+def report_context(sources: Mapping[str, str], default: str | None = None) -> dict[str, Any]:
+    """Card context from the reports the pipeline left beside the shards (``*_report.json``).
+
+    Each config's report total becomes a row of the stage table; the default
+    config's report gives the removal reasons.
+    """
+    stages, context = [], {}
+    default = default or next(iter(sources))
+    for name, directory in sources.items():
+        for path in sorted(Path(directory).glob("*_report.json")):
+            report = json.loads(path.read_text(encoding="utf-8"))
+            total = report.get("total")
+            if total:
+                stages.append({**total, "stage": f"{path.stem.removesuffix('_report')} -> {name}"})
+            if name == default:
+                context["report"] = report
+    if stages:
+        context["stages"] = stages
+    return context
