@@ -169,28 +169,37 @@ class BuildReport:
         }
 
 
-def file_sha256(path: str) -> str:
+def weights_sha256(path: str) -> str:
+    """sha256 of a weights file; of a weights folder, the sha256 of its files' (name, sha256) list."""
+    target = Path(path)
+    if target.is_dir():
+        listing = "".join(f"{p.relative_to(target)}\0{weights_sha256(str(p))}\n" for p in sorted(target.rglob("*")) if p.is_file())
+        return hashlib.sha256(listing.encode("utf-8")).hexdigest()
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(target, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def model_records(recipe: Recipe) -> list[dict[str, Any]]:
-    """Name, weights and sha256 of every model the recipe uses (checksums of the files actually there)."""
-    from laion_hf.recipes.recipe import PACKAGE_PREFIX, resolve_file
+    """Name, weights and sha256 of every model the recipe names (checksums of the local files used).
+
+    A pretrained *tag* (``openai``) has no local file until open_clip fetches
+    it; the card then says so rather than inventing a checksum.
+    """
+    from laion_hf.recipes.recipe import resolve_file
 
     records = []
     for ref, spec in recipe.models.items():
         weights = spec.path or spec.pretrained
-        local = resolve_file(weights, recipe.path) if weights and (weights.startswith(PACKAGE_PREFIX) or Path(weights).suffix) else None
-        sha256 = file_sha256(local) if local and Path(local).is_file() else None
+        local = resolve_file(weights, recipe.path) if weights else None
+        found = local is not None and Path(local).exists()
         records.append(
             {
                 "name": f"{ref}: {spec.name}",
                 "source": weights or "-",
-                "sha256": sha256 or "not a local file",
+                "sha256": weights_sha256(local) if found else "not a local file (tag or missing)",
             }
         )
     return records
