@@ -79,45 +79,110 @@ def _padded(size: int) -> int:
     return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+_EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+def _octal(field: bytes) -> int:
+    if field[0] & 0x80:  # GNU base-256 for sizes beyond 8 GiB
+        return int.from_bytes(field[1:], "big")
+    return int(field.strip(b" \0") or b"0", 8)
+
+
+def _pax_path(data: bytes) -> str | None:
+    """The ``path`` record of a PAX extended header, if any."""
+    pos = 0
+    while pos < len(data):
+        length = int(data[pos : data.index(b" ", pos)])
+        keyword, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
+        if keyword == b"path":
+            return value.decode("utf-8", "surrogateescape")
+        pos += length
+    return None
+
+
+def _member_spans(raw, size: int, path: str) -> Iterator[tuple[str, bool, int, int]]:
+    """``(name, is_file, start, end)`` of each member: the raw byte span including its extended headers.
+
+    A minimal header walk (checksum-verified USTAR/GNU/PAX headers, long names)
+    instead of :mod:`tarfile`'s full decode: only offsets are needed, and it is
+    what keeps a rewrite near copy speed. Raises :class:`CorruptTarError` on a
+    bad header, a member running past the end, or a missing end-of-archive marker.
+    """
+    offset = start = 0
+    long_name: str | None = None
+    try:
+        while True:
+            raw.seek(offset)
+            header = raw.read(tarfile.BLOCKSIZE)
+            if len(header) < tarfile.BLOCKSIZE:
+                raise CorruptTarError(f"{path}: truncated (no end-of-archive marker after offset {offset})")
+            if header == tarfile.NUL * tarfile.BLOCKSIZE:
+                return
+            if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
+                raise CorruptTarError(f"{path}: bad tar header checksum at offset {offset}")
+            kind, data_size = header[156:157], _octal(header[124:136])
+            end = offset + tarfile.BLOCKSIZE + _padded(data_size)
+            if end > size:
+                raise CorruptTarError(f"{path}: member at offset {offset} is truncated")
+            if kind in _EXTENDED:
+                data = raw.read(data_size)
+                if kind == tarfile.GNUTYPE_LONGNAME:
+                    long_name = data.rstrip(tarfile.NUL).decode("utf-8", "surrogateescape")
+                elif kind != tarfile.GNUTYPE_LONGLINK:
+                    long_name = _pax_path(data) or long_name
+                offset = end
+                continue
+            name = header[:100].rstrip(tarfile.NUL).decode("utf-8", "surrogateescape")
+            if header[257:265] == b"ustar\x0000" and header[345:500].strip(tarfile.NUL):
+                name = header[345:500].rstrip(tarfile.NUL).decode("utf-8", "surrogateescape") + "/" + name
+            yield long_name or name, kind in _REGULAR, start, end
+            offset = start = end
+            long_name = None
+    except CorruptTarError:
+        raise
+    except (ValueError, OSError) as exc:  # unparsable numbers or names, I/O errors
+        raise CorruptTarError(f"{path}: unreadable tar ({exc})") from exc
+
+
 def rewrite_tar(src: str, dst: str, keep: Callable[[str], bool]) -> TarRewrite:
     """Copy the samples of ``src`` whose key ``keep`` accepts into ``dst`` (atomically).
 
     Kept members are copied as raw byte spans (extended headers, header and
-    padded data exactly as in ``src``), so they are byte-identical and the
-    rewrite runs near plain-copy speed: only headers are parsed, data is never
-    decoded. A member running past the end of ``src``, or a tar without its
-    end-of-archive marker (cut at a member boundary), raises
-    :class:`CorruptTarError` naming ``src``.
+    padded data exactly as in ``src``), so they are byte-identical, and runs of
+    kept members are copied in one piece. A truncated or damaged ``src``
+    raises :class:`CorruptTarError` naming it, and ``dst`` is not written.
     """
     result = TarRewrite()
     last_key: str | None = None
     fs, inner = filesystem(src)
     size = fs.size(inner)
+    run_start = run_end = 0
+
+    def flush() -> None:  # the walk seeks to each header itself, so moving the position here is safe
+        if run_end > run_start:
+            raw.seek(run_start)
+            out.write(raw.read(run_end - run_start))
+
     with atomic_path(dst) as tmp, fsspec.open(tmp, "wb") as out, fsspec.open(src, "rb") as raw:
-        try:
-            tar = tarfile.open(fileobj=raw, mode="r:")
-            for info in tar:
-                end = info.offset_data + _padded(info.size)
-                if end > size:
-                    raise CorruptTarError(f"{src}: member {info.name} is truncated")
-                if not info.isfile():
-                    continue
-                key = sample_key(info.name)
-                kept = keep(key)
-                if key != last_key:
-                    (result.kept if kept else result.removed).append(key)
-                    last_key = key
-                if kept:
-                    position = raw.tell()
-                    raw.seek(info.offset)
-                    out.write(raw.read(end - info.offset))
-                    raw.seek(position)
-            raw.seek(tar.offset)
-            marker = raw.read(tarfile.BLOCKSIZE)
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise CorruptTarError(f"{src}: unreadable tar ({exc})") from exc
-        if len(marker) < tarfile.BLOCKSIZE or marker.strip(tarfile.NUL):
-            raise CorruptTarError(f"{src}: truncated (no end-of-archive marker after offset {tar.offset})")
+        for name, is_file, start, end in _member_spans(raw, size, src):
+            if not is_file:
+                continue
+            key = sample_key(name)
+            kept = keep(key)
+            if key != last_key:
+                (result.kept if kept else result.removed).append(key)
+                last_key = key
+            if not kept:
+                continue
+            if start != run_end:
+                flush()
+                run_start = start
+            run_end = end
+            if run_end - run_start > 64 << 20:
+                flush()
+                run_start = run_end
+        flush()
         written = out.tell() + 2 * tarfile.BLOCKSIZE
         out.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + (-written % tarfile.RECORDSIZE)))
     return result
