@@ -118,6 +118,10 @@ class AestheticV1(nn.Linear):
     def __init__(self, embed_dim: int = 768) -> None:
         super().__init__(embed_dim, 1)
 
+    @property
+    def embed_dim(self) -> int:
+        return self.in_features
+
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return super().forward(embeddings.float()).squeeze(-1)
 
@@ -187,7 +191,7 @@ class WatermarkDetector(nn.Module):
         self.hidden = tuple(hidden)
         self.image_size = image_size
         self.model = timm.create_model(backbone, pretrained=False, num_classes=2, **backbone_kwargs)
-        self.model.classifier = watermark_classifier(self.model.num_features, hidden)
+        self.model.classifier = watermark_classifier(self.model.get_classifier().in_features, hidden)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels)
