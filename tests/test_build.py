@@ -104,3 +104,17 @@ def test_cli_build_prints_the_stage_table(tmp_path):
     assert result.exit_code == 0, result.output
     assert "research-safe: removal" in result.output and "punsafe=4" in result.output
     assert "dataset card:" in result.output
+
+
+def test_recipe_builder_reads_a_finished_build(tmp_path):
+    from builders.recipes import LaionRecipe
+
+    make_image_shards(tmp_path / "in", shards=2, per_shard=5)
+    report = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
+    builder = LaionRecipe(config_name="relaion5b-research-safe", data_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    builder.download_and_prepare()
+    dataset = builder.as_dataset("train").cast_column("image", __import__("datasets").Image(decode=False))
+    expected = kept_rows(report.configs["research-safe"]["dir"])
+    assert [r["key"] for r in dataset] == [r["key"] for r in expected]
+    assert dataset[0]["image"]["bytes"] == b"image-bytes-0" * 20
+    assert {"relaion5b-research", "laion5b-2B-multi", "laion400m-default"} <= {c.name for c in LaionRecipe.BUILDER_CONFIGS}
