@@ -6,7 +6,7 @@ The patterns OIG built with f-strings, as data:
   before or after the shared ``context`` in the first human turn;
 - ``group_by`` + ``max_turns``: consecutive records sharing a context are packed
   into one multi-turn conversation, at most ``max_turns`` human turns each (a
-  single record with more turns is cut at the cap);
+  single record with more turns is cut at the cap; no ``max_turns``, no cap);
 - ``turns``: each record yields one or more turns; later entries are follow-ups
   that chain further tasks on the same source (skipped when their ``when`` is false);
 - ``unanswerable``: when its ``when`` holds, the bot answers with a refusal from a pool;
@@ -138,8 +138,8 @@ class Template:
         self.name = str(spec.get("constituent") or path.stem)
         self.description = str(spec.get("description", ""))
         self.group_by = spec.get("group_by")
-        self.max_turns = int(spec.get("max_turns", 1))
-        if self.max_turns < 1:
+        self.max_turns = int(spec["max_turns"]) if spec.get("max_turns") is not None else None
+        if self.max_turns is not None and self.max_turns < 1:
             raise TemplateSpecError(f"{where}: max_turns must be >= 1")
         self.context = _Pool(spec["context"], f"{where}: context") if "context" in spec else None
         self.instructions = _Pool(spec["instructions"], f"{where}: instructions") if "instructions" in spec else None
@@ -214,7 +214,7 @@ class Template:
             turns = turns[: self.max_turns]
             if not turns:
                 continue
-            if pending and count + len(turns) > self.max_turns:
+            if pending and self.max_turns is not None and count + len(turns) > self.max_turns:
                 yield self._conversation(pending, seed)
                 pending, count = [], 0
             pending.append((record, turns, code))

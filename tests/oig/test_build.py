@@ -1,0 +1,135 @@
+"""End to end: the shipped recipe builds a multi-config Hub-layout dataset that ``datasets`` loads."""
+
+import json
+import shutil
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from oig.build import build, data_file
+from oig.recipe import RecipeError
+from oig.schema import OUTPUT_SCHEMA
+
+from .conftest import SAMPLE_RECIPE, dataset_files
+
+pytestmark = pytest.mark.slow
+CONSTITUENTS = ["squad_v2", "summarization", "dialogue", "math", "code", "lists"]
+
+
+def test_counts_add_up_and_match_the_crafted_samples(sample_build):
+    _, report = sample_build
+    assert [c.name for c in report.constituents] == CONSTITUENTS and report.moderation is not None
+    for constituent in report.all_reports():
+        for stats in constituent.stages.values():
+            stats.check()
+        overall = constituent.overall()
+        assert overall.rows_in == overall.kept + overall.removed
+    by_name = {c.name: c for c in report.all_reports()}
+    # the samples hold: one benchmark passage (2 packed conversations), one exact and one near duplicate,
+    # a French dialogue, a banned phrase, an email and a phone number
+    assert dict(by_name["squad_v2"].stages["decontaminate"].dropped) == {"contaminated": 2}
+    assert dict(by_name["math"].stages["dedup"].dropped) == {"exact_duplicate": 1}
+    assert dict(by_name["summarization"].stages["dedup"].dropped) == {"near_duplicate": 1}
+    assert dict(by_name["dialogue"].stages["quality"].dropped) == {"wrong_language": 1, "banned_phrase": 1}
+    assert by_name["dialogue"].pii == {"email": 1, "phone": 1, "values_replaced": 2}
+    assert by_name["squad_v2"].records == 20 and by_name["squad_v2"].conversations == 8
+
+
+def test_removed_rows_record_reason_and_kept_member(sample_build):
+    output, _ = sample_build
+    removed = pq.read_table(output / "removed" / "math.parquet").to_pylist()
+    assert [(r["drop_reason"], r["duplicate_of"]) for r in removed] == [("exact_duplicate", "math-00000003")]
+    kept_ids = [m["id"] for m in pq.read_table(output / data_file("math"))["metadata"].to_pylist()]
+    assert "math-00000003" in kept_ids and removed[0]["id"] not in kept_ids
+
+
+def test_every_config_has_one_schema_and_loads_with_datasets(sample_build, tmp_path, monkeypatch):
+    output, report = sample_build
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    card = yaml.safe_load((output / "README.md").read_text().split("---")[1])
+    names = [c["config_name"] for c in card["configs"]]
+    assert names == ["all", *CONSTITUENTS, "moderation"]
+    features = None
+    for report_of in report.all_reports():
+        assert pq.read_schema(output / data_file(report_of.name)) == OUTPUT_SCHEMA
+        ds = datasets.load_dataset(str(output), report_of.name, split="train")
+        assert ds.num_rows == report_of.kept
+        assert {row["metadata"]["constituent"] for row in ds} == {report_of.name}
+        features = features or ds.features
+        assert ds.features == features
+    everything = datasets.load_dataset(str(output), "all", split="train")
+    assert everything.num_rows == sum(c.kept for c in report.constituents)
+    assert datasets.load_dataset(str(output), split="train").num_rows == everything.num_rows  # `all` is the default
+    row = everything[0]
+    assert row["text"].startswith("<human>: ") and row["messages"][0]["role"] == "user"
+    assert row["metadata"]["seed"] == 1234 and row["metadata"]["quality"]["language"] == "en"
+
+
+def test_pii_placeholders_reach_the_output(sample_build):
+    output, _ = sample_build
+    texts = pq.read_table(output / data_file("dialogue"))["text"].to_pylist()
+    joined = "\n".join(texts)
+    assert "[EMAIL]" in joined and "[PHONE]" in joined
+    assert "jo.baker@example.com" not in joined and "555-201-4477" not in joined
+
+
+def test_moderation_config_carries_labels(sample_build):
+    output, _ = sample_build
+    rows = pq.read_table(output / data_file("moderation")).to_pylist()
+    labels = {r["metadata"]["moderation_label"] for r in rows}
+    assert labels == {"casual", "possibly needs caution", "probably needs caution", "needs caution", "needs intervention"}
+    urgent = next(r for r in rows if r["messages"][0]["content"] == "I want to hurt myself tonight.")
+    assert urgent["messages"][1]["content"] == "needs intervention, self-harm, unsafe, urgent"
+    assert urgent["metadata"]["moderation_tags"] == ["self-harm", "unsafe", "urgent"]
+
+
+def test_two_builds_are_byte_identical_whatever_the_worker_count(sample_build, tmp_path):
+    output, _ = sample_build
+    again = tmp_path / "again"
+    build(SAMPLE_RECIPE, str(again), workers=2)
+    assert dataset_files(again) == dataset_files(output)
+
+
+def test_an_interrupted_build_resumes_to_the_same_bytes(sample_build, tmp_path):
+    output, _ = sample_build
+    resumed = tmp_path / "resumed"
+    shutil.copytree(output, resumed)
+    # as if the build died while writing `math`: its files and every later marker are gone
+    (resumed / data_file("math")).unlink()
+    for name in ["math", "code", "lists", "moderation"]:
+        (resumed / ".build" / f"{name}.done.json").unlink()
+    (resumed / "README.md").unlink()
+    report = build(SAMPLE_RECIPE, str(resumed))
+    assert dataset_files(resumed) == dataset_files(output)
+    assert json.loads((resumed / ".build" / "squad_v2.done.json").read_text())["conversations"] == 8
+    assert report.constituents[0].kept == 6
+
+
+def test_dedup_across_constituents_points_at_the_first(tmp_path):
+    recipe = yaml.safe_load(SAMPLE_RECIPE.read_text())
+    math = next(c for c in recipe["constituents"] if c["name"] == "math")
+    math["source"]["path"] = str(SAMPLE_RECIPE.parent / math["source"]["path"])
+    recipe["constituents"] = [math, dict(math, name="math_copy", template="math")]
+    del recipe["moderation"], recipe["decontaminate"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    report = build(tmp_path / "r.yaml", str(tmp_path / "out"))
+    first, copy = report.constituents
+    assert first.kept == first.conversations - 1  # the sample's own exact duplicate
+    assert copy.kept == 0 and dict(copy.stages["dedup"].dropped) == {"exact_duplicate": copy.conversations}
+    removed = pq.read_table(tmp_path / "out" / "removed" / "math_copy.parquet").to_pylist()
+    assert all(r["duplicate_of"].startswith("math-") for r in removed)
+
+
+def test_recipe_errors_name_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"constituents": [{"name": "All", "source": {"path": "x.jsonl"}}]}))
+    with pytest.raises(RecipeError, match=r"bad\.yaml: constituents\[0\]: name 'All' must be lower-case"):
+        build(path, str(tmp_path / "out"))
+    path.write_text(yaml.safe_dump({"constituents": [{"name": "all", "source": {"path": "x.jsonl"}}]}))
+    with pytest.raises(RecipeError, match="reserved"):
+        build(path, str(tmp_path / "out"))
+    path.write_text(yaml.safe_dump({"constituent": []}))
+    with pytest.raises(RecipeError, match=r"unknown keys \['constituent'\]"):
+        build(path, str(tmp_path / "out"))
