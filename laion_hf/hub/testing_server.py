@@ -133,7 +133,7 @@ class HubServer:
         self.uploads: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.lock = threading.RLock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._httpd = _QuietServer((host, port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -236,6 +236,18 @@ def _card_yaml_errors(content: str) -> list[str]:
     if sum(bool(c.get("default")) for c in configs if isinstance(c, dict)) > 1:
         errors.append("configs: at most one config may be default")
     return errors
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up (killed workers, dropped uploads) are normal here, not errors to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(hub: HubServer) -> type[BaseHTTPRequestHandler]:
