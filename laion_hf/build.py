@@ -219,6 +219,7 @@ class Build:
         check_stage_options(recipe)
         self.recipe = recipe
         self.options = options
+        self.order = self._plan()
         self.runner = runner or self._make_runner()
         self.report = BuildReport(recipe=recipe.to_dict(), runner=options.runner)
 
@@ -264,15 +265,26 @@ class Build:
 
     # -- the steps
 
-    def run(self) -> BuildReport:
-        started = time.perf_counter()
+    def _plan(self) -> list[str]:
+        """The steps to run, with their stages built now: a missing model or list fails before any work."""
         order = [s for s in ("extract", "download", "filter", "score", "dedup") if self.recipe.has(s)]
         if self.options.start_at == "configs":
             order = []
         elif self.options.start_at in order:
             order = order[order.index(self.options.start_at) :]
+        self.image_stages: dict[str, list[Stage]] = {}
+        if "filter" in order:
+            self.image_stages["filter"] = filter_stages(self.recipe)
+        if "score" in order:
+            self.image_stages["score"] = score_stages(self.recipe)
+        for config in self.recipe.configs:
+            self.image_stages[f"configs/{config.name}"] = config_stages(config, self.options.removals)
+        return order
+
+    def run(self) -> BuildReport:
+        started = time.perf_counter()
         source: Any = self.options.inputs
-        for step in order:
+        for step in self.order:
             number = STEPS.index(step) + 1
             source = self._step(number, step, getattr(self, f"_{step}")(source))
         source_dir = self._single_input(source)
@@ -321,19 +333,10 @@ class Build:
         return run
 
     def _filter(self, source: Any) -> Callable[[str], list[StageStats]]:
-        spec = self.recipe.filter
-        stages: list[Stage] = []
-        if spec.languages is not None:
-            stages.append(LanguageStage(language_in=spec.languages, reason="language"))
-        stages.append(_clip_filter_stage(self.recipe))
-        return self._image_step(self._single_input(source), stages, uses_model=True)
+        return self._image_step(self._single_input(source), self.image_stages["filter"], uses_model=True)
 
     def _score(self, source: Any) -> Callable[[str], list[StageStats]]:
-        spec = self.recipe.score
-        stages = _score_stages(self.recipe)
-        if spec.nsfw_tag is not None:
-            stages.append(NsfwTagStage(spec.nsfw_tag.unsure_at, spec.nsfw_tag.nsfw_at))
-        return self._image_step(self._single_input(source), stages, uses_model=True)
+        return self._image_step(self._single_input(source), self.image_stages["score"], uses_model=True)
 
     def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
@@ -350,7 +353,7 @@ class Build:
         return run
 
     def _config(self, source: str, config: ConfigSpec) -> Callable[[str], list[StageStats]]:
-        return self._image_step(source, config_stages(config, self.options.removals), uses_model=False)
+        return self._image_step(source, self.image_stages[f"configs/{config.name}"], uses_model=False)
 
     def _publish(self, config_dirs: dict[str, str]) -> None:
         folder = join(self.options.output, HUB_DIR)
@@ -363,6 +366,65 @@ class Build:
             mark_done(directory, STEP_MARKER, recorded)
         self.report.hub_folder = recorded["folder"]
         self.report.card = recorded["card"]
+
+
+def model_weights(recipe: Recipe, ref: str) -> str | None:
+    """The weights to load for model ``ref``: a resolved local path, or an open_clip tag as written."""
+    from laion_hf.recipes.recipe import resolve_file
+
+    spec = recipe.models[ref]
+    weights = spec.path or spec.pretrained
+    if weights is None:
+        return None
+    local = resolve_file(weights, recipe.path)
+    return local if Path(local).exists() else weights
+
+
+def head_weights(recipe: Recipe, ref: str) -> str:
+    """A score head's weights file, which must exist (heads have no download tags)."""
+    from laion_hf.recipes import RecipeError
+
+    weights = model_weights(recipe, ref)
+    if weights is None or not Path(weights).exists():
+        raise RecipeError(
+            f"{recipe.path}: models.{ref} ({recipe.models[ref].name}): weights {weights or '(path: null)'} not found; "
+            "set models.{ref}.path to a local checkpoint".replace("{ref}", ref)
+        )
+    return weights
+
+
+def filter_stages(recipe: Recipe) -> list[Stage]:
+    """The recipe's language selection (LAION-400M: English) and CLIP similarity filter."""
+    spec = recipe.filter
+    stages: list[Stage] = []
+    if spec.languages is not None:
+        stages.append(LanguageStage(language_in=spec.languages, reason="language"))
+    stages.append(clip_filter_stage(recipe))
+    return stages
+
+
+def score_stages(recipe: Recipe) -> list[Stage]:
+    """The recipe's score stage (heads on its CLIP's image embeddings), limits, and LAION-400M's tag."""
+    from laion_hf.stages.score import ScoreStage, ThresholdStage
+
+    spec = recipe.score
+    heads = {column: head_weights(recipe, ref) for column, ref in spec.heads.items()}
+    clip_ref = spec.clip or recipe.filter.model
+    stages: list[Stage] = [
+        ScoreStage(
+            nsfw=heads.get("punsafe"),
+            aesthetic=heads.get("aesthetic"),
+            watermark=heads.get("pwatermark"),
+            clip=recipe.models[clip_ref].name,
+            clip_pretrained=model_weights(recipe, clip_ref),
+            batch_size=spec.batch_size,
+        )
+    ]
+    if spec.drop_above:
+        stages.append(ThresholdStage(drop_above=dict(spec.drop_above)))
+    if spec.nsfw_tag is not None:
+        stages.append(NsfwTagStage(spec.nsfw_tag.unsure_at, spec.nsfw_tag.nsfw_at))
+    return stages
 
 
 def _option_names(function: Callable[..., Any], taken: set[str]) -> set[str]:

@@ -93,9 +93,14 @@ class NsfwTagSpec:
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    """Score heads (model references) to run, and score limits that drop rows (``column: max``)."""
+    """Score heads (model references) to run, and score limits that drop rows (``column: max``).
+
+    ``clip`` is the CLIP whose image embeddings the heads read (LAION: ViT-L/14);
+    None means the filter's model.
+    """
 
     heads: Mapping[str, str]
+    clip: str | None = None
     drop_above: Mapping[str, float] = field(default_factory=dict)
     nsfw_tag: NsfwTagSpec | None = None
     batch_size: int = 64
@@ -390,7 +395,7 @@ def _parse_filter(r: _Reader, value: Any, models: Mapping[str, ModelSpec]) -> Fi
 
 def _parse_score(r: _Reader, value: Any, models: Mapping[str, ModelSpec]) -> ScoreSpec:
     key = "stages.score"
-    spec = r.mapping(value, key, ("heads", "drop_above", "nsfw_tag", "batch_size"), ("heads",))
+    spec = r.mapping(value, key, ("heads", "clip", "drop_above", "nsfw_tag", "batch_size"), ("heads",))
     heads_raw = r.mapping(spec["heads"], f"{key}.heads", SCORE_HEADS)
     if not heads_raw:
         raise r.error(f"{key}.heads", f"name at least one head ({', '.join(SCORE_HEADS)})")
@@ -411,7 +416,8 @@ def _parse_score(r: _Reader, value: Any, models: Mapping[str, ModelSpec]) -> Sco
         if unsure > nsfw:
             raise r.error(f"{key}.nsfw_tag", f"unsure_at {unsure} must not exceed nsfw_at {nsfw}")
         nsfw_tag = NsfwTagSpec(unsure, nsfw)
-    return ScoreSpec(heads, drop_above, nsfw_tag, r.integer(spec.get("batch_size", 64), f"{key}.batch_size"))
+    clip = _model_ref(r, spec["clip"], f"{key}.clip", models) if spec.get("clip") is not None else None
+    return ScoreSpec(heads, clip, drop_above, nsfw_tag, r.integer(spec.get("batch_size", 64), f"{key}.batch_size"))
 
 
 def _parse_dedup(r: _Reader, value: Any) -> DedupSpec:
@@ -509,6 +515,8 @@ def parse_recipe(data: Any, path: str, lines: dict[str, int] | None = None) -> R
         path=path,
         raw=data,
     )
+    if recipe.score and recipe.score.clip is None and recipe.filter is None:
+        raise r.error("stages.score", "name the CLIP whose embeddings the heads read (clip: ...) when there is no filter stage")
     if any(c.punsafe_above is not None for c in recipe.configs) and not (
         recipe.score and "punsafe" in recipe.score.heads
     ):
