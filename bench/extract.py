@@ -6,7 +6,8 @@ written by :mod:`laion_hf.demo.wat`):
 * ``bare``: fastwarc + orjson parse of every metadata record, nothing else: the
   floor any Python WAT extractor stands on;
 * ``ours``: :func:`laion_hf.extract.extract_file` (rules, ftfy, in-file dedup,
-  language ID, LAION hash, parquet write);
+  language ID, LAION hash, parquet write); ``ours-nolang`` the same without
+  language ID (``--no-language``), the work cc2dataset's function does;
 * ``cc2dataset``: ``cc2dataset.main.process_wat(path, "image")`` (PyPI 1.5.0),
   run in its own virtualenv under ``bench/out/cc2dataset-venv`` because it pins
   old dependencies (pyspark, simdjson); create it with
@@ -119,7 +120,7 @@ OURS = """
 import json, sys, tempfile, time
 from laion_hf.extract.extract import WatInput, extract_file
 from laion_hf.extract.language import LanguageDetector
-paths = json.loads(sys.argv[1]); detector = LanguageDetector()
+paths = json.loads(sys.argv[1]); detector = LanguageDetector() if sys.argv[2] == "language" else None
 pairs = records = 0
 with tempfile.TemporaryDirectory() as out:
     extract_file(WatInput("warm-up", paths[0]), out, detector)  # one-time imports and model load
@@ -146,9 +147,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "records": None, "pair
 """
 
 
-def run(python: str, code: str, paths: list[str]) -> dict:
+def run(python: str, code: str, paths: list[str], *extra: str) -> dict:
     done = subprocess.run(
-        [python, "-c", textwrap.dedent(code), json.dumps(paths)],
+        [python, "-c", textwrap.dedent(code), json.dumps(paths), *extra],
         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -164,16 +165,20 @@ def main() -> None:
     paths = generate(args.files, args.pages)
     size = sum(os.path.getsize(p) for p in paths) / 1e6
     print(f"{len(paths)} WAT files, {args.pages} pages each, {size:.1f} MB gzipped; {args.runs} runs, 1 process each")
-    tools = {"bare": (sys.executable, BARE), "ours": (sys.executable, OURS)}
+    tools = {
+        "bare": (sys.executable, BARE, ()),
+        "ours": (sys.executable, OURS, ("language",)),
+        "ours-nolang": (sys.executable, OURS, ("none",)),
+    }
     if os.path.exists(CC2DATASET_PYTHON):
-        tools["cc2dataset"] = (CC2DATASET_PYTHON, CC2DATASET)
+        tools["cc2dataset"] = (CC2DATASET_PYTHON, CC2DATASET, ())
     else:
         print(f"cc2dataset skipped: {CC2DATASET_PYTHON} missing (see the module docstring)")
     seconds: dict[str, list[float]] = {name: [] for name in tools}
     results: dict[str, dict] = {}
     for _ in range(args.runs):  # interleaved, so noise from other jobs hits every tool alike
-        for name, (python, code) in tools.items():
-            results[name] = run(python, code, paths)
+        for name, (python, code, extra) in tools.items():
+            results[name] = run(python, code, paths, *extra)
             seconds[name].append(results[name]["seconds"])
 
     ours_pairs = results["ours"]["pairs"]
@@ -184,9 +189,10 @@ def main() -> None:
         print(f"{name:<11} {pairs:>9,} {min(times):>7.2f} {statistics.median(times):>9.2f} {max(times):>7.2f} "
               f"{pairs / statistics.median(times):>22,.0f}{note}")
     median = {name: statistics.median(times) for name, times in seconds.items()}
-    if "cc2dataset" in median:
-        print(f"ours vs cc2dataset: {median['cc2dataset'] / median['ours']:.2f}x faster (same files; goal >= 2x)")
-    print(f"ours vs bare fastwarc+orjson parse: {median['ours'] / median['bare']:.2f}x the bare time (goal <= 2x)")
+    for ours in ("ours", "ours-nolang"):
+        if "cc2dataset" in median:
+            print(f"{ours} vs cc2dataset: {median['cc2dataset'] / median[ours]:.2f}x as fast (same files; goal >= 2x)")
+        print(f"{ours} vs bare fastwarc+orjson parse: {median[ours] / median['bare']:.2f}x the bare time (goal <= 2x)")
 
 
 if __name__ == "__main__":

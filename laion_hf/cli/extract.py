@@ -34,12 +34,13 @@ def extract_command(
     workers: int = typer.Option(1, "--workers", min=1, help="WAT files processed in parallel (one process each)."),
     listing_prefix: str = typer.Option(COMMON_CRAWL_PREFIX, "--listing-prefix", help="Prefix for the relative paths of a wat.paths listing."),
     global_dedup: bool = typer.Option(True, "--global-dedup/--no-global-dedup", help="Drop pairs repeated across files (first file wins)."),
+    language: bool = typer.Option(True, "--language/--no-language", help="Detect the caption language (ISO 639-1, '' when unsure); off leaves it null."),
 ) -> None:
     """Extract LAION image/alt-text candidates (url, caption, page_url, language, license, hash) from WAT files."""
     if len(paths) < 2:
         raise typer.BadParameter("give at least one input and the output directory", param_hint="INPUTS... OUTPUT")
     *inputs, output_dir = paths
-    report = extract(inputs, output_dir, workers=workers, global_dedup=global_dedup)
+    report = extract(inputs, output_dir, workers=workers, global_dedup=global_dedup, detect_language=language)
     rows = [StageStats.from_dict({**record, "stage": name}) for name, record in report.files.items()]
     console.print(stats_table("extract: IMG@/src links per file", [*rows, report.total]))
     if report.malformed:

@@ -179,7 +179,7 @@ def _page(payload: bytes) -> tuple[dict[str, Any] | None, Any]:
 class _ShardWriter:
     """Buffers kept pairs, adds language and hash per batch, writes one parquet file."""
 
-    def __init__(self, sink: Any, detector: LanguageDetector, batch_rows: int):
+    def __init__(self, sink: Any, detector: LanguageDetector | None, batch_rows: int):
         self.sink = sink
         self.detector = detector
         self.batch_rows = batch_rows
@@ -201,7 +201,7 @@ class _ShardWriter:
                 url_array,
                 caption_array,
                 pa.array(page_urls, pa.string()),
-                pa.array(self.detector.detect_all(captions), pa.string()),
+                self._languages(captions),
                 pa.array(licenses, pa.string()),
                 laion_hash_array(url_array, caption_array),
                 pa.array(cc_filenames, pa.string()),
@@ -214,6 +214,11 @@ class _ShardWriter:
         self.rows += table.num_rows
         self.pending.clear()
 
+    def _languages(self, captions: Sequence[str]) -> pa.Array:
+        if self.detector is None:  # language ID left to a later stage: null, not "" (= not confident)
+            return pa.nulls(len(captions), pa.string())
+        return pa.array(self.detector.detect_all(captions), pa.string())
+
     def close(self) -> None:
         if self.writer is None or self.pending:
             self.flush()
@@ -223,14 +228,16 @@ class _ShardWriter:
 def extract_file(
     wat: WatInput, files_dir: str, detector: LanguageDetector | None = None, batch_rows: int = 50_000
 ) -> dict[str, Any]:
-    """Extract one WAT file into ``files_dir/<name>.parquet`` (atomically); return its stats record."""
+    """Extract one WAT file into ``files_dir/<name>.parquet`` (atomically); return its stats record.
+
+    ``detector`` None leaves the language column null (language ID run by a later stage).
+    """
     started = time.perf_counter()
-    detector = detector or LanguageDetector()
     log = MalformedLog()
     dropped: Counter[str] = Counter()
     records = responses = img_links = 0
     seen: set[tuple[str, str]] = set()
-    page_base, image_pair, Resolver = rules.page_base, rules.image_pair, rules.Resolver
+    page_base, image_pair, Resolver, img_path = rules.page_base, rules.image_pair, rules.Resolver, rules.IMG_PATH
 
     with atomic_path(join(files_dir, f"{wat.name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
         out = _ShardWriter(sink, detector, batch_rows)
@@ -261,7 +268,7 @@ def extract_file(
             license_url = None if _LICENSE_MARK in payload else rules.NO_LICENSE
             page_url = page_url[: rules.MAX_TEXT]
             for link in links:
-                if not isinstance(link, dict) or link.get("path") != rules.IMG_PATH:
+                if link.__class__ is not dict or link.get("path") != img_path:
                     continue
                 img_links += 1
                 pair = image_pair(link, resolver)
@@ -332,6 +339,7 @@ def extract(
     *,
     listing_prefix: str = COMMON_CRAWL_PREFIX,
     global_dedup: bool = True,
+    detect_language: bool = True,
     show_progress: bool = True,
 ) -> ExtractReport:
     """Extract LAION image/text candidates from WAT files into parquet shards in ``output_dir``.
@@ -343,7 +351,8 @@ def extract(
     if not wats:
         raise ExtractInputError("no WAT input given")
     files_dir = join(output_dir, FILES_DIR)
-    process = functools.partial(extract_file, files_dir=files_dir)
+    detector = LanguageDetector() if detect_language else None
+    process = functools.partial(extract_file, files_dir=files_dir, detector=detector)
     stats = run_shards(
         wats,
         process,

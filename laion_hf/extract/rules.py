@@ -80,15 +80,21 @@ class Resolver:
     def __init__(self, base: str):
         self.base = base
         self.scheme = self.origin = self.directory = None
-        try:
-            parts = urlsplit(base)
-        except ValueError:
-            return
-        path = parts.path or "/"
-        if parts.scheme in ("http", "https") and parts.netloc and _plain(path) and "//" not in path and ";" not in path:
-            self.scheme = parts.scheme
-            self.origin = f"{parts.scheme}://{parts.netloc}"
-            self.directory = self.origin + path[: path.rfind("/") + 1]
+        match = _PLAIN_HTTP.match(base)
+        if match is not None and match.group(1):
+            scheme = base[: base.index(":")].lower()
+            origin, path = scheme + base[len(scheme) : match.start(2)], match.group(2) or "/"
+        else:
+            try:
+                parts = urlsplit(base)
+            except ValueError:
+                return
+            scheme, origin, path = parts.scheme, f"{parts.scheme}://{parts.netloc}", parts.path or "/"
+            if scheme not in ("http", "https") or not parts.netloc:
+                return
+        if _plain(path) and "//" not in path and ";" not in path:
+            self.scheme, self.origin = scheme, origin
+            self.directory = origin + path[: path.rfind("/") + 1]
 
     def resolve(self, src: str) -> str | None:
         """``src`` made absolute; None if it cannot be parsed."""
@@ -174,7 +180,14 @@ def image_pair(link: dict[str, Any], resolver: Resolver) -> tuple[str, str] | st
     if not isinstance(alt, str) or not alt:
         return NO_ALT
     src = link.get("url")
-    url = resolver.resolve(src) if isinstance(src, str) else None
+    if not isinstance(src, str):
+        return BAD_URL
+    scheme = src[:11].lower()  # the two non-http schemes LAION names, caught before any parsing
+    if scheme.startswith("data:"):
+        return DATA_URL
+    if scheme == "javascript:":
+        return JAVASCRIPT_URL
+    url = resolver.resolve(src)
     if url is None:
         return BAD_URL
     reason = url_rejection(url)

@@ -41,7 +41,7 @@ def test_resolver_shortcuts_equal_urljoin():
     bases = [
         "https://ex.com/a/b/page.html", "http://ex.com", "https://ex.com/a/?q=1#f", "HTTPS://Ex.COM:8080/a/b",
         "https://u:p@ex.com/a/b", "https://ex.com/a//b/c", "https://ex.com/a/./b", "https://ex.com/a;x/b",
-        "ftp://ex.com/a", "android-app://ex.com/a",
+        "ftp://ex.com/a", "android-app://ex.com/a", "http:///a/b", "https://ex.com:8080", "https://ex.com/a b/c",
     ]
     pieces = ["a", "b.jpg", "..", ".", "", "x:y", "?q=1", "#f", "//", "/", " ", "%20", "é", "\\", "\t", ";p", "@", "cdn.ex"]
     rng = random.Random(7)
