@@ -20,6 +20,7 @@ from laion_hf.cli import demo as _demo  # noqa: E402,F401  (interim demo: sample
 from laion_hf.cli import oig as _oig  # noqa: E402,F401  (oig build)
 from laion_hf.cli import publish as _publish  # noqa: E402,F401  (publish, push)
 from laion_hf.cli import score as _score  # noqa: E402,F401  (score)
+from laion_hf.cli import download as _download  # noqa: E402,F401  (download)
 
 
 def main() -> None:

@@ -68,6 +68,8 @@ MIN_IMAGE_BYTES = 5 * 1024  # LAION dropped images under 5 KB
 MAX_IMAGE_PIXELS = 89_478_484  # ... and over this many pixels (Pillow's decompression-bomb limit)
 DISALLOWED_HEADER_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 
+RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest")  # img2dataset's
+
 SUCCESS = "success"
 REFUSED = "refused"
 FAILED_CHECKS = "failed_to_resize"  # img2dataset's status for a processed image that fails its image checks
@@ -119,6 +121,12 @@ class DownloadOptions:
     disallowed_header_directives: tuple[str, ...] = DISALLOWED_HEADER_DIRECTIVES
     user_agent_token: str | None = None
     workers: int = 1  # processes for the finalize step
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise DownloadError(f"resize mode {self.resize_mode!r}: choose one of {', '.join(RESIZE_MODES)}")
+        if self.encode_format not in ("jpg", "png", "webp"):
+            raise DownloadError(f"encode format {self.encode_format!r}: choose jpg, png or webp")
 
     @property
     def keeps_original_bytes(self) -> bool:

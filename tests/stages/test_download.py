@@ -12,6 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
+
+from laion_hf.cli import app
 
 from laion_hf.demo.image_server import ImageServer, corrupt_image, huge_png
 from laion_hf.hashing import laion_hash
@@ -193,20 +196,23 @@ def test_retry_failed_fetches_only_failures_and_merges_under_the_original_key(do
 
 
 @pytest.mark.slow
-def test_loopback_is_refused_without_the_flag_and_rows_are_kept(tmp_path):
+def test_cli_refuses_loopback_without_the_flag_and_keeps_the_rows(tmp_path):
     with ImageServer() as server:
         urls = [server.image("/good.png", GOOD_PNG), server.missing("/gone.png"), "file:///etc/passwd"]
         candidates = write_candidates(tmp_path / "candidates.parquet", urls)
-        report = download(str(candidates), str(tmp_path / "out"), timeout=1, show_progress=False)
+        result = CliRunner().invoke(app, ["download", str(candidates), str(tmp_path / "out"), "--timeout", "1"])
+        assert result.exit_code == 0, result.output
         assert server.requests == []  # nothing was contacted
+    assert "refused-loopback" in result.output
+    report = read_json(str(tmp_path / "out" / "download_report.json"))
     rows = read_rows(tmp_path / "out")
     assert [(r["url"], r["status"], r["error_reason"]) for r in rows] == [
         (urls[0], "refused", "refused-loopback"),
         (urls[1], "refused", "refused-loopback"),
         (urls[2], "refused", "refused-scheme"),
     ]
-    assert report.dropped == Counter({"refused-loopback": 2, "refused-scheme": 1})
-    assert report.kept == 0 and report.rows_in == 3
+    assert report["dropped"] == {"refused-loopback": 2, "refused-scheme": 1}
+    assert report["kept"] == 0 and report["rows_in"] == 3
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,74 @@
+"""``laion-hf download``: candidates -> img2dataset shards, with the success rate by reason."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from laion_hf.cli.app import app, console, stats_table
+from laion_hf.io.atomic import join
+from laion_hf.stages.download import MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES, REPORT_FILE, DownloadReport, download
+
+
+def reason_table(report: DownloadReport) -> Table:
+    """Successes and failures per reason, each with its share of all rows."""
+    table = Table(title="download: outcome by reason")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_column("share", justify="right")
+    total = max(report.rows_in, 1)
+    table.add_row("[bold]success[/]", f"{report.kept:,}", f"{report.kept / total:.2%}")
+    for reason, count in sorted(report.dropped.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(reason, f"{count:,}", f"{count / total:.2%}")
+    return table
+
+
+@app.command("download")
+def download_command(
+    candidates: list[str] = typer.Argument(..., metavar="CANDIDATES... OUTPUT", help="Candidate parquet files or directories (url, caption, ...), then the output directory (only OUTPUT with --retry-failed)."),
+    allow_private_network: bool = typer.Option(False, "--allow-private-network", help="Also fetch URLs whose host resolves to a loopback, private or link-local address."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Fetch again only the rows of OUTPUT whose status is not success; merge them in under their key."),
+    processes: int = typer.Option(1, "--processes", min=1, help="img2dataset download processes."),
+    threads: int = typer.Option(16, "--threads", min=1, help="Download threads per process."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per request."),
+    retries: int = typer.Option(0, "--retries", min=0, help="img2dataset retries per URL."),
+    rows_per_shard: int = typer.Option(10_000, "--rows-per-shard", min=1, help="Candidates per output shard."),
+    resize_mode: str = typer.Option("no", "--resize-mode", help="no (keep original bytes), keep_ratio, center_crop, border, keep_ratio_largest."),
+    image_size: int = typer.Option(256, "--image-size", help="Target size when resizing."),
+    min_image_bytes: int = typer.Option(MIN_IMAGE_BYTES, "--min-image-bytes", help="Drop images with fewer bytes (original bytes only)."),
+    max_image_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", help="Drop images with more pixels."),
+    disallowed_header_directives: Optional[str] = typer.Option(None, "--disallowed-header-directives", help="Comma-separated X-Robots-Tag directives to honour (default: noai,noimageai,noindex,noimageindex; '' honours none)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes finalizing shards."),
+) -> None:
+    """Download candidate (url, caption) pairs with img2dataset into WebDataset shards (tar + parquet + stats)."""
+    *inputs, output_dir = candidates
+    if not inputs and not retry_failed:
+        raise typer.BadParameter("give at least one candidate file or directory, then OUTPUT")
+    extra = {}
+    if disallowed_header_directives is not None:
+        extra["disallowed_header_directives"] = tuple(d.strip() for d in disallowed_header_directives.split(",") if d.strip())
+    report = download(
+        inputs,
+        output_dir,
+        allow_private_network=allow_private_network,
+        retry_failed=retry_failed,
+        processes=processes,
+        threads=threads,
+        timeout=timeout,
+        retries=retries,
+        rows_per_shard=rows_per_shard,
+        resize_mode=resize_mode,
+        image_size=image_size,
+        min_image_bytes=min_image_bytes,
+        max_image_pixels=max_image_pixels,
+        workers=workers,
+        **extra,
+    )
+    console.print(stats_table("download", [report]))
+    console.print(reason_table(report))
+    console.print(
+        f"success rate {report.success_rate:.2%} over {report.rows_in:,} rows in {len(report.shards)} shard(s); "
+        f"{report.processed:,} processed by this run; report: {join(output_dir, REPORT_FILE)}"
+    )
