@@ -155,11 +155,13 @@ class BuildReport:
     card: str | None = None
     runner: str = "local"
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step when it ran
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
             "stages": [s.to_dict() for s in self.stages],
+            "step_seconds": {k: round(v, 3) for k, v in self.step_seconds.items()},
             "configs": self.configs,
             "models": self.models,
             "hub_folder": self.hub_folder,
@@ -254,6 +256,7 @@ class Build:
             recorded = {"step": name, "stats": [s.to_dict() for s in stats], "seconds": time.perf_counter() - started}
             mark_done(directory, STEP_MARKER, recorded)
         self.report.stages.extend(StageStats.from_dict(d) for d in recorded["stats"])
+        self.report.step_seconds[name] = recorded["seconds"]
         return directory
 
     def _image_step(self, source: str, stages: list[Stage], uses_model: bool) -> Callable[[str], list[StageStats]]:
@@ -361,9 +364,11 @@ class Build:
         recorded = read_done(directory, STEP_MARKER)
         if recorded is None:
             self.report.models = model_records(self.recipe)
+            started = time.perf_counter()
             card = publish(self.recipe, self.report, config_dirs, folder, self.options)
-            recorded = {"step": "publish", "folder": folder, "card": card}
+            recorded = {"step": "publish", "folder": folder, "card": card, "seconds": time.perf_counter() - started}
             mark_done(directory, STEP_MARKER, recorded)
+        self.report.step_seconds["publish"] = recorded["seconds"]
         self.report.hub_folder = recorded["folder"]
         self.report.card = recorded["card"]
 
