@@ -1,0 +1,197 @@
+"""Score stage: the shipped tiny heads score the synthetic domain's overlays, columns and counts behave."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from laion_hf.errors import UserError
+from laion_hf.io.shards import discover_shards
+from laion_hf.io.tar import iter_samples, write_samples
+from laion_hf.stages.base import DROP_REASON, mark_dropped
+from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
+from laion_hf.synthetic import sample
+
+HELD_OUT = 9_000_000  # seeds no tiny model was trained on
+KINDS = {"clean": {}, "unsafe": {"unsafe": True}, "watermark": {"watermark": True}}
+
+
+def _scenes(per_kind: int = 8, size: int = 96):
+    """(key, kind, jpeg bytes, generator's aesthetic score) for clean, unsafe-motif and watermarked scenes."""
+    rows = []
+    for k, (kind, overlays) in enumerate(KINDS.items()):
+        for i in range(per_kind):
+            flags = {"unsafe": False, "watermark": False, **overlays}
+            scene = sample(HELD_OUT + 100 * k + i, size=size, **flags)
+            rows.append((f"{len(rows):09d}", kind, scene.encode("JPEG", quality=90), scene.aesthetic))
+    return rows
+
+
+def _batch(rows) -> pa.Table:
+    return pa.table(
+        {
+            "key": [key for key, *_ in rows],
+            "caption": [kind for _, kind, *_ in rows],
+            "image": pa.array([data for _, _, data, _ in rows], pa.binary()),
+            "image_ext": ["jpg"] * len(rows),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def scored():
+    rows = _scenes()
+    stage = ScoreStage()
+    stage.setup()
+    return rows, stage, stage(_batch(rows))
+
+
+def _by_kind(rows, table, column):
+    values = np.array(table[column].to_pylist(), dtype=np.float32)
+    kinds = np.array([kind for _, kind, *_ in rows])
+    return {kind: values[kinds == kind] for kind in KINDS}
+
+
+def test_unsafe_motif_scores_high_clean_low(scored):
+    rows, _, table = scored
+    punsafe = _by_kind(rows, table, "punsafe")
+    assert table.schema.field("punsafe").type == pa.float32()
+    assert np.median(punsafe["unsafe"]) > 0.5 > np.median(punsafe["clean"])
+    assert (punsafe["unsafe"] > 0.5).mean() >= 0.75 and (punsafe["clean"] < 0.5).mean() >= 0.75
+
+
+def test_watermarked_images_score_high_clean_low(scored):
+    rows, _, table = scored
+    pwatermark = _by_kind(rows, table, "pwatermark")
+    assert table.schema.field("pwatermark").type == pa.float32()
+    assert (pwatermark["watermark"] > 0.5).all() and (pwatermark["clean"] < 0.5).all()
+
+
+def test_aesthetic_follows_the_generators_score(scored):
+    rows, _, table = scored
+    predicted = np.array(table["aesthetic"].to_pylist())
+    truth = np.array([score for *_, score in rows])
+    assert table.schema.field("aesthetic").type == pa.float32()
+    assert np.corrcoef(predicted, truth)[0, 1] > 0.3
+    # Overlays spoil the picture in the generator; the head agrees on average.
+    by_kind = _by_kind(rows, table, "aesthetic")
+    assert by_kind["clean"].mean() > by_kind["watermark"].mean()
+
+
+def test_scores_only_alive_rows_and_marks_undecodable_images(scored):
+    rows, stage, _ = scored
+    batch = _batch(rows[:4] + [("000000099", "broken", b"not an image")])
+    batch = mark_dropped(batch, pa.array([True, False, False, False, False]), "earlier-stage")
+    out = stage(batch)
+    assert out.num_rows == batch.num_rows and out["key"].to_pylist() == batch["key"].to_pylist()
+    assert out[DROP_REASON].to_pylist() == ["earlier-stage", None, None, None, UNDECODABLE]
+    for column in ("punsafe", "pwatermark", "aesthetic"):
+        values = out[column].to_pylist()
+        assert values[0] is None and values[4] is None
+        assert all(v is not None for v in values[1:4])
+
+
+def test_reuses_an_embedding_column_from_an_earlier_stage(scored):
+    rows, stage, table = scored
+    from laion_hf.models.clip import load_clip
+
+    clip = load_clip()
+    pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(data)).convert("RGB")) for _, _, data, _ in rows])
+    embeddings = clip.encode_images(pixels).numpy().astype(np.float16)
+    with_emb = _batch(rows).append_column(EMBEDDING_COLUMN, pa.array(list(embeddings), pa.list_(pa.float16())))
+    out = ScoreStage(watermark=None)(with_emb.drop_columns(["image"]))
+    assert "pwatermark" not in out.column_names
+    np.testing.assert_allclose(out["punsafe"].to_numpy(), table["punsafe"].to_numpy(), atol=0.02)
+    np.testing.assert_allclose(out["aesthetic"].to_numpy(), table["aesthetic"].to_numpy(), atol=0.1)
+
+    wrong = _batch(rows[:2]).append_column(EMBEDDING_COLUMN, pa.array([[0.1] * 512] * 2, pa.list_(pa.float32())))
+    with pytest.raises(UserError, match="64-d CLIP embeddings but the images' are 512-d"):
+        ScoreStage(watermark=None)(wrong)
+
+
+def test_stage_pickles_without_its_models(scored):
+    _, stage, _ = scored
+    restored = pickle.loads(pickle.dumps(stage))
+    assert restored._models is None and stage._models is not None
+    assert restored == stage
+
+
+def test_real_nsfw_detector_scores_a_precomputed_embedding_column(shared_dir):
+    """LAION's B/32 SavedModel, through the same stage, on 512-d embeddings carried by the batch."""
+    path = shared_dir / "models" / "nsfw_b32.zip"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    from laion_hf.models.tf_savedmodel import load_nsfw_savedmodel
+
+    x = np.random.default_rng(3).standard_normal((5, 512)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    batch = pa.table({"key": [str(i) for i in range(5)], EMBEDDING_COLUMN: pa.array(list(x), pa.list_(pa.float32()))})
+    out = ScoreStage(nsfw=str(path), aesthetic=None, watermark=None)(batch)
+    with torch.no_grad():
+        expected = load_nsfw_savedmodel(path)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out["punsafe"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_threshold_stage_marks_with_reasons_and_ignores_nulls():
+    batch = pa.table(
+        {
+            "punsafe": pa.array([0.1, 0.46, None, 0.45, 0.99], pa.float32()),
+            "aesthetic": pa.array([6.0, 8.0, 2.0, 4.9, 1.0], pa.float32()),
+        }
+    )
+    out = ThresholdStage(drop_above={"punsafe": 0.45}, drop_below={"aesthetic": 5})(batch)
+    assert out[DROP_REASON].to_pylist() == [None, "punsafe>0.45", "aesthetic<5", "aesthetic<5", "punsafe>0.45"]
+    with pytest.raises(UserError, match="no pwatermark column"):
+        ThresholdStage(drop_above={"pwatermark": 0.8})(batch)
+
+
+def _write_shard(directory, rows):
+    directory.mkdir(parents=True, exist_ok=True)
+    write_samples(
+        str(directory / "00000.tar"),
+        ((key, {"jpg": data, "txt": kind.encode(), "json": b"{}"}) for key, kind, data, _ in rows),
+    )
+    meta = pa.table({"key": [r[0] for r in rows], "caption": [r[1] for r in rows], "status": ["success"] * len(rows)})
+    pq.write_table(meta, directory / "00000.parquet")
+
+
+@pytest.mark.slow
+def test_score_shards_end_to_end_with_limits_and_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from laion_hf.cli import app
+
+    rows = _scenes(per_kind=4, size=64)
+    _write_shard(tmp_path / "in", rows)
+    report = score_shards(
+        str(tmp_path / "in"), str(tmp_path / "out"), drop_above={"punsafe": 0.5, "pwatermark": 0.5}, batch_size=5,
+        show_progress=False,
+    )
+    score, limits = report["stages"]
+    assert score == {**score, "stage": "score", "rows_in": 12, "kept": 12, "dropped": {}}
+    assert limits["rows_in"] == 12 and limits["kept"] + sum(limits["dropped"].values()) == 12
+    kept = pq.read_table(tmp_path / "out" / "00000.parquet")
+    removed = pq.read_table(tmp_path / "out" / "00000_removed.parquet")
+    assert {"punsafe", "pwatermark", "aesthetic"} <= set(kept.column_names)
+    kept_kinds = kept["caption"].to_pylist()
+    assert kept_kinds.count("clean") >= 3 and kept_kinds.count("watermark") == 0
+    assert set(removed[DROP_REASON].to_pylist()) <= {"punsafe>0.5", "pwatermark>0.5"}
+    # Kept images are the original bytes, and the sample JSON carries the scores.
+    originals = {key: data for key, _, data, _ in rows}
+    for key, members in iter_samples(str(tmp_path / "out" / "00000.tar")):
+        assert members["jpg"] == originals[key]
+        assert set(json.loads(members["json"])) >= {"punsafe", "pwatermark", "aesthetic"}
+
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "in"), str(tmp_path / "cli"), "--drop-above", "punsafe=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "score" in result.output and len(discover_shards(str(tmp_path / "cli"))) == 1
+    bad = CliRunner().invoke(app, ["score", str(tmp_path / "in"), str(tmp_path / "x"), "--drop-above", "colour=1"])
+    assert bad.exit_code != 0 and "COLUMN=VALUE" in bad.output
