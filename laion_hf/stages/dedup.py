@@ -1,0 +1,285 @@
+"""Deduplicate a whole run: exact on the LAION hash, near-duplicates by perceptual hash.
+
+A duplicate can sit in any shard, so no shard can decide alone. The work is
+split so that only hashes are ever held together:
+
+1. **signatures** (per shard, parallel, resumable): stream the shard's samples
+   and write ``(shard, key, hash, phash)`` to ``OUTPUT/_dedup/signatures``.
+   ``hash`` is the LAION hash of (url, caption) (computed when the column is
+   absent); ``phash`` is the 64-bit DCT perceptual hash of the image
+   (``imagehash.phash``), null when it does not decode.
+2. **decide** (once): read only those four columns of every shard, order rows
+   by (shard name, key) and walk them once. The first row of each LAION hash
+   is its keeper; every later one is ``duplicate-hash``. Among the remaining
+   rows, a row whose phash is within ``max_distance`` bits of an earlier kept
+   row is ``near-duplicate-phash`` of the earliest such row. Candidates are
+   found with a multi-index: the 64 bits are cut into ``max_distance + 1``
+   bands, and two hashes within that distance agree exactly on at least one
+   band (pigeonhole), so only rows sharing a band value are compared. The
+   ``duplicate_of`` of every removed row is the key of a row that is kept.
+   Decisions are written per shard to ``OUTPUT/_dedup/decisions``.
+3. **mark** (per shard, parallel, resumable): :class:`DuplicateMarker` is an
+   ordinary :class:`~laion_hf.stages.base.Stage` run by ``transform_shard``:
+   it marks the decided rows with their reason and fills ``duplicate_of``;
+   kept samples are copied byte for byte, removed ones go to
+   ``NNNNN_removed.parquet`` with reason and keeper.
+
+On Ray the same split holds: signatures are a ``map_batches``; the exact
+decision is a shuffle by ``hash`` (each partition sorts its rows by
+(shard, key) and keeps the first); the near-duplicate decision shuffles by
+(band index, band value) to emit candidate pairs within each bucket, checks
+their Hamming distance, and resolves the pairs (far fewer than rows) in
+(shard, key) order; marking is a ``map_batches`` joined with the decisions
+partitioned by shard.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
+from typing import Any
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from laion_hf.hashing import laion_hash_array
+from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
+from laion_hf.io.samples import IMAGE, load_shard_stages, read_sample_batches, transform_shard
+from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.runners.local import run_shards
+from laion_hf.schema import resolve_columns
+from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
+
+DUPLICATE_OF = "duplicate_of"
+DUPLICATE_HASH = "duplicate-hash"
+NEAR_DUPLICATE_PHASH = "near-duplicate-phash"
+DEFAULT_MAX_DISTANCE = 4  # bits of 64; re-encodes and small resizes of one image stay within it
+REPORT_FILE = "dedup_report.json"
+_WORK = "_dedup"
+_SIGNATURE_SCHEMA = pa.schema(
+    [("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]
+)
+_DECISION_SCHEMA = pa.schema([("key", pa.string()), (DUPLICATE_OF, pa.string()), ("reason", pa.string())])
+
+
+# -- pass 1: signatures ----------------------------------------------------------------------------
+
+
+def perceptual_hash(data: bytes) -> int | None:
+    """The 64-bit pHash of an image as a signed int64, or None if the bytes do not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("L", (64, 64))  # JPEG: decode at reduced size; pHash works on 32x32 anyway
+            value = int(str(imagehash.phash(image)), 16)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _hashes(batch: pa.Table) -> pa.Array:
+    columns = resolve_columns(batch.column_names, ["hash", "url", "caption"])
+    if columns["hash"] is not None:
+        return batch[columns["hash"]].cast(pa.int64())
+    if columns["url"] is None:
+        return pa.nulls(batch.num_rows, pa.int64())  # no hash and no url: nothing to match exactly
+    captions = batch[columns["caption"]] if columns["caption"] else pa.nulls(batch.num_rows, pa.string())
+    return laion_hash_array(batch[columns["url"]], captions)
+
+
+def signature_shard(shard: Shard, signatures_dir: str, batch_size: int = 256) -> dict[str, Any]:
+    """Write ``(shard, key, hash, phash)`` of every sample of ``shard``; return its row count."""
+    parts: list[pa.Table] = []
+    for batch in read_sample_batches(shard, batch_size):
+        key_column = resolve_columns(batch.column_names, ["key"])["key"]
+        parts.append(
+            pa.table(
+                {
+                    "shard": pa.array([shard.name] * batch.num_rows, pa.string()),
+                    "key": batch[key_column].cast(pa.string()),
+                    "hash": _hashes(batch),
+                    "phash": pa.array([perceptual_hash(b) for b in batch[IMAGE].to_pylist()], pa.int64()),
+                },
+                schema=_SIGNATURE_SCHEMA,
+            )
+        )
+    table = pa.concat_tables(parts) if parts else _SIGNATURE_SCHEMA.empty_table()
+    with atomic_path(join(signatures_dir, f"{shard.name}.parquet")) as tmp:
+        pq.write_table(table, tmp)
+    return {"shard": shard.name, "rows": table.num_rows}
+
+
+# -- the decision ------------------------------------------------------------------------------------
+
+
+def _bands(max_distance: int) -> list[tuple[int, int]]:
+    """(shift, mask) of ``max_distance + 1`` bit bands covering 64 bits."""
+    count = max_distance + 1
+    edges = [round(i * 64 / count) for i in range(count + 1)]
+    return [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:])]
+
+
+def decide(signatures: pa.Table, max_distance: int | None = DEFAULT_MAX_DISTANCE) -> pa.Table:
+    """Rows to remove: ``(shard, key, duplicate_of, reason)``; keepers are first in (shard, key) order.
+
+    ``signatures`` has columns shard, key, hash, phash. ``max_distance=None``
+    turns near-duplicate detection off. A null hash or phash matches nothing.
+    """
+    ordered = signatures.sort_by([("shard", "ascending"), ("key", "ascending")])
+    n = ordered.num_rows
+    keys = ordered["key"].to_pylist()
+    keeper = np.arange(n)
+    reason: list[str | None] = [None] * n
+
+    hashes = ordered["hash"]
+    valid = np.flatnonzero(pc.is_valid(hashes).to_numpy(zero_copy_only=False))
+    if valid.size:
+        values = hashes.take(pa.array(valid)).to_numpy()
+        _, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+        for row, hash_keeper in zip(valid, valid[first[inverse]]):
+            if hash_keeper != row:
+                keeper[row] = hash_keeper
+                reason[row] = DUPLICATE_HASH
+
+    if max_distance is not None:
+        bands = _bands(max_distance)
+        buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in bands]
+        phashes = ordered["phash"].to_pylist()
+        for row, value in enumerate(phashes):
+            if value is None or reason[row] is not None:
+                continue
+            unsigned = value & 0xFFFF_FFFF_FFFF_FFFF
+            parts = [(unsigned >> shift) & mask for shift, mask in bands]
+            candidates = sorted({c for bucket, part in zip(buckets, parts) for c in bucket.get(part, ())})
+            match = next((c for c in candidates if ((phashes[c] ^ value) & 0xFFFF_FFFF_FFFF_FFFF).bit_count() <= max_distance), None)
+            if match is None:
+                for bucket, part in zip(buckets, parts):
+                    bucket[part].append(row)
+            else:
+                keeper[row] = match
+                reason[row] = NEAR_DUPLICATE_PHASH
+
+    # An exact twin of a row that is itself a near-duplicate points at the row finally kept.
+    final = keeper.copy()
+    for row in range(n):
+        while reason[final[row]] is not None:
+            final[row] = keeper[final[row]]
+    removed = [row for row in range(n) if reason[row] is not None]
+    return pa.table(
+        {
+            "shard": ordered["shard"].take(pa.array(removed, pa.int64())),
+            "key": pa.array([keys[r] for r in removed], pa.string()),
+            DUPLICATE_OF: pa.array([keys[final[r]] for r in removed], pa.string()),
+            "reason": pa.array([reason[r] for r in removed], pa.string()),
+        }
+    )
+
+
+# -- pass 2: marking ---------------------------------------------------------------------------------
+
+
+class DuplicateMarker(Stage):
+    """Marks the rows the decision step removed, with their reason, and names their keeper."""
+
+    name = "dedup"
+
+    def __init__(self, decisions: dict[str, tuple[str, str]]) -> None:
+        self.decisions = decisions  # key -> (duplicate_of, reason), for one shard
+
+    @classmethod
+    def from_file(cls, path: str) -> DuplicateMarker:
+        table = pq.read_table(path)
+        return cls({k: (d, r) for k, d, r in zip(*(table[c].to_pylist() for c in ("key", DUPLICATE_OF, "reason")))})
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        key_column = resolve_columns(batch.column_names, ["key"])["key"]
+        alive = alive_mask(batch).to_pylist()
+        found = [self.decisions.get(str(k)) if a else None for k, a in zip(batch[key_column].to_pylist(), alive)]
+        keeper = pa.array([f[0] if f else None for f in found], pa.string())
+        if DUPLICATE_OF in batch.column_names:
+            batch = batch.set_column(batch.column_names.index(DUPLICATE_OF), DUPLICATE_OF, keeper)
+        else:
+            batch = batch.append_column(DUPLICATE_OF, keeper)
+        for reason in (DUPLICATE_HASH, NEAR_DUPLICATE_PHASH):
+            batch = mark_dropped(batch, pa.array([bool(f) and f[1] == reason for f in found]), reason)
+        return batch
+
+
+def mark_shard(shard: Shard, decisions_dir: str, output_dir: str, batch_size: int = 256) -> dict[str, Any]:
+    marker = DuplicateMarker.from_file(join(decisions_dir, f"{shard.name}.parquet"))
+    return transform_shard(shard, output_dir, [marker], batch_size)
+
+
+# -- the entry point ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DedupReport:
+    """Merged stage stats (rows in = kept + removed by reason) and where the output is."""
+
+    stats: StageStats
+    output_dir: str
+    shards: list[str] = field(default_factory=list)
+    max_distance: int | None = DEFAULT_MAX_DISTANCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.stats.to_dict(), "output_dir": self.output_dir, "shards": self.shards,
+                "max_distance": self.max_distance}
+
+
+def _decide_run(signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None) -> None:
+    summary = join(decisions_dir, "_decided.json")
+    fs, inner = filesystem(summary)
+    if fs.exists(inner) and read_json(summary).get("max_distance") == max_distance:
+        return
+    signatures = pa.concat_tables(
+        [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
+    )
+    removed = decide(signatures, max_distance)
+    for shard in shards:
+        rows = removed.filter(pc.equal(removed["shard"], shard.name)).select(_DECISION_SCHEMA.names)
+        with atomic_path(join(decisions_dir, f"{shard.name}.parquet")) as tmp:
+            pq.write_table(rows.cast(_DECISION_SCHEMA), tmp)
+    write_json(summary, {"max_distance": max_distance, "rows": signatures.num_rows,
+                         "removed": dict(Counter(removed["reason"].to_pylist()))})
+
+
+def dedup_shards(
+    input_dir: str,
+    output_dir: str,
+    *,
+    max_distance: int | None = DEFAULT_MAX_DISTANCE,
+    workers: int = 1,
+    batch_size: int = 256,
+    show_progress: bool = True,
+) -> DedupReport:
+    """Remove exact (LAION hash) and near (pHash) duplicates across every shard of ``input_dir``.
+
+    Resumable per shard in each pass; ``max_distance=None`` keeps exact dedup only.
+    """
+    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    work = join(output_dir, _WORK)
+    signatures_dir, decisions_dir = join(work, "signatures"), join(work, "decisions")
+    name_of = attrgetter("name")
+    run_shards(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
+               output_dir=signatures_dir, name_of=name_of, workers=workers,
+               description="dedup: signatures", show_progress=show_progress)
+    _decide_run(signatures_dir, decisions_dir, shards, max_distance)
+    recorded = run_shards(shards, partial(mark_shard, decisions_dir=decisions_dir, output_dir=output_dir,
+                                          batch_size=batch_size),
+                          output_dir=output_dir, name_of=name_of, workers=workers,
+                          description="dedup: mark", show_progress=show_progress)
+    stats = StageStats("dedup")
+    for shard_stats in recorded.values():
+        for stage in load_shard_stages(shard_stats):
+            stats.merge(stage)
+    stats.check()
+    report = DedupReport(stats, output_dir, [s.name for s in shards], max_distance)
+    write_json(join(output_dir, REPORT_FILE), report.to_dict())
+    return report

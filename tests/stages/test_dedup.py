@@ -1,0 +1,168 @@
+"""dedup: exact (LAION hash) and near (pHash) duplicates across all shards, keepers recorded."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from laion_hf.hashing import laion_hash
+from laion_hf.io.shards import discover_shards
+from laion_hf.io.tar import iter_samples, write_samples
+from laion_hf.stages.dedup import (
+    DUPLICATE_HASH,
+    DUPLICATE_OF,
+    NEAR_DUPLICATE_PHASH,
+    decide,
+    dedup_shards,
+    perceptual_hash,
+)
+from laion_hf.synthetic import sample
+
+
+def encode(image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def distance(a: bytes, b: bytes) -> int:
+    return ((perceptual_hash(a) ^ perceptual_hash(b)) & (2**64 - 1)).bit_count()
+
+
+IMAGE_A = sample(1).image
+IMAGE_B = sample(2).image
+A = encode(IMAGE_A)
+A_JPEG = encode(IMAGE_A, "JPEG", quality=95)  # a re-encode of A
+A_SMALLER = encode(IMAGE_A.resize((56, 56)))  # a resize of A
+B = encode(IMAGE_B)
+C, D, E = (encode(sample(seed).image) for seed in (3, 4, 5))
+
+#: shard -> [(key, url, caption, image)]; url+caption equal => same LAION hash.
+SHARDS = {
+    "00000": [
+        ("000000000", "http://a.example/1.png", "a red circle", A),
+        ("000000001", "http://a.example/2.png", "a blue square", B),
+        ("000000002", "http://b.example/a-copy.jpg", "copy of a", A_JPEG),  # near A
+    ],
+    "00001": [
+        ("000010000", "http://a.example/1.png", "a red circle", C),  # same hash as 000000000
+        ("000010001", "http://c.example/d.png", "something else", D),
+        ("000010002", "http://d.example/b.png", "b again", B),  # near (identical to) B
+        ("000010003", "http://b.example/a-copy.jpg", "copy of a", E),  # same hash as 000000002, itself removed
+        ("000010004", "http://e.example/a-small.png", "a smaller", A_SMALLER),  # near A
+    ],
+}
+EXPECTED_REMOVED = {
+    "000000002": ("000000000", NEAR_DUPLICATE_PHASH),
+    "000010000": ("000000000", DUPLICATE_HASH),
+    "000010002": ("000000001", NEAR_DUPLICATE_PHASH),
+    "000010003": ("000000000", DUPLICATE_HASH),  # its twin 000000002 is removed: points at the row kept
+    "000010004": ("000000000", NEAR_DUPLICATE_PHASH),
+}
+ALL_KEYS = {row[0] for rows in SHARDS.values() for row in rows}
+
+
+def write_input(directory: Path) -> Path:
+    """Two img2dataset-layout shards (tar + parquet, with the failed-row convention: one row not in the tar)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in SHARDS.items():
+        write_samples(
+            str(directory / f"{name}.tar"),
+            ((key, {"png": image, "txt": caption.encode(), "json": json.dumps({"key": key}).encode()})
+             for key, _, caption, image in rows),
+        )
+        failed = (f"{name}9999", "http://gone.example/x.png", "a red circle", None)
+        table_rows = [*rows, failed]
+        pq.write_table(
+            pa.table({
+                "key": [r[0] for r in table_rows],
+                "url": [r[1] for r in table_rows],
+                "caption": [r[2] for r in table_rows],
+                "hash": [laion_hash(r[1], r[2]) for r in table_rows],
+                "status": ["success"] * len(rows) + ["failed_to_download"],
+            }),
+            directory / f"{name}.parquet",
+        )
+    return directory
+
+
+def test_fixture_images_are_near_or_far_as_intended():
+    assert distance(A, A_JPEG) <= 4 and distance(A, A_SMALLER) <= 4
+    for other in (B, C, D, E):
+        assert distance(A, other) > 8
+    assert perceptual_hash(b"not an image") is None
+
+
+def removed_by_key(output: Path) -> dict[str, tuple[str, str]]:
+    removed = {}
+    for name in SHARDS:
+        path = output / f"{name}_removed.parquet"
+        if path.exists():
+            for row in pq.read_table(path).to_pylist():
+                removed[row["key"]] = (row[DUPLICATE_OF], row["drop_reason"])
+    return removed
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dedup_removes_exactly_the_duplicates_across_shards(tmp_path, workers):
+    source = write_input(tmp_path / "in")
+    report = dedup_shards(str(source), str(tmp_path / "out"), workers=workers, show_progress=False)
+
+    assert removed_by_key(tmp_path / "out") == EXPECTED_REMOVED
+    kept_keys = set()
+    originals = {key: image for rows in SHARDS.values() for key, _, _, image in rows}
+    for shard in discover_shards(str(tmp_path / "out")):
+        for key, members in iter_samples(shard.tar):
+            assert members["png"] == originals[key]  # byte-identical copies
+            kept_keys.add(key)
+        assert set(pq.read_table(shard.parquet)["key"].to_pylist()) <= kept_keys
+    assert kept_keys == ALL_KEYS - set(EXPECTED_REMOVED)
+    assert report.stats.rows_in == len(ALL_KEYS) == report.stats.kept + report.stats.removed
+    assert dict(report.stats.dropped) == {DUPLICATE_HASH: 2, NEAR_DUPLICATE_PHASH: 3}
+
+
+def test_exact_only_keeps_near_duplicates(tmp_path):
+    source = write_input(tmp_path / "in")
+    report = dedup_shards(str(source), str(tmp_path / "out"), max_distance=None, show_progress=False)
+    assert removed_by_key(tmp_path / "out") == {
+        "000010000": ("000000000", DUPLICATE_HASH),
+        "000010003": ("000000002", DUPLICATE_HASH),
+    }
+    assert report.stats.kept == len(ALL_KEYS) - 2
+
+
+def test_rerun_resumes_from_done_markers(tmp_path):
+    source = write_input(tmp_path / "in")
+    first = dedup_shards(str(source), str(tmp_path / "out"), show_progress=False)
+    (source / "00001.tar").write_bytes(b"damaged")  # a re-run that re-read this shard would fail
+    second = dedup_shards(str(source), str(tmp_path / "out"), show_progress=False)
+    assert second.to_dict() == first.to_dict()
+
+
+def test_decide_keeps_the_first_row_by_shard_then_key_and_ignores_null_hashes():
+    signatures = pa.table({
+        "shard": ["00001", "00000", "00000", "00002"],
+        "key": ["10", "02", "01", "20"],
+        "hash": [7, 7, None, None],
+        "phash": [None, None, None, None],
+    }, schema=pa.schema([("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]))
+    removed = decide(signatures)
+    assert removed.to_pylist() == [{"shard": "00001", "key": "10", DUPLICATE_OF: "02", "reason": DUPLICATE_HASH}]
+
+
+def test_decide_near_duplicates_respect_the_distance():
+    base = 0x0F0F_0F0F_0F0F_0F0F
+    within, beyond = base ^ 0b1111, base ^ 0b11111  # 4 and 5 bits away
+    signatures = pa.table({
+        "shard": ["0", "0", "0"],
+        "key": ["a", "b", "c"],
+        "hash": [1, 2, 3],
+        "phash": [base, within, beyond],
+    })
+    removed = decide(signatures, max_distance=4).to_pylist()
+    assert [(r["key"], r[DUPLICATE_OF], r["reason"]) for r in removed] == [("b", "a", NEAR_DUPLICATE_PHASH)]
