@@ -58,19 +58,46 @@ class BuildError(UserError):
 # ---------------------------------------------------------------- runners
 
 
+class Sidecar(Protocol):
+    """Per-shard extra output beside the samples (e.g. the filter's clip-retrieval style embeddings).
+
+    ``take`` sees each marked batch before it is written and returns what to
+    write; ``close`` runs after the shard's own files are complete.
+    """
+
+    def take(self, batch: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+SidecarFactory = Callable[[str, str], Sidecar]  # (output_dir, shard name) -> Sidecar
+
+
 class StageRunner(Protocol):
     """What a build needs from a runner: run Stage objects over image shards, per shard, resumably."""
 
     def run_stages(
-        self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str, uses_model: bool = False
+        self,
+        shards: Sequence[Shard],
+        stages: Sequence[Stage],
+        output_dir: str,
+        uses_model: bool = False,
+        sidecar: SidecarFactory | None = None,
     ) -> dict[str, dict[str, Any]]: ...
 
 
-def _transform(shard: Shard, *, output_dir: str, stages: Sequence[Stage], batch_size: int) -> dict[str, Any]:
+def _transform(
+    shard: Shard, *, output_dir: str, stages: Sequence[Stage], batch_size: int, sidecar: SidecarFactory | None = None
+) -> dict[str, Any]:
     """One shard through ``stages`` (``setup()`` first: once per shard in a worker process)."""
     for stage in stages:
         stage.setup()
-    return transform_shard(shard, output_dir, stages, batch_size)
+    if sidecar is None:
+        return transform_shard(shard, output_dir, stages, batch_size)
+    extra = sidecar(output_dir, shard.name)
+    record = transform_shard(shard, output_dir, stages, batch_size, before_write=extra.take)
+    extra.close()  # after the shard's own files: a crash in between re-runs the shard
+    return record
 
 
 @dataclass
@@ -82,9 +109,16 @@ class LocalRunner:
     show_progress: bool = True
 
     def run_stages(
-        self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str, uses_model: bool = False
+        self,
+        shards: Sequence[Shard],
+        stages: Sequence[Stage],
+        output_dir: str,
+        uses_model: bool = False,
+        sidecar: SidecarFactory | None = None,
     ) -> dict[str, dict[str, Any]]:
-        process = functools.partial(_transform, output_dir=output_dir, stages=list(stages), batch_size=self.batch_size)
+        process = functools.partial(
+            _transform, output_dir=output_dir, stages=list(stages), batch_size=self.batch_size, sidecar=sidecar
+        )
         return run_shards(
             shards,
             process,
@@ -259,9 +293,11 @@ class Build:
         self.report.step_seconds[name] = recorded["seconds"]
         return directory
 
-    def _image_step(self, source: str, stages: list[Stage], uses_model: bool) -> Callable[[str], list[StageStats]]:
+    def _image_step(
+        self, source: str, stages: list[Stage], uses_model: bool, sidecar: SidecarFactory | None = None
+    ) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
-            records = self.runner.run_stages(image_shards(source), stages, directory, uses_model=uses_model)
+            records = self.runner.run_stages(image_shards(source), stages, directory, uses_model=uses_model, sidecar=sidecar)
             return merge_shard_records(records, [s.name for s in stages])
 
         return run
@@ -336,7 +372,9 @@ class Build:
         return run
 
     def _filter(self, source: Any) -> Callable[[str], list[StageStats]]:
-        return self._image_step(self._single_input(source), self.image_stages["filter"], uses_model=True)
+        from laion_hf.stages.filter import EmbeddingWriter
+
+        return self._image_step(self._single_input(source), self.image_stages["filter"], uses_model=True, sidecar=EmbeddingWriter)
 
     def _score(self, source: Any) -> Callable[[str], list[StageStats]]:
         return self._image_step(self._single_input(source), self.image_stages["score"], uses_model=True)
@@ -404,8 +442,33 @@ def filter_stages(recipe: Recipe) -> list[Stage]:
     stages: list[Stage] = []
     if spec.languages is not None:
         stages.append(LanguageStage(language_in=spec.languages, reason="language"))
-    stages.append(clip_filter_stage(recipe))
+    stages.extend(clip_filter_stages(recipe))
     return stages
+
+
+def clip_filter_stages(recipe: Recipe) -> list[Stage]:
+    """CLIP embeddings (the multilingual text encoder for non-English captions where the recipe asks) + the threshold."""
+    from laion_hf.stages.embed import ClipEmbed
+    from laion_hf.stages.filter import SimilarityFilter
+
+    spec = recipe.filter
+    multilingual: str | None = None
+    if spec.multilingual_model is not None:
+        text = recipe.models[spec.multilingual_model]
+        local = model_weights(recipe, spec.multilingual_model)
+        if local is not None and Path(local).exists():
+            multilingual = local
+        else:  # a Hub id: organisation (written as ``pretrained``) / name
+            multilingual = f"{text.pretrained}/{text.name}" if text.pretrained else text.name
+    clip = recipe.models[spec.model]
+    embed = ClipEmbed(
+        clip.name,
+        pretrained=model_weights(recipe, spec.model),
+        multilingual=multilingual,
+        batch_size=spec.batch_size,
+    )
+    multilingual_threshold = spec.multilingual_threshold.value if spec.multilingual_threshold else None
+    return [embed, SimilarityFilter(spec.threshold.value, multilingual_threshold)]
 
 
 def score_stages(recipe: Recipe) -> list[Stage]:

@@ -100,9 +100,10 @@ def shard_stats(table: pa.Table, stage_names: Sequence[str]) -> list[StageStats]
 class ShardWriterUDF:
     """Ray UDF for ``map_groups``: write one shard's rows, in original order, and its done marker."""
 
-    def __init__(self, output_dir: str, stage_names: Sequence[str]) -> None:
+    def __init__(self, output_dir: str, stage_names: Sequence[str], sidecar: Callable[[str, str], Any] | None = None) -> None:
         self.output_dir = output_dir
         self.stage_names = list(stage_names)
+        self.sidecar = sidecar
 
     def __call__(self, group: pa.Table) -> pa.Table:
         group = group.sort_by(ROW)
@@ -111,8 +112,12 @@ class ShardWriterUDF:
         for s in stats:
             s.check()
         internal = [SHARD, ROW, DROPPED_AT] + [_seconds_column(i) for i in range(len(self.stage_names))]
+        extra = self.sidecar(self.output_dir, name) if self.sidecar else None
         with SampleShardWriter(self.output_dir, name) as writer:
-            writer.write(group.drop_columns(internal))
+            batch = group.drop_columns(internal)
+            writer.write(extra.take(batch) if extra else batch)
+        if extra is not None:
+            extra.close()  # after the shard's own files, as the local runner does
         record = {"shard": name, "stages": [s.to_dict() for s in stats]}
         mark_done(self.output_dir, name, record)
         return pa.table({"shard": [name], "record": [json.dumps(record)]})
@@ -123,7 +128,7 @@ class RayRunner:
     """Schedule stages on Ray Data. ``address=None`` starts Ray locally with ``num_cpus`` CPUs.
 
     ``concurrency`` is the number of actors per stage; ``model_num_gpus`` the GPUs
-    each actor of a model stage (one with ``uses_model = True``) reserves.
+    each actor of a model step (filter, score) reserves.
     """
 
     address: str | None = None
@@ -153,8 +158,19 @@ class RayRunner:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
 
-    def run_stages(self, shards: Sequence[Shard], stages: Sequence[Stage], output_dir: str) -> dict[str, dict[str, Any]]:
-        """Run ``stages`` over ``shards`` into ``output_dir``; return each shard's record (as the local runner does)."""
+    def run_stages(
+        self,
+        shards: Sequence[Shard],
+        stages: Sequence[Stage],
+        output_dir: str,
+        uses_model: bool = False,
+        sidecar: Callable[[str, str], Any] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Run ``stages`` over ``shards`` into ``output_dir``; return each shard's record (as the local runner does).
+
+        ``uses_model`` gives each actor ``model_num_gpus`` GPUs; ``sidecar`` is
+        the per-shard extra writer (see :class:`laion_hf.build.Sidecar`).
+        """
         import ray.data
 
         self.start()
@@ -172,7 +188,6 @@ class RayRunner:
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(_read_shards, batch_format="pyarrow", batch_size=1, fn_kwargs={"batch_size": self.batch_size})
             for index, stage in enumerate(stages):
-                uses_model = getattr(stage, "uses_model", False)
                 ds = ds.map_batches(
                     StageActor,
                     fn_constructor_kwargs={"stage": stage, "index": index},
@@ -183,7 +198,7 @@ class RayRunner:
                 )
             ds = ds.groupby(SHARD).map_groups(
                 ShardWriterUDF,
-                fn_constructor_kwargs={"output_dir": output_dir, "stage_names": [s.name for s in stages]},
+                fn_constructor_kwargs={"output_dir": output_dir, "stage_names": [s.name for s in stages], "sidecar": sidecar},
                 batch_format="pyarrow",
                 concurrency=self.concurrency,
             )
