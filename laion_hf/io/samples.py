@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import tarfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -156,13 +156,19 @@ class SampleShardWriter:
 
 
 def transform_shard(
-    shard: Shard, output_dir: str, stages: Sequence[Stage], batch_size: int = 256
+    shard: Shard,
+    output_dir: str,
+    stages: Sequence[Stage],
+    batch_size: int = 256,
+    before_write: Callable[[pa.Table], pa.Table] | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` in order over one shard and write the kept samples; return per-stage stats.
 
     A stage's ``rows_in`` is the rows alive when it ran; the rows it newly
     marked are its ``dropped``. The returned dict is what the runner stores in
-    the shard's done marker.
+    the shard's done marker. ``before_write`` sees every marked batch before it
+    is written and returns the batch to write (e.g. moving embedding columns
+    into their own files instead of the shard's metadata).
     """
     stats = [StageStats(stage.name) for stage in stages]
     with SampleShardWriter(output_dir, shard.name) as writer:
@@ -179,7 +185,7 @@ def transform_shard(
                     kept=pc.sum(still_alive).as_py() or 0,
                     dropped=count_reasons(newly_dropped),
                 )
-            writer.write(batch)
+            writer.write(before_write(batch) if before_write else batch)
     for stage_stats in stats:
         stage_stats.check()
     return {"shard": shard.name, "stages": [s.to_dict() for s in stats]}

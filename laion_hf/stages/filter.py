@@ -1,0 +1,219 @@
+"""The CLIP filter: keep image-text pairs whose cosine similarity reaches the threshold.
+
+Thresholds as LAION ran them: LAION-400M kept OpenAI ViT-B/32 similarity
+>= 0.30; LAION-5B kept English captions (ViT-B/32 text tower) >= 0.28 and
+other languages (the multilingual encoder) >= 0.26. Those numbers belong to
+ViT-B/32; the shipped tiny model has its own, calibrated on held-out
+synthetic data (``laion_hf/models/weights/laion-hf-tiny.quality.json``).
+
+:func:`filter_shards` runs :class:`~laion_hf.stages.embed.ClipEmbed` and
+:class:`SimilarityFilter` over img2dataset-layout shards: kept samples are
+written with their original bytes, key and caption plus ``similarity``;
+removed rows go to ``NNNNN_removed.parquet`` with their reason; embeddings of
+the kept samples are saved as clip-retrieval does (``img_emb/img_emb_NNNNN.npy``,
+``text_emb/text_emb_NNNNN.npy`` fp16, ``metadata/metadata_NNNNN.parquet`` in the
+same order), for kNN indices and near-duplicate detection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from laion_hf.io.atomic import atomic_path, join
+from laion_hf.io.samples import IMAGE, IMAGE_EXT, load_shard_stages, transform_shard
+from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.runners.local import run_shards
+from laion_hf.schema import resolve_columns
+from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
+from laion_hf.stages.embed import ENGLISH, IMAGE_EMBEDDING, SIMILARITY, TEXT_EMBEDDING, ClipEmbed
+
+REASON = "clip-similarity"
+LAION_400M_THRESHOLD = 0.30
+LAION_5B_THRESHOLDS = {"threshold": 0.28, "multilingual_threshold": 0.26}
+
+
+class SimilarityFilter(Stage):
+    """Marks rows whose ``similarity`` is below their language's threshold (reason ``clip-similarity``).
+
+    ``multilingual_threshold`` applies to rows whose ``language`` is not
+    English (the rows the multilingual encoder embedded); None applies
+    ``threshold`` to every row. Rows without a similarity (dropped earlier,
+    or undecodable) are left to the reason they already have.
+    """
+
+    name = "clip-filter"
+
+    def __init__(self, threshold: float, multilingual_threshold: float | None = None) -> None:
+        self.threshold = threshold
+        self.multilingual_threshold = multilingual_threshold
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        language = resolve_columns(batch.column_names, ["language"])["language"]
+        limit: pa.Scalar | pa.ChunkedArray = pa.scalar(self.threshold, pa.float32())
+        if self.multilingual_threshold is not None and language is not None:
+            english = pc.equal(pc.utf8_lower(pc.fill_null(batch[language], "")), ENGLISH)
+            limit = pc.if_else(english, limit, pa.scalar(self.multilingual_threshold, pa.float32()))
+        below = pc.and_(pc.less(batch[SIMILARITY], limit), alive_mask(batch))
+        return mark_dropped(batch, below, REASON)
+
+
+class EmbeddingWriter:
+    """Collects the kept rows' embeddings of one shard and writes them clip-retrieval style, atomically.
+
+    Memory holds one shard's embeddings (rows x dim x 2 bytes x 2), which the
+    shard size bounds.
+    """
+
+    def __init__(self, output_dir: str, name: str) -> None:
+        self.output_dir = output_dir
+        self.name = name
+        self._image: list[np.ndarray] = []
+        self._text: list[np.ndarray] = []
+        self._metadata: list[pa.Table] = []
+
+    def take(self, batch: pa.Table) -> pa.Table:
+        """Keep the alive rows' embeddings; return the batch without the embedding columns."""
+        alive = alive_mask(batch)
+        kept = batch.filter(alive)
+        for column, parts in ((IMAGE_EMBEDDING, self._image), (TEXT_EMBEDDING, self._text)):
+            values = kept[column].combine_chunks()
+            dim = values.type.list_size
+            parts.append(values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float16))
+        drop = [IMAGE, IMAGE_EXT, IMAGE_EMBEDDING, TEXT_EMBEDDING, DROP_REASON]
+        self._metadata.append(kept.drop_columns([c for c in drop if c in kept.column_names]))
+        return batch.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING])
+
+    def _save_npy(self, kind: str, parts: list[np.ndarray]) -> None:
+        array = np.concatenate(parts) if parts else np.zeros((0, 0), np.float16)
+        with atomic_path(join(self.output_dir, kind, f"{kind}_{self.name}.npy")) as tmp:
+            with fsspec.open(tmp, "wb") as f:
+                np.save(f, array)
+
+    def close(self) -> None:
+        self._save_npy("img_emb", self._image)
+        self._save_npy("text_emb", self._text)
+        with atomic_path(join(self.output_dir, "metadata", f"metadata_{self.name}.parquet")) as tmp:
+            table = pa.concat_tables(self._metadata, promote_options="default") if self._metadata else pa.table({})
+            pq.write_table(table, tmp)
+
+
+def filter_shard(
+    shard: Shard, output_dir: str, stages: list[Stage], batch_size: int, save_embeddings: bool
+) -> dict[str, Any]:
+    """Filter one shard (the unit the runner resumes); return its per-stage stats."""
+    if not save_embeddings:
+        return transform_shard(shard, output_dir, stages, batch_size,
+                               before_write=lambda b: b.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING]))
+    embeddings = EmbeddingWriter(output_dir, shard.name)
+    stats = transform_shard(shard, output_dir, stages, batch_size, before_write=embeddings.take)
+    embeddings.close()  # after the shard's own files: a crash in between re-runs the shard
+    return stats
+
+
+@dataclass
+class FilterReport:
+    """What a filter run did: totals per stage, per shard, the model and its checksums."""
+
+    stages: list[StageStats]
+    shards: dict[str, list[StageStats]]
+    model: str
+    threshold: float
+    multilingual_threshold: float | None
+    checksums: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_in(self) -> int:
+        return self.stages[0].rows_in if self.stages else 0
+
+    @property
+    def kept(self) -> int:
+        return self.stages[-1].kept if self.stages else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "threshold": self.threshold,
+            "multilingual_threshold": self.multilingual_threshold,
+            "checksums": self.checksums,
+            "stages": [s.to_dict() for s in self.stages],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def filter_shards(
+    input_dir: str,
+    output_dir: str,
+    *,
+    model: str = "laion-hf-tiny",
+    pretrained: str | None = None,
+    threshold: float | None = None,
+    multilingual: str | bool | None = True,
+    multilingual_threshold: float | None = None,
+    workers: int = 2,
+    batch_size: int = 256,
+    read_batch_size: int | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    save_embeddings: bool = True,
+    show_progress: bool = True,
+) -> FilterReport:
+    """CLIP-filter every shard of ``input_dir`` into ``output_dir``; resumable per shard.
+
+    ``threshold`` defaults to the tiny model's calibrated threshold when
+    ``model`` is the tiny model, else it must be given (0.28 / 0.26 were
+    LAION-5B's for ViT-B/32). ``multilingual_threshold`` defaults to
+    ``threshold``. ``workers`` are image-decoding threads; shards run one after
+    the other in this process so the model is loaded once and owns the cores
+    (on a cluster, the same stages run under Ray Data).
+    """
+    from laion_hf.models.clip import TINY, tiny_thresholds
+
+    if threshold is None:
+        if model != TINY:
+            from laion_hf.models.clip import ModelLoadError
+
+            raise ModelLoadError(f"{model}: no calibrated threshold known; pass --threshold")
+        calibrated = tiny_thresholds()
+        threshold = calibrated["threshold"]
+        if multilingual_threshold is None:
+            multilingual_threshold = calibrated["multilingual_threshold"]
+    if not multilingual:
+        multilingual_threshold = None
+    elif multilingual_threshold is None:
+        multilingual_threshold = threshold
+    embed = ClipEmbed(model, pretrained=pretrained, multilingual=multilingual, batch_size=batch_size,
+                      workers=workers, device=device, precision=precision)
+    stages: list[Stage] = [embed, SimilarityFilter(threshold, multilingual_threshold)]
+    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    started = time.perf_counter()
+    embed.setup()
+    process = partial(filter_shard, output_dir=output_dir, stages=stages,
+                      batch_size=read_batch_size or batch_size * 4, save_embeddings=save_embeddings)
+    results = run_shards(shards, process, output_dir=output_dir, name_of=lambda s: s.name, workers=1,
+                         description="clip filter", show_progress=show_progress)
+    per_shard = {name: load_shard_stages(recorded) for name, recorded in results.items()}
+    totals = [StageStats(stage.name) for stage in stages]
+    for shard_stats in per_shard.values():
+        for total, stats in zip(totals, shard_stats):
+            total.merge(stats)
+    for total in totals:
+        total.check()
+    return FilterReport(
+        stages=totals,
+        shards=per_shard,
+        model=model,
+        threshold=threshold,
+        multilingual_threshold=multilingual_threshold,
+        checksums=embed.checksums,
+        seconds=time.perf_counter() - started,
+    )
