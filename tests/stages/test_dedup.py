@@ -166,3 +166,15 @@ def test_decide_near_duplicates_respect_the_distance():
     })
     removed = decide(signatures, max_distance=4).to_pylist()
     assert [(r["key"], r[DUPLICATE_OF], r["reason"]) for r in removed] == [("b", "a", NEAR_DUPLICATE_PHASH)]
+
+
+def test_cli_dedup(tmp_path):
+    from typer.testing import CliRunner
+
+    from laion_hf.cli import app
+
+    source = write_input(tmp_path / "in")
+    result = CliRunner().invoke(app, ["dedup", str(source), str(tmp_path / "out"), "--exact-only"])
+    assert result.exit_code == 0, result.output
+    assert "duplicate-hash=2" in result.output
+    assert removed_by_key(tmp_path / "out").keys() == {"000010000", "000010003"}

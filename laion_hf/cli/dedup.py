@@ -1,0 +1,27 @@
+"""``laion-hf dedup``: exact and near-duplicate removal across every shard of a run."""
+
+from __future__ import annotations
+
+import typer
+
+from laion_hf.cli.app import app, console, stats_table
+from laion_hf.io.atomic import join
+from laion_hf.stages.dedup import DEFAULT_MAX_DISTANCE, REPORT_FILE, dedup_shards
+
+
+@app.command("dedup")
+def dedup_command(
+    input_dir: str = typer.Argument(..., metavar="SHARDS", help="Directory of img2dataset-layout shards (tar + parquet)."),
+    output_dir: str = typer.Argument(..., metavar="OUTPUT", help="Where deduplicated shards go (removed rows in NNNNN_removed.parquet)."),
+    max_distance: int = typer.Option(DEFAULT_MAX_DISTANCE, "--max-distance", min=0, max=31, help="pHash bits (of 64) within which two images are near-duplicates."),
+    exact_only: bool = typer.Option(False, "--exact-only", help="Only remove rows with the same LAION hash of (url, caption)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Shards processed in parallel."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
+) -> None:
+    """Remove duplicates across the whole run: the first row by (shard, key) is kept, the others name it in duplicate_of."""
+    report = dedup_shards(
+        input_dir, output_dir, max_distance=None if exact_only else max_distance, workers=workers, batch_size=batch_size
+    )
+    console.print(stats_table("dedup", [report.stats]))
+    console.print(f"rows in = kept + removed: checked ({report.stats.rows_in:,} = {report.stats.kept:,} + "
+                  f"{report.stats.removed:,}); report: {join(output_dir, REPORT_FILE)}")
