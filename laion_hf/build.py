@@ -383,13 +383,15 @@ class Build:
         def run(directory: str) -> list[StageStats]:
             from laion_hf.stages.dedup import dedup_shards
 
-            result = dedup_shards(
+            report = dedup_shards(
                 self._single_input(source),
                 directory,
-                near_duplicate_similarity=self.recipe.dedup.near_duplicate_similarity,
+                max_distance=self.recipe.dedup.near_duplicate_max_distance,
                 workers=self.options.workers,
+                batch_size=self.options.batch_size,
+                show_progress=self.options.show_progress,
             )
-            return [_as_stats(result, "dedup")]
+            return [as_stage_stats(report.stats)]
 
         return run
 
@@ -576,8 +578,8 @@ def thresholds(recipe: Recipe) -> dict[str, str]:
             found[f"score: {column} <="] = str(limit)
         if recipe.score.nsfw_tag:
             found["NSFW tag: UNSURE at / NSFW at"] = f"{recipe.score.nsfw_tag.unsure_at} / {recipe.score.nsfw_tag.nsfw_at}"
-    if recipe.dedup and recipe.dedup.near_duplicate_similarity is not None:
-        found["dedup: near-duplicate similarity >="] = str(recipe.dedup.near_duplicate_similarity)
+    if recipe.dedup and recipe.dedup.near_duplicate_max_distance is not None:
+        found["dedup: near duplicates within (pHash bits)"] = str(recipe.dedup.near_duplicate_max_distance)
     for config in recipe.configs:
         if config.punsafe_above is not None:
             found[f"{config.name}: punsafe removed above"] = str(config.punsafe_above)

@@ -108,10 +108,14 @@ class ScoreSpec:
 
 @dataclass(frozen=True)
 class DedupSpec:
-    """Exact dedup on the LAION hash across the run; optional near-duplicates by embedding."""
+    """Dedup across the whole run: exact on the LAION hash, and optionally near-duplicate images.
 
-    exact: bool = True
-    near_duplicate_similarity: float | None = None
+    ``near_duplicate_max_distance``: two images whose 64-bit perceptual hashes
+    differ in at most this many bits are the same picture (None: exact only,
+    as LAION's releases did).
+    """
+
+    near_duplicate_max_distance: int | None = None
 
 
 @dataclass(frozen=True)
@@ -422,12 +426,9 @@ def _parse_score(r: _Reader, value: Any, models: Mapping[str, ModelSpec]) -> Sco
 
 def _parse_dedup(r: _Reader, value: Any) -> DedupSpec:
     key = "stages.dedup"
-    spec = r.mapping(value, key, ("exact", "near_duplicate_similarity"))
-    near = spec.get("near_duplicate_similarity")
-    return DedupSpec(
-        exact=r.boolean(spec.get("exact", True), f"{key}.exact"),
-        near_duplicate_similarity=None if near is None else r.number(near, f"{key}.near_duplicate_similarity", 0.0, 1.0),
-    )
+    spec = r.mapping(value, key, ("near_duplicate_max_distance",))
+    near = spec.get("near_duplicate_max_distance")
+    return DedupSpec(None if near is None else r.integer(near, f"{key}.near_duplicate_max_distance", low=0))
 
 
 def _parse_configs(r: _Reader, value: Any) -> tuple[ConfigSpec, ...]:
