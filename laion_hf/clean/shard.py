@@ -72,6 +72,22 @@ def parquet_compression(parquet: pq.ParquetFile) -> str:
     return "snappy"
 
 
+def dictionary_columns(table: pa.Table, max_distinct_ratio: float = 0.5) -> list[str]:
+    """Columns worth dictionary-encoding, judged on the shard's first batch.
+
+    LAION's URL, caption, hash and score columns are nearly unique, where a
+    dictionary only costs time (pyarrow falls back to plain after 1 MiB anyway);
+    width, height, language, status repeat and keep one.
+    """
+    chosen = []
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_nested(column.type) or table.num_rows == 0:
+            continue
+        if pc.count_distinct(column).as_py() <= max_distinct_ratio * table.num_rows:
+            chosen.append(name)
+    return chosen
+
+
 def tar_image_digests(tar: str, algorithms: list[str]) -> dict[str, dict[str, str]]:
     """``{algorithm: {key: hex}}`` over the image member of every sample in ``tar``."""
     digests: dict[str, dict[str, str]] = {alg: {} for alg in algorithms}
@@ -144,31 +160,37 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
         out_parquet = stack.enter_context(atomic_path(join(output_dir, parquet_name)))
         if shard.tar is not None:
             out_tar = stack.enter_context(atomic_path(join(output_dir, f"{shard.name}.tar")))
-        with pq.ParquetWriter(out_parquet, schema, compression=parquet_compression(parquet)) as writer:
-            for table in iter_tables(parquet, shard.parquet, batch_size):
-                keys = table[cols["key"]].to_pylist() if cols["key"] and shard.tar is not None else None
-                for alg in computed_algs:
-                    digests = computed[alg]
-                    table = table.append_column(
-                        COMPUTED_IMAGE_DIGEST[alg], pa.array([digests.get(str(k)) for k in keys], pa.string())
-                    )
-                marked = stage(table)
-                kept, removed = split_kept(marked)
-                kept = kept.select(names)
-                writer.write_table(kept)
-                stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
-                if keys is not None:
-                    alive = pc.is_null(marked["drop_reason"]).to_pylist()
-                    statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
-                    for key, is_kept, status in zip(keys, alive, statuses):
-                        key = str(key)
-                        all_keys.add(key)
-                        if status == SUCCESS:
-                            expected_in_tar.add(key)
-                        if is_kept:
-                            kept_keys.add(key)
-                if status_columns:
-                    kept_status.append(kept.select(status_columns))
+        writer: pq.ParquetWriter | None = None
+        for table in iter_tables(parquet, shard.parquet, batch_size):
+            if writer is None:
+                encoding = {"compression": parquet_compression(parquet), "use_dictionary": dictionary_columns(table)}
+                writer = stack.enter_context(pq.ParquetWriter(out_parquet, schema, **encoding))
+            keys = table[cols["key"]].to_pylist() if cols["key"] and shard.tar is not None else None
+            for alg in computed_algs:
+                digests = computed[alg]
+                table = table.append_column(
+                    COMPUTED_IMAGE_DIGEST[alg], pa.array([digests.get(str(k)) for k in keys], pa.string())
+                )
+            marked = stage(table)
+            kept, removed = split_kept(marked)
+            kept = kept.select(names)
+            writer.write_table(kept)
+            stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
+            if keys is not None:
+                alive = pc.is_null(marked["drop_reason"]).to_pylist()
+                statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
+                for key, is_kept, status in zip(keys, alive, statuses):
+                    key = str(key)
+                    all_keys.add(key)
+                    if status == SUCCESS:
+                        expected_in_tar.add(key)
+                    if is_kept:
+                        kept_keys.add(key)
+            if status_columns:
+                kept_status.append(kept.select(status_columns))
+
+        if writer is None:  # an empty shard: an empty file with the schema
+            stack.enter_context(pq.ParquetWriter(out_parquet, schema, compression=parquet_compression(parquet)))
 
         tar_counts = None
         if shard.tar is not None:
