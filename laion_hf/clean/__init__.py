@@ -9,6 +9,7 @@ local runner: shards in parallel, resumable through done markers.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 from laion_hf.clean.lists import KINDS, RemovalSets, load_removal_sets, parse_spec
@@ -67,6 +68,10 @@ def clean_copy(
     All sources are loaded and every shard's columns checked before anything is
     written; shards finished by an earlier (possibly killed) run are skipped.
     """
+    if input_dir.rstrip("/") == output_dir.rstrip("/") or (
+        "://" not in input_dir and os.path.realpath(input_dir) == os.path.realpath(output_dir)
+    ):
+        raise UserError(f"{output_dir}: OUTPUT must differ from INPUT (the input is never modified in place)")
     try:
         shards = discover_shards(input_dir)
     except FileNotFoundError as exc:

@@ -109,3 +109,8 @@ def test_tar_sample_without_a_sidecar_row_names_tar_and_key(sample_copy, tmp_pat
 def test_missing_input_directory(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         clean_copy(str(tmp_path / "nope"), str(tmp_path / "out"), CleanOptions(), show_progress=False)
+
+
+def test_output_equal_to_input_is_refused(sample_copy):
+    with pytest.raises(UserError, match="OUTPUT must differ from INPUT"):
+        clean_copy(str(sample_copy.metadata_dir), str(sample_copy.metadata_dir) + "/", CleanOptions(), show_progress=False)
