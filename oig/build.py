@@ -2,14 +2,14 @@
 
 Data flow per constituent (streaming, one batch of conversations at a time)::
 
-    source records -> template -> [PII scrub -> quality]  -> decontaminate -> dedup -> parquet
-                                  (process pool, in order)    (main process, stateful)
+    source records -> template -> [PII scrub -> quality -> dedup signatures] -> decontaminate -> dedup -> parquet
+                                  (process pool, results in submission order)  (main process, stateful)
 
-PII and quality scoring are per-row and stateless, so with ``workers > 1`` they
-run in a process pool over batches (results consumed in submission order, so the
-output does not depend on the number of workers); decontamination reads a
-shared index and dedup's index must see rows in build order, so both stay in
-the main process.
+PII scrubbing, quality scoring (the slowest stage) and MinHash signing are
+per-row and stateless, so with ``workers > 1`` they run in a process pool over
+batches (results consumed in submission order, so the output does not depend
+on the number of workers); the dedup index must see rows in build order and
+decontamination is a set lookup, so both stay in the main process.
 
 Output, in the layout the Hub and ``datasets`` load without a script::
 
@@ -43,7 +43,7 @@ from laion_hf.io.atomic import atomic_path, join, mark_done, read_done
 from laion_hf.stages.base import DROP_REASON, StageStats, alive_mask, split_kept
 from oig.card import render_card
 from oig.decontaminate import BenchmarkIndex, Decontaminator
-from oig.dedup import DUPLICATE_OF, Deduplicator
+from oig.dedup import DUPLICATE_OF, Deduplicator, Signer
 from oig.moderation import ModerationTemplate
 from oig.pii import PiiScrubber
 from oig.quality import QualityScorer, QualityThresholds
@@ -139,20 +139,30 @@ class BuildReport:
 _WORKER_SCORERS: dict[QualityThresholds, QualityScorer] = {}
 
 
-def score_batch(batch: pa.Table, thresholds: QualityThresholds, pii: bool) -> tuple[pa.Table, list[StageStats]]:
-    """PII-scrub and quality-score one batch; scorers (language model, CMUdict) load once per process."""
+def score_batch(
+    batch: pa.Table, thresholds: QualityThresholds, pii: bool, signer: Signer
+) -> tuple[pa.Table, list[StageStats], float]:
+    """PII-scrub, quality-score and dedup-sign one batch: the stateless, per-row work the pool shares.
+
+    Returns the batch, the pii and quality stage counts, and the signing seconds
+    (counted as dedup time). Scorers (language model, CMUdict) load once per process.
+    """
     scorer = _WORKER_SCORERS.get(thresholds)
     if scorer is None:
         scorer = _WORKER_SCORERS[thresholds] = QualityScorer(thresholds)
         scorer.setup()
-    stages = [PiiScrubber(), scorer] if pii else [scorer]
     stats = []
-    for stage in stages:
-        batch, stage_stats = run_stage(stage, batch)
-        stats.append(stage_stats)
-    if not pii:
-        stats.insert(0, StageStats(stage="pii", rows_in=stats[0].rows_in, kept=stats[0].rows_in))
-    return batch, stats
+    if pii:
+        batch, pii_stats = run_stage(PiiScrubber(), batch)
+    else:
+        live = sum(alive_mask(batch).to_pylist())
+        pii_stats = StageStats(stage="pii", rows_in=live, kept=live)
+    stats.append(pii_stats)
+    batch, quality_stats = run_stage(scorer, batch)
+    stats.append(quality_stats)
+    started = time.perf_counter()
+    batch = signer(batch)
+    return batch, stats, time.perf_counter() - started
 
 
 def run_stage(stage: Callable[[pa.Table], pa.Table], batch: pa.Table) -> tuple[pa.Table, StageStats]:
@@ -290,9 +300,11 @@ class Builder:
         removed_path = join(self.output, REMOVED_DIR, f"{spec.name}.parquet")
         with atomic_path(data_path) as data_tmp, atomic_path(removed_path) as removed_tmp:
             with pq.ParquetWriter(data_tmp, OUTPUT_SCHEMA) as kept_writer, pq.ParquetWriter(removed_tmp, REMOVED_SCHEMA) as removed_writer:
-                for batch, stats in ordered_map(
-                    score_batch, batches(), spec.quality, self.recipe.pii, pool=pool, window_size=2 * self.workers
-                ):
+                scored = ordered_map(
+                    score_batch, batches(), spec.quality, self.recipe.pii, dedup.signer, pool=pool, window_size=2 * self.workers
+                )
+                for batch, stats, signing_seconds in scored:
+                    report.stages["dedup"].seconds += signing_seconds
                     main_stages = [s for s in (self.decontaminator, dedup) if s is not None]
                     for stage in main_stages:
                         batch, stage_stats = run_stage(stage, batch)

@@ -1,0 +1,198 @@
+"""Benchmark: OIG build throughput (templating + PII + quality + dedup) on generated source rows.
+
+    .venv/bin/python bench/oig.py [--rows 100000] [--runs 3]
+
+Prints rows/s per stage, textstat's share of quality scoring, the whole build
+with 1 worker vs 2 (the process pool runs PII + quality, the slowest stage),
+and templating against the peer a user would otherwise write: OIG's own style
+of f-string templating (``random.choice`` over a paraphrase list), which has
+no seeding per record, no packing and no declarative file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from oig.build import build  # noqa: E402
+from oig.dedup import Deduplicator  # noqa: E402
+from oig.pii import PiiScrubber  # noqa: E402
+from oig.quality import QualityScorer  # noqa: E402
+from oig.render import Template  # noqa: E402
+from oig.schema import format_text, work_table  # noqa: E402
+
+WORDS = (
+    "river mountain village teacher garden market bridge winter summer library station museum harbour "
+    "forest island engine letter window kitchen doctor farmer painter doctor festival lantern orchard "
+    "meadow castle valley bakery bicycle candle compass"
+).split()
+VERBS = "built visited painted repaired opened closed crossed planted found carried wrote".split()
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    """QA-style records: a generated passage and question; about 3% exact repeats, as real sources have."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        previous: list[str] = []
+        for i in range(rows):
+            if previous and rng.random() < 0.03:
+                f.write(rng.choice(previous))
+                continue
+            sentences = [
+                f"The {rng.choice(WORDS)} near the {rng.choice(WORDS)} was {rng.choice(VERBS)} by a {rng.choice(WORDS)} "
+                f"in {1800 + rng.randrange(220)}."
+                for _ in range(4)
+            ]
+            answer = rng.choice(WORDS)
+            record = {
+                "context": " ".join(sentences) + f" Record {i}.",
+                "question": f"What did the {rng.choice(WORDS)} see near the {rng.choice(WORDS)}?",
+                "answer": answer if rng.random() > 0.1 else None,
+            }
+            line = json.dumps(record) + "\n"
+            previous = (previous + [line])[-50:]
+            f.write(line)
+
+
+TEMPLATE = {
+    "constituent": "bench_qa",
+    "context": "{{ context }}",
+    "placement": ["before", "after"],
+    "instructions": ["Answer using the passage.", "Read the text and answer.", "Use only this text to answer."],
+    "turns": [
+        {
+            "human": ["{{ question }}", "Question: {{ question }}"],
+            "bot": ["{{ answer }}", "The passage says: {{ answer }}."],
+            "unanswerable": {"when": "not answer", "refusals": ["The passage does not say."]},
+        }
+    ],
+}
+
+
+def fstring_peer(records: list[dict]) -> list[str]:
+    """OIG-style templating: f-strings and random.choice, as its unified_*.py scripts did."""
+    instructions = TEMPLATE["instructions"]
+    out = []
+    for r in records:
+        answer = r["answer"] or "The passage does not say."
+        out.append(f"<human>: {random.choice(instructions)}\n\n{r['context']}\n\n{r['question']}\n<bot>: {answer}")
+    return out
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
+    """Seconds per stage, in one process, for the whole input."""
+    records = [json.loads(line) for line in open(source, encoding="utf-8")]
+    template = Template.load(str(template_path))
+    seconds: dict[str, float] = {}
+    conversations, seconds["templating"] = timed(lambda: list(template.render(records, seed=1)))
+    _, seconds["peer_fstring_templating"] = timed(lambda: fstring_peer(records))
+    rows = [
+        {"id": f"b-{i:08d}", "text": c.text, "messages": c.messages, "source": "bench", "constituent": "bench_qa",
+         "template_id": c.template_id, "seed": 1, "flags": [], "pii_replaced": 0, "moderation_label": None,
+         "moderation_tags": []}
+        for i, c in enumerate(conversations)
+    ]
+    batches = [work_table(rows[i : i + 1000]) for i in range(0, len(rows), 1000)]
+    pii = PiiScrubber()
+    batches, seconds["pii"] = timed(lambda: [pii(b) for b in batches])
+    texts = ["\n".join(m["content"] for m in messages) for b in batches for messages in b["messages"].to_pylist()]
+    # textstat caches per text, so its share is timed in a fresh process on the same texts
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        seconds["quality_textstat_only"], seconds["quality_langid_only"] = child.submit(scorer_part_seconds, texts).result()
+    scorer = QualityScorer()
+    scorer.setup()
+    batches, seconds["quality"] = timed(lambda: [scorer(b) for b in batches])
+    dedup = Deduplicator()
+    batches, seconds["dedup_signing"] = timed(lambda: [dedup.signer(b) for b in batches])
+    _, seconds["dedup_index"] = timed(lambda: [dedup(b) for b in batches])
+    seconds["dedup"] = seconds["dedup_signing"] + seconds["dedup_index"]
+    return seconds
+
+
+def scorer_part_seconds(texts: list[str]) -> tuple[float, float]:
+    """Seconds of the two textstat calls, and of py3langid, alone on the texts the quality stage scores."""
+    import textstat
+
+    scorer = QualityScorer()
+    scorer.setup()
+    started = time.perf_counter()
+    for text in texts:
+        textstat.flesch_kincaid_grade(text)
+        textstat.flesch_reading_ease(text)
+    textstat_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for text in texts:
+        scorer._identifier.classify(text)
+    return textstat_seconds, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="oig-bench-") as tmp:
+        work = Path(tmp)
+        source = work / "source.jsonl"
+        generate(source, args.rows)
+        template_path = work / "bench_qa.yaml"
+        template_path.write_text(yaml.safe_dump(TEMPLATE), encoding="utf-8")
+        recipe = work / "recipe.yaml"
+        recipe.write_text(
+            yaml.safe_dump(
+                {
+                    "seed": 1,
+                    "batch_size": 1000,
+                    "dedup": {"scope": "global", "threshold": 0.8},
+                    "constituents": [{"name": "bench_qa", "template": str(template_path), "source": {"path": str(source)}}],
+                }
+            ),
+            encoding="utf-8",
+        )
+        print(f"# oig bench: {args.rows:,} generated source rows, {args.runs} runs", flush=True)
+        seconds = stage_rates(source, template_path)
+        for stage in ("templating", "peer_fstring_templating", "pii", "quality", "dedup", "dedup_signing", "dedup_index"):
+            print(f"{stage:>24}: {args.rows / seconds[stage]:>10,.0f} rows/s  ({seconds[stage]:.1f} s)")
+        for part in ("textstat", "langid"):
+            part_seconds = seconds[f"quality_{part}_only"]
+            print(f"{part + ' share':>24}: {part_seconds / seconds['quality']:.0%} of quality scoring ({part_seconds:.1f} s)")
+        print(f"{'templating vs f-string':>24}: ours is {seconds['templating'] / seconds['peer_fstring_templating']:.1f}x slower")
+        totals = {}
+        for workers in (1, 2):
+            runs = []
+            for run in range(args.runs):
+                out = work / f"out-{workers}-{run}"
+                report, elapsed = timed(lambda: build(recipe, str(out), workers=workers))
+                runs.append(args.rows / elapsed)
+                kept = report.constituents[0].kept
+            totals[workers] = runs
+            print(
+                f"build, {workers} worker(s): rows/s min {min(runs):,.0f} / median {statistics.median(runs):,.0f} "
+                f"/ max {max(runs):,.0f}  (kept {kept:,} of {report.constituents[0].conversations:,})",
+                flush=True,
+            )
+        ratio = statistics.median(totals[2]) / statistics.median(totals[1])
+        print(f"2 workers vs 1: {ratio:.2f}x (median rows/s)")
+
+
+if __name__ == "__main__":
+    main()
