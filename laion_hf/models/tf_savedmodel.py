@@ -34,7 +34,7 @@ import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from laion_hf.errors import UserError
-from laion_hf.models.heads import NsfwDetector
+from laion_hf.models.heads import NsfwDetector, save_head
 
 
 class SavedModelError(UserError):
@@ -396,3 +396,24 @@ def load_nsfw_savedmodel(path: str | Path) -> NsfwDetector:
             layer.weight.copy_(torch.from_numpy(kernel.T.astype(np.float32)))
             layer.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
     return detector.eval()
+
+
+def convert_nsfw_savedmodel(source: str | Path, destination: str | Path) -> NsfwDetector:
+    """Write LAION's NSFW SavedModel as a safetensors head (:func:`laion_hf.models.heads.load_head` reads it)."""
+    detector = load_nsfw_savedmodel(source)
+    config = {
+        "embed_dim": detector.embed_dim,
+        "hidden": list(detector.hidden),
+        "categorical_columns": detector.encoding.columns,
+        "vocabularies": detector.encoding.vocabularies,
+    }
+    save_head(detector, config, destination)
+    return detector
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m laion_hf.models.tf_savedmodel SAVEDMODEL(.zip|dir) OUTPUT.safetensors")
+    convert_nsfw_savedmodel(sys.argv[1], sys.argv[2])

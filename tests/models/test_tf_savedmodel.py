@@ -157,3 +157,17 @@ def test_not_a_savedmodel_is_a_clear_error(tmp_path):
         load_nsfw_savedmodel(bogus)
     with pytest.raises(SavedModelError, match="bad magic"):
         list(sstable_items(b"\0" * 64, "x.index"))
+
+
+def test_converts_to_a_safetensors_head_that_scores_the_same(model, tmp_path):
+    from laion_hf.models.heads import load_head
+    from laion_hf.models.tf_savedmodel import convert_nsfw_savedmodel
+
+    name, path = model
+    out = tmp_path / f"nsfw_{name}.safetensors"
+    original = convert_nsfw_savedmodel(path, out)
+    converted = load_head(out)
+    x = torch.from_numpy(_vectors(MODELS[name][1]))
+    with torch.no_grad():
+        torch.testing.assert_close(converted(x), original(x))
+    assert converted.encoding.vocabularies == original.encoding.vocabularies

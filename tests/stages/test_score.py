@@ -88,7 +88,7 @@ def test_aesthetic_follows_the_generators_score(scored):
 
 def test_scores_only_alive_rows_and_marks_undecodable_images(scored):
     rows, stage, _ = scored
-    batch = _batch(rows[:4] + [("000000099", "broken", b"not an image")])
+    batch = _batch(rows[:4] + [("000000099", "broken", b"not an image", 0.0)])
     batch = mark_dropped(batch, pa.array([True, False, False, False, False]), "earlier-stage")
     out = stage(batch)
     assert out.num_rows == batch.num_rows and out["key"].to_pylist() == batch["key"].to_pylist()
