@@ -87,6 +87,11 @@ def next_member(stream: IO[bytes], start: int) -> int | None:
     return None
 
 
+def _cut_in_headers(record) -> bool:
+    """A record whose header block was cut off has no Content-Length (fastwarc then reports 0)."""
+    return record.headers.get("Content-Length") is None
+
+
 def iter_metadata_payloads(path: str, log: MalformedLog) -> Iterator[tuple[int, bytes]]:
     """Yield ``(member offset, JSON payload)`` for every ``metadata`` record of the WAT file at ``path``.
 
@@ -103,9 +108,9 @@ def iter_metadata_payloads(path: str, log: MalformedLog) -> Iterator[tuple[int, 
                 for record in ArchiveIterator(stream, record_types=WarcRecordType.metadata, parse_http=False):
                     last = record.stream_pos
                     payload = record.reader.read()
-                    declared = record.headers.get("Content-Length")
-                    if declared is None or not declared.isdigit() or len(payload) != int(declared):
-                        log.add(TRUNCATED_RECORD, path, last, f"{len(payload)} of {declared or '?'} bytes")
+                    if len(payload) != record.content_length or not payload and _cut_in_headers(record):
+                        declared = record.content_length or "?"
+                        log.add(TRUNCATED_RECORD, path, last, f"{len(payload)} of {declared} bytes")
                         continue
                     seen_any = yielded_since_resume = True
                     yield last, payload

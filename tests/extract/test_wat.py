@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from laion_hf.demo.wat import Image, Page, write_wat
-from laion_hf.extract.wat import CORRUPT_GZIP, MalformedLog, UnreadableInputError, iter_metadata_payloads, next_member
+from laion_hf.extract.wat import CORRUPT_GZIP, TRUNCATED_RECORD, MalformedLog, UnreadableInputError, iter_metadata_payloads, next_member
 
 
 def pages(n: int) -> list[Page]:
@@ -57,3 +57,16 @@ def test_files_that_are_not_wat_are_refused(tmp_path):
     empty = tmp_path / "empty.warc.wat.gz"
     empty.write_bytes(b"")
     assert list(iter_metadata_payloads(str(empty), MalformedLog())) == []
+
+
+@pytest.mark.parametrize("keep", [40, 400])  # cut inside the WARC headers / inside the JSON payload
+def test_a_record_cut_short_is_counted_not_yielded(tmp_path, keep):
+    path = write_wat(str(tmp_path / "a.warc.wat.gz"), pages(2))
+    data = open(path, "rb").read()
+    offsets = [o for o, _ in iter_metadata_payloads(path, MalformedLog())]
+    record = gzip.decompress(data[offsets[-1] :])
+    with open(path, "wb") as f:
+        f.write(data[: offsets[-1]] + gzip.compress(record[:keep]))
+    log = MalformedLog()
+    assert [o for o, _ in iter_metadata_payloads(path, log)] == offsets[:-1]
+    assert [(e.reason, e.offset) for e in log.entries] == [(TRUNCATED_RECORD, offsets[-1])]
