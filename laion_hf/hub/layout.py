@@ -37,6 +37,7 @@ Format = Literal["webdataset", "parquet"]
 
 #: Hub limits (https://huggingface.co/docs/hub/storage-limits).
 MAX_FILES_PER_FOLDER = 10_000
+MAX_FILES_PER_REPO = 100_000
 MAX_FILE_BYTES = 20 * 1000**3
 #: Files well below the hard limit stream and resume better; the Hub recommends < 5 GB.
 DEFAULT_TARGET_SHARD_BYTES = 1000**3
@@ -135,6 +136,9 @@ def write_hub_folder(
             layout.configs.append(_write_parquet_config(name, split, shards, folder, target_shard_bytes, include_images))
         else:
             raise LayoutError(f"unknown format {format!r} (webdataset or parquet)")
+    total_files = sum(len(c.files) for c in layout.configs)
+    if total_files >= MAX_FILES_PER_REPO:
+        raise LayoutError(f"{folder}: {total_files} files exceed the Hub limit of {MAX_FILES_PER_REPO} per repo; raise target_shard_bytes")
     return layout
 
 

@@ -134,3 +134,18 @@ def test_copy_folder_to_fsspec_target_resumes(variants, tmp_path):
     second = copy_folder(folder, target)
     assert second.uploaded == ["README.md"] and len(second.skipped) == len(first.uploaded) - 1
     assert (tmp_path / "published" / "README.md").read_text() == (folder / "README.md").read_text()
+
+
+def test_push_to_a_branch_and_private_repo(hub, variants, tmp_path):
+    import datasets
+
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    push_folder(folder, "laion-hf/branchy", token=hub.token, revision="v1", private=True)
+    api = HfApi(token=hub.token)
+    assert "README.md" in api.list_repo_files("laion-hf/branchy", repo_type="dataset", revision="v1")
+    assert "README.md" not in api.list_repo_files("laion-hf/branchy", repo_type="dataset")
+    rows = list(datasets.load_dataset("laion-hf/branchy", "research", split="train", streaming=True, revision="v1", token=hub.token))
+    assert len(rows) == len(variants["research"][1])
+    with pytest.raises(Exception, match="not found|RepositoryNotFound|404"):
+        HfApi(token=False).list_repo_files("laion-hf/branchy", repo_type="dataset", revision="v1")
