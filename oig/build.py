@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.io.atomic import atomic_path, join, mark_done, read_done
+from laion_hf.io.atomic import atomic_path, join, mark_done, read_done, remove_stale_temporaries
 from laion_hf.stages.base import DROP_REASON, StageStats, alive_mask, split_kept
 from oig.card import render_card
 from oig.decontaminate import BenchmarkIndex, Decontaminator
@@ -230,6 +230,9 @@ class Builder:
                 pool.shutdown(cancel_futures=True)
 
     def _run(self, pool: ProcessPoolExecutor | None) -> BuildReport:
+        configs = [c.name for c in self.recipe.constituents] + (["moderation"] if self.recipe.moderation else [])
+        for folder in ["", STATE_DIR, REMOVED_DIR, *configs]:  # what a killed build left half-written
+            remove_stale_temporaries(join(self.output, folder) if folder else self.output)
         shared = Deduplicator(**self._dedup_options)
         reports = []
         for spec in self.recipe.constituents:

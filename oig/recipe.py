@@ -16,6 +16,8 @@ from oig.quality import QualityThresholds
 from oig.render import load_yaml
 
 RESERVED = ("all", "moderation")
+DEDUP_KEYS = ("scope", "near", "threshold", "num_perm", "shingle_size")
+DECONTAMINATE_KEYS = ("n", "action", "benchmarks")
 _CONFIG_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
@@ -68,6 +70,9 @@ class Recipe:
                 raise RecipeError(f"{path}: constituent name {name!r} is reserved or repeated")
         moderation = data.get("moderation")
         dedup = data.get("dedup") or {}
+        decontaminate = data.get("decontaminate")
+        _known_keys(dedup, DEDUP_KEYS, f"{path}: dedup")
+        _known_keys(decontaminate or {}, DECONTAMINATE_KEYS, f"{path}: decontaminate")
         if dedup.get("scope", "global") not in ("global", "constituent"):
             raise RecipeError(f"{path}: dedup.scope must be `global` or `constituent`")
         return cls(
@@ -79,10 +84,18 @@ class Recipe:
             if moderation
             else None,
             dedup=dedup,
-            decontaminate=data.get("decontaminate"),
+            decontaminate=decontaminate,
             pii=bool(data.get("pii", True)),
             card=data.get("card") or {},
         )
+
+
+def _known_keys(section: Any, known: tuple[str, ...], where: str) -> None:
+    if not isinstance(section, dict):
+        raise RecipeError(f"{where}: expected a mapping")
+    unknown = sorted(set(section) - set(known))
+    if unknown:
+        raise RecipeError(f"{where}: unknown keys {unknown} (known: {list(known)})")
 
 
 def _constituent(entry: Any, where: str, defaults: QualityThresholds) -> ConstituentSpec:

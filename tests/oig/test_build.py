@@ -101,6 +101,7 @@ def test_an_interrupted_build_resumes_to_the_same_bytes(sample_build, tmp_path):
     for name in ["math", "code", "lists", "moderation"]:
         (resumed / ".build" / f"{name}.done.json").unlink()
     (resumed / "README.md").unlink()
+    (resumed / "math" / "train-00000-of-00001.parquet.0badc0de.tmp").write_bytes(b"half a file")
     report = build(SAMPLE_RECIPE, str(resumed))
     assert dataset_files(resumed) == dataset_files(output)
     assert json.loads((resumed / ".build" / "squad_v2.done.json").read_text())["conversations"] == 8
@@ -132,4 +133,7 @@ def test_recipe_errors_name_the_file_and_key(tmp_path):
         build(path, str(tmp_path / "out"))
     path.write_text(yaml.safe_dump({"constituent": []}))
     with pytest.raises(RecipeError, match=r"unknown keys \['constituent'\]"):
+        build(path, str(tmp_path / "out"))
+    path.write_text(yaml.safe_dump({"dedup": {"treshold": 0.5}, "constituents": [{"name": "a", "source": {"path": "x.jsonl"}}]}))
+    with pytest.raises(RecipeError, match=r"bad\.yaml: dedup: unknown keys \['treshold'\]"):
         build(path, str(tmp_path / "out"))
