@@ -201,18 +201,21 @@ class WatermarkDetector(nn.Module):
         return torch.softmax(self.forward(pixels), dim=-1)[:, 0]
 
     def preprocess(self, images: Sequence) -> torch.Tensor:
-        """PIL images -> the normalised batch LAION fed the model (RGB, resized square, ImageNet mean/std)."""
-        from PIL import Image
+        return watermark_pixels(images, self.image_size)
 
-        size = (self.image_size, self.image_size)
-        # torchvision's Resize on a PIL image is PIL's bilinear resize; PIL's own default is bicubic.
-        arrays = [
-            np.asarray(im.convert("RGB").resize(size, Image.BILINEAR), dtype=np.float32) / 255.0 for im in images
-        ]
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+
+def watermark_pixels(images: Sequence, size: int = WATERMARK_IMAGE_SIZE) -> torch.Tensor:
+    """PIL images -> the batch LAION fed the watermark model: RGB, resized square, ImageNet mean/std."""
+    from PIL import Image
+
+    # torchvision's Resize on a PIL image is PIL's bilinear resize; PIL's own default is bicubic.
+    arrays = [
+        np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0 for im in images
+    ]
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------------
