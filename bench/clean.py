@@ -13,8 +13,9 @@ entries not in the data), then times, in one run and alternating:
 * ``pyarrow``: read every shard with ``iter_batches`` and write it back with a
   ``ParquetWriter``, 2 processes, no filtering: the I/O limit.
 
-Each run is a fresh process; peak RSS is that of the whole process tree (pool
-workers included), sampled from /proc. It then measures our peak RSS on 4x the
+Each run is a fresh process; peak memory is that of the whole process tree (pool
+workers included: the sum of PSS, so shared copy-on-write pages count once),
+sampled from /proc every 50 ms; CPU seconds come from ``wait4``. It then measures our peak RSS on 4x the
 input (the same shards linked four times), and the tar path: rewriting
 img2dataset tars without removed keys (:func:`laion_hf.io.tar.rewrite_tar`) vs
 copying them.
@@ -109,29 +110,37 @@ def build_input(directory: Path, rows: int, shard_rows: int) -> tuple[Path, Path
 
 # --- the three contenders, each a fresh process ---------------------------------------------------
 
-def ours_command(src: Path, out: Path, url_list: Path, hash_list: Path) -> list[str]:
+def ours_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
+    removes = [arg for kind, path in lists.items() for arg in ("--remove", f"{kind}={path}")]
     return [
         PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out),
-        "--remove", f"url-sha256={url_list}", "--remove", f"laion-hash={hash_list}",
-        "--variant", "research-safe", "--workers", "2",
+        *removes, "--variant", "research-safe", "--workers", "2",
     ]
+
+
+def duckdb_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
+    url_list = lists.get("url-sha256", "")
+    return [PYTHON, "-c", DUCKDB_SCRIPT, str(src), str(out), str(lists["laion-hash"]), str(THRESHOLD), str(url_list)]
 
 
 DUCKDB_SCRIPT = textwrap.dedent(
     """
     import sys, glob, os, duckdb
-    src, out, url_list, hash_list, threshold = sys.argv[1:6]
+    src, out, hash_list, threshold, url_list = sys.argv[1:6]
     os.makedirs(out, exist_ok=True)
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    con.execute(f"CREATE TABLE urls AS SELECT lower(trim(column0)) AS v FROM read_csv('{url_list}', header=false, columns={{'column0': 'VARCHAR'}})")
+    url_join = ""
+    if url_list:
+        con.execute(f"CREATE TABLE urls AS SELECT lower(trim(column0)) AS v FROM read_csv('{url_list}', header=false, columns={{'column0': 'VARCHAR'}})")
+        url_join = "ANTI JOIN urls ON sha256(m.URL) = urls.v"
     con.execute(f"CREATE TABLE hashes AS SELECT column0 AS h FROM read_csv('{hash_list}', header=false, columns={{'column0': 'BIGINT'}})")
     for path in sorted(glob.glob(os.path.join(src, '*.parquet'))):
         target = os.path.join(out, os.path.basename(path))
         con.execute(f'''
             COPY (
                 SELECT m.* FROM read_parquet('{path}') AS m
-                ANTI JOIN urls ON sha256(m.URL) = urls.v
+                {url_join}
                 ANTI JOIN hashes ON m.hash = hashes.h
                 WHERE m.punsafe IS NULL OR m.punsafe <= {threshold}
             ) TO '{target}' (FORMAT parquet, COMPRESSION snappy)
@@ -161,14 +170,19 @@ PYARROW_SCRIPT = textwrap.dedent(
 )
 
 
+def _pss(pid: int) -> int:
+    """Proportional set size: shared pages (a forked pool's copy-on-write memory) counted once overall."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+
+
 def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
+    """Memory of ``pid`` and all its descendants (sum of PSS)."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
-            with open(f"/proc/{current}/status") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            total += _pss(current)
             for task in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{task}/children") as f:
                     stack.extend(int(c) for c in f.read().split())
@@ -177,27 +191,31 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def timed(command: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak tree RSS bytes) of one run of ``command``."""
+def timed(command: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the process and its reaped children, peak tree RSS bytes) of one run."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    peak = 0
-    stop = threading.Event()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
+        peak = 0
+        stop = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, tree_rss(process.pid))
-            time.sleep(0.05)
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, tree_rss(process.pid))
+                time.sleep(0.05)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, stderr = process.communicate()
-    stop.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed:\n{stderr.decode()[-2000:]}")
-    return time.perf_counter() - started, peak
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        if process.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"{command[:4]} failed:\n{stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def rows_in(directory: Path) -> int:
@@ -249,6 +267,42 @@ def tar_bench(work: Path, tars: int, samples: int, runs: int) -> None:
     print(f"rewrite / copy time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
 
 
+def compare(title: str, src: Path, lists: dict[str, Path], rows: int, runs: int, work: Path) -> None:
+    """ours / duckdb / pyarrow on the same input and rules, alternating, ``runs`` times each."""
+    contenders = {
+        "ours": lambda out: ours_command(src, out, lists),
+        "duckdb": lambda out: duckdb_command(src, out, lists),
+        "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out)],
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    rss: dict[str, list[int]] = {name: [] for name in contenders}
+    kept = {}
+    for _ in range(runs):
+        for name, command in contenders.items():
+            out = work / f"out-{name}"
+            wall, used, peak = timed(command(out))
+            seconds[name].append(wall)
+            cpu[name].append(used)
+            rss[name].append(peak)
+            kept[name] = rows_in(out)
+            shutil.rmtree(out)
+    if kept["ours"] != kept["duckdb"]:
+        raise SystemExit(f"ours kept {kept['ours']:,} rows, duckdb {kept['duckdb']:,}: the rules differ")
+
+    print(f"\n{title}: {runs} runs each (whole process, 2 workers/threads); kept {kept['ours']:,} of {rows:,} rows")
+    print(f"{'wall s':10}{'min':>8} {'median':>8} {'max':>8}   rows/s (median)   CPU s (median)   peak RSS (median)")
+    for name in contenders:
+        median = statistics.median(seconds[name])
+        print(f"{name:10}{summary(seconds[name])}   {rows / median:14,.0f}   {statistics.median(cpu[name]):14.1f}"
+              f"   {statistics.median(rss[name]) / 2**20:10,.0f} MiB")
+    for other in ("duckdb", "pyarrow"):
+        for label, figures in (("wall", seconds), ("CPU", cpu)):
+            ratios = [a / b for a, b in zip(figures["ours"], figures[other])]
+            print(f"ours / {other} {label} time ratio, per run: "
+                  f"min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -270,33 +324,12 @@ def main() -> None:
         print(f"input: {args.rows:,} rows in {len(list(src.iterdir()))} shards, {size / 2**20:.0f} MiB "
               f"(built in {time.perf_counter() - started:.0f} s); {os.cpu_count()} cores")
 
-        contenders = {
-            "ours": lambda out: ours_command(src, out, url_list, hash_list),
-            "duckdb": lambda out: [PYTHON, "-c", DUCKDB_SCRIPT, str(src), str(out), str(url_list), str(hash_list), str(THRESHOLD)],
-            "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out)],
+        scenarios = {
+            "laion-hash list + punsafe": {"laion-hash": hash_list},
+            "url-sha256 list + laion-hash list + punsafe": {"url-sha256": url_list, "laion-hash": hash_list},
         }
-        seconds = {name: [] for name in contenders}
-        rss = {name: [] for name in contenders}
-        kept = {}
-        for run in range(args.runs):
-            for name, command in contenders.items():
-                out = work / f"out-{name}"
-                wall, peak = timed(command(out))
-                seconds[name].append(wall)
-                rss[name].append(peak)
-                kept[name] = rows_in(out)
-                shutil.rmtree(out)
-        if kept["ours"] != kept["duckdb"]:
-            raise SystemExit(f"ours kept {kept['ours']:,} rows, duckdb {kept['duckdb']:,}: the rules differ")
-
-        print(f"\nclean, {args.runs} runs each (whole process, 2 workers/threads); kept {kept['ours']:,} rows")
-        print(f"{'':10}{'min':>8} {'median':>8} {'max':>8}  (seconds)   rows/s (median)   peak RSS (median)")
-        for name in contenders:
-            median = statistics.median(seconds[name])
-            print(f"{name:10}{summary(seconds[name])}   {args.rows / median:14,.0f}   {statistics.median(rss[name]) / 2**20:10,.0f} MiB")
-        for other in ("duckdb", "pyarrow"):
-            ratios = [a / b for a, b in zip(seconds["ours"], seconds[other])]
-            print(f"ours / {other} time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
+        for title, lists in scenarios.items():
+            compare(title, src, lists, args.rows, args.runs, work)
 
         # Memory at 4x the input: the same shards, linked four times under distinct names.
         quadruple = work / "metadata-4x"
@@ -304,9 +337,10 @@ def main() -> None:
         for copy in range(4):
             for path in src.iterdir():
                 os.link(path, quadruple / path.name.replace("-bench-", f"-bench{copy}-"))
-        _, peak_1x = timed(ours_command(src, work / "out-1x", url_list, hash_list))
+        lists = scenarios["url-sha256 list + laion-hash list + punsafe"]
+        _, _, peak_1x = timed(ours_command(src, work / "out-1x", lists))
         shutil.rmtree(work / "out-1x")
-        wall_4x, peak_4x = timed(ours_command(quadruple, work / "out-4x", url_list, hash_list))
+        wall_4x, _, peak_4x = timed(ours_command(quadruple, work / "out-4x", lists))
         shutil.rmtree(work / "out-4x")
         print(f"\nours peak RSS: 1x input ({args.rows:,} rows) {peak_1x / 2**20:,.0f} MiB, "
               f"4x input ({4 * args.rows:,} rows) {peak_4x / 2**20:,.0f} MiB (4x took {wall_4x:.0f} s)")

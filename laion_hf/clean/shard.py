@@ -72,14 +72,15 @@ def parquet_compression(parquet: pq.ParquetFile) -> str:
     return "snappy"
 
 
-def dictionary_columns(table: pa.Table, max_distinct_ratio: float = 0.5) -> list[str]:
-    """Columns worth dictionary-encoding, judged on the shard's first batch.
+def dictionary_columns(table: pa.Table, max_distinct_ratio: float = 0.5, sample_rows: int = 8192) -> list[str]:
+    """Columns worth dictionary-encoding, judged on the first rows of the shard's first batch.
 
     LAION's URL, caption, hash and score columns are nearly unique, where a
     dictionary only costs time (pyarrow falls back to plain after 1 MiB anyway);
     width, height, language, status repeat and keep one.
     """
     chosen = []
+    table = table.slice(0, sample_rows)
     for name, column in zip(table.column_names, table.columns):
         if pa.types.is_nested(column.type) or table.num_rows == 0:
             continue
