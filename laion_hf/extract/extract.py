@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 import numpy as np
@@ -157,8 +157,15 @@ class _PageFailure(Exception):
     """A record that cannot be read as a WAT JSON envelope (reason in ``args[0]``)."""
 
 
-def _page(payload: bytes) -> tuple[dict[str, Any] | None, Any]:
-    """(envelope, parsed JSON) of a record; envelope None for a non-response record."""
+class _Page(NamedTuple):
+    url: str
+    base: str  # what relative links resolve against
+    links: list
+    cc_filename: str
+
+
+def _read_page(payload: bytes) -> _Page | None:
+    """The page a WAT record describes, or None if the record is not a response; _PageFailure if malformed."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -169,11 +176,20 @@ def _page(payload: bytes) -> tuple[dict[str, Any] | None, Any]:
         raise _PageFailure(INVALID_JSON, str(exc)) from exc
     try:
         envelope = data["Envelope"]
-        if envelope["WARC-Header-Metadata"]["WARC-Type"] != "response":
-            return None, data
-        return envelope, data
-    except (KeyError, TypeError) as exc:
+        header = envelope["WARC-Header-Metadata"]
+        if header["WARC-Type"] != "response":
+            return None
+        url = header["WARC-Target-URI"]
+        html = envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
+        links = html["Links"]
+        head = html.get("Head") or {}
+        cc_filename = data["Container"]["Filename"]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise _PageFailure(MISSING_KEYS, f"no key {exc}") from exc
+    if not isinstance(url, str) or not isinstance(links, list) or not isinstance(cc_filename, str):
+        raise _PageFailure(MISSING_KEYS, "WARC-Target-URI, Links or Container.Filename of the wrong type")
+    base = rules.page_base(url, head.get("Base") if isinstance(head, dict) else None)
+    return _Page(url[: rules.MAX_TEXT], base, links, cc_filename)
 
 
 class _ShardWriter:
@@ -237,7 +253,7 @@ def extract_file(
     dropped: Counter[str] = Counter()
     records = responses = img_links = 0
     seen: set[tuple[str, str]] = set()
-    page_base, image_pair, Resolver, img_path = rules.page_base, rules.image_pair, rules.Resolver, rules.IMG_PATH
+    image_pair, img_path = rules.image_pair, rules.IMG_PATH  # bound once: used for every link of the file
 
     with atomic_path(join(files_dir, f"{wat.name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
         out = _ShardWriter(sink, detector, batch_rows)
@@ -247,26 +263,16 @@ def extract_file(
                 responses += _RESPONSE_MARK in payload
                 continue
             try:
-                envelope, data = _page(payload)
-                if envelope is None:
-                    continue
-                responses += 1
-                page_url = envelope["WARC-Header-Metadata"]["WARC-Target-URI"]
-                html = envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
-                links = html["Links"]
-                head = html.get("Head") or {}
-                cc_filename = data["Container"]["Filename"]
-                if not isinstance(page_url, str) or not isinstance(links, list):
-                    raise _PageFailure(MISSING_KEYS, "WARC-Target-URI or Links of the wrong type")
+                page = _read_page(payload)
             except _PageFailure as failure:
                 log.add(failure.args[0], wat.path, offset, failure.args[1])
                 continue
-            except (KeyError, TypeError, AttributeError) as exc:
-                log.add(MISSING_KEYS, wat.path, offset, f"no key {exc}")
+            if page is None:
                 continue
-            resolver = Resolver(page_base(page_url, head.get("Base") if isinstance(head, dict) else None))
+            responses += 1
+            resolver = rules.Resolver(page.base)
             license_url = None if _LICENSE_MARK in payload else rules.NO_LICENSE
-            page_url = page_url[: rules.MAX_TEXT]
+            links = page.links
             for link in links:
                 if link.__class__ is not dict or link.get("path") != img_path:
                     continue
@@ -280,7 +286,7 @@ def extract_file(
                     seen.add(pair)
                     if license_url is None:
                         license_url = rules.page_license(links)
-                    out.add(pair, page_url, license_url, cc_filename)
+                    out.add(pair, page.url, license_url, page.cc_filename)
         out.close()
 
     malformed = Counter(entry.reason for entry in log.entries)
