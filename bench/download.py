@@ -1,0 +1,112 @@
+"""Benchmark ``laion_hf.stages.download.download`` against plain img2dataset on the same candidates.
+
+A loopback :class:`~laion_hf.demo.image_server.ImageServer` serves N distinct
+~12 KB PNGs (incompressible noise, so every image passes the 5 KB rule), and
+one candidate parquet lists them. In one run, alternating, it times:
+
+* ``ours``: ``download(candidates, out, allow_private_network=True)`` -- address
+  policy (host resolution), img2dataset with original bytes, then finalize
+  (LAION's image rules with a full Pillow decode, true extensions, one reason
+  per row, sorted parquet, stats and report);
+* ``img2dataset-raw``: ``img2dataset.download`` with the same processes,
+  threads and ``disable_all_reencoding=True`` (what ours runs inside: the
+  difference is our overhead);
+* ``img2dataset-default``: ``img2dataset.download`` with its defaults
+  (``resize_mode="border"``, 256 px, JPEG re-encode): what a user would
+  otherwise run.
+
+Images/s = successful images / wall time of the call (process start-up
+included, as a user sees it). Prints min/median/max per tool and the ratios.
+
+    .venv/bin/python bench/download.py [--images 1000] [--runs 3] [--processes 1] [--threads 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from laion_hf.demo.image_server import ImageServer
+from laion_hf.stages.download import download
+
+
+def noise_png(rng: np.random.Generator, size: int = 64) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_ours(candidates: Path, output: Path, args: argparse.Namespace) -> int:
+    report = download(str(candidates), str(output), allow_private_network=True, processes=args.processes,
+                      threads=args.threads, timeout=10, show_progress=False)
+    return report.kept
+
+
+def run_img2dataset(candidates: Path, output: Path, args: argparse.Namespace, raw: bool) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import img2dataset
+
+    extra = {"disable_all_reencoding": True, "resize_mode": "no"} if raw else {}
+    with contextlib.redirect_stdout(sys.stderr):
+        img2dataset.download(url_list=str(candidates), input_format="parquet", url_col="url", caption_col="caption",
+                             output_folder=str(output), output_format="webdataset", processes_count=args.processes,
+                             thread_count=args.threads, timeout=10, enable_wandb=False,
+                             distributor="multiprocessing", **extra)
+    return sum(pq.read_table(p, columns=["status"])["status"].to_pylist().count("success")
+               for p in output.glob("*.parquet"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    tools = {
+        "ours": lambda c, o: run_ours(c, o, args),
+        "img2dataset-raw": lambda c, o: run_img2dataset(c, o, args, raw=True),
+        "img2dataset-default": lambda c, o: run_img2dataset(c, o, args, raw=False),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in tools}
+    with tempfile.TemporaryDirectory() as tmp, ImageServer() as server:
+        urls = [server.image(f"/{i}.png", noise_png(rng)) for i in range(args.images)]
+        candidates = Path(tmp) / "candidates.parquet"
+        pq.write_table(pa.table({"url": urls, "caption": [f"image {i}" for i in range(len(urls))]}), candidates)
+        for run in range(args.runs):
+            for name, tool in tools.items():
+                output = Path(tmp) / f"{name}-{run}"
+                started = time.perf_counter()
+                successes = tool(candidates, output)
+                seconds = time.perf_counter() - started
+                if successes != args.images:
+                    raise SystemExit(f"{name}: {successes} of {args.images} images downloaded")
+                rates[name].append(successes / seconds)
+                print(f"run {run + 1} {name:20s} {successes / seconds:8.1f} images/s ({seconds:.1f} s)", flush=True)
+
+    print(f"\n{args.images} images x {args.runs} runs, processes={args.processes}, threads={args.threads}")
+    print(f"{'tool':20s} {'min':>8s} {'median':>8s} {'max':>8s}  images/s")
+    for name, values in rates.items():
+        print(f"{name:20s} {min(values):8.1f} {statistics.median(values):8.1f} {max(values):8.1f}")
+    ours = statistics.median(rates["ours"])
+    for peer in ("img2dataset-raw", "img2dataset-default"):
+        print(f"ratio ours / {peer}: {ours / statistics.median(rates[peer]):.2f}x (medians)")
+
+
+if __name__ == "__main__":
+    main()
