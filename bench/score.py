@@ -2,7 +2,7 @@
 
 Two measurements, each alternating ours / raw over several runs:
 
-* ``heads``: :class:`ScoreStage` on an Arrow batch that carries ``img_emb`` (768-d, as
+* ``heads``: :class:`ScoreStage` on an Arrow batch that carries ``image_embedding`` (768-d fp16, as
   the embed stage leaves it) with LAION-sized heads - the L/14 NSFW detector with its
   five categorical columns (string lookups included) and aesthetic v2 - vs the two
   modules' forward on a ready float32 tensor. Measures what the stage adds around

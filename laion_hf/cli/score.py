@@ -38,7 +38,7 @@ def score_command(
     nsfw: str = typer.Option("tiny", "--nsfw", help=f"punsafe head: {_HEAD_HELP} LAION's SavedModel zip/dir works."),
     watermark: str = typer.Option("tiny", "--watermark", help=f"pwatermark model: {_HEAD_HELP} LAION's watermark_model_v1.pt works."),
     aesthetic: str = typer.Option("tiny", "--aesthetic", help=f"aesthetic head: {_HEAD_HELP} LAION's v1/v2 .pth work."),
-    clip: str = typer.Option("laion-hf-tiny", "--clip", help="CLIP for the embedding when the shards carry no img_emb."),
+    clip: str = typer.Option("laion-hf-tiny", "--clip", help="CLIP for the embedding when the batch carries no image_embedding."),
     clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="Weights tag or file for --clip."),
     drop_above: list[str] = typer.Option([], "--drop-above", help="COLUMN=LIMIT: mark rows above it (e.g. punsafe=0.45). Repeatable."),
     drop_below: list[str] = typer.Option([], "--drop-below", help="COLUMN=LIMIT: mark rows below it (e.g. aesthetic=5). Repeatable."),

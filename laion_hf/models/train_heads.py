@@ -1,6 +1,6 @@
 """Train, measure and ship the tiny scoring heads of the synthetic domain (reproducible from a seed).
 
-    python -m laion_hf.models.train_heads [--seed 0] [--train-size 6000] [--test-size 1500]
+    python -m laion_hf.models.train_heads [--seed 0] [--train-size 4000] [--heads nsfw,aesthetic,watermark]
 
 The heads are LAION's classes at the tiny CLIP's width (``laion_hf.models.heads``):
 
@@ -17,7 +17,8 @@ Scenes pass through what the pipeline does to an image before scoring: rendered 
 random size, JPEG-encoded, decoded, then each model's own preprocessing. Training and
 held-out scenes come from disjoint seed ranges (also disjoint from the tiny CLIP's).
 Writes ``weights/heads/tiny-{nsfw,aesthetic,watermark}.safetensors`` and
-``weights/heads/tiny-heads.quality.json`` (the held-out figures docs/models.md quotes).
+``weights/heads/tiny-heads.quality.json`` (the held-out figures docs/models.md quotes, and the
+sha256 of the CLIP weights the embedding heads were trained on: retrain them with the CLIP).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from laion_hf.models.clip import TINY, WEIGHTS_DIR, load_clip
+from laion_hf.models.clip import TINY, TINY_WEIGHTS, WEIGHTS_DIR, load_clip, sha256_file
 from laion_hf.models.heads import AestheticV2, NsfwDetector, WatermarkDetector, save_head
 from laion_hf.synthetic import sample
 
@@ -163,50 +164,60 @@ def _pwatermark(detector: WatermarkDetector, images: list[Image.Image]) -> np.nd
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--test-size", type=int, default=1500)
     parser.add_argument("--embedding-epochs", type=int, default=60)
-    parser.add_argument("--watermark-epochs", type=int, default=6)
+    parser.add_argument("--watermark-epochs", type=int, default=4)
+    parser.add_argument(
+        "--heads",
+        default="nsfw,aesthetic,watermark",
+        help="which to train; after retraining the tiny CLIP only nsfw,aesthetic need to follow",
+    )
     parser.add_argument("--output", type=Path, default=HEADS_DIR)
     args = parser.parse_args(argv)
+    chosen = set(args.heads.split(","))
+    if not chosen <= {"nsfw", "aesthetic", "watermark"}:
+        parser.error(f"--heads: unknown {', '.join(sorted(chosen - {'nsfw', 'aesthetic', 'watermark'}))}")
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     train_images, train = scenes(TRAIN_SEEDS_START + args.seed * 100_000, args.train_size, args.seed)
     test_images, test = scenes(TEST_SEEDS_START, args.test_size, 0)
-    train_emb, test_emb = embed(train_images), embed(test_images)
-    print(f"scenes and embeddings: {time.perf_counter() - started:.0f}s", flush=True)
+    quality_path = args.output / QUALITY_PATH.name
+    quality = json.loads(quality_path.read_text(encoding="utf-8")) if quality_path.exists() else {}
+    split = {"seed": args.seed, "train_scenes": args.train_size, "test_scenes": args.test_size,
+             "test_seeds": [TEST_SEEDS_START, TEST_SEEDS_START + args.test_size]}
+    args.output.mkdir(parents=True, exist_ok=True)
 
-    nsfw = train_nsfw(train_emb, torch.from_numpy(train["unsafe"]), args.embedding_epochs)
-    aesthetic = train_aesthetic(train_emb, torch.from_numpy(train["aesthetic"]), args.embedding_epochs)
-    print(f"embedding heads: {time.perf_counter() - started:.0f}s", flush=True)
-    watermark = train_watermark(train_images, torch.from_numpy(train["watermark"]), args.watermark_epochs)
-    print(f"watermark model: {time.perf_counter() - started:.0f}s", flush=True)
-
-    with torch.no_grad():
-        punsafe = nsfw(test_emb).numpy()
-        predicted = aesthetic(test_emb).numpy()
-    pwatermark = _pwatermark(watermark, test_images)
-    target = test["aesthetic"]
-    quality = {
-        "seed": args.seed,
-        "train_scenes": args.train_size,
-        "test_scenes": args.test_size,
-        "test_seeds": [TEST_SEEDS_START, TEST_SEEDS_START + args.test_size],
-        "nsfw": _classification(test["unsafe"], punsafe),
-        "watermark": _classification(test["watermark"], pwatermark),
-        "aesthetic": {
+    if chosen & {"nsfw", "aesthetic"}:
+        train_emb, test_emb = embed(train_images), embed(test_images)
+        clip = {"clip": TINY, "clip_sha256": sha256_file(TINY_WEIGHTS)}
+        print(f"scenes and embeddings: {time.perf_counter() - started:.0f}s", flush=True)
+    if "nsfw" in chosen:
+        nsfw = train_nsfw(train_emb, torch.from_numpy(train["unsafe"]), args.embedding_epochs)
+        with torch.no_grad():
+            punsafe = nsfw(test_emb).numpy()
+        quality["nsfw"] = {**split, **clip, **_classification(test["unsafe"], punsafe)}
+        save_head(nsfw, NSFW_CONFIG, args.output / NSFW_PATH.name)
+    if "aesthetic" in chosen:
+        aesthetic = train_aesthetic(train_emb, torch.from_numpy(train["aesthetic"]), args.embedding_epochs)
+        with torch.no_grad():
+            predicted = aesthetic(test_emb).numpy()
+        target = test["aesthetic"]
+        quality["aesthetic"] = {
+            **split,
+            **clip,
             "mae": round(float(np.abs(predicted - target).mean()), 4),
             "pearson": round(float(np.corrcoef(predicted, target)[0, 1]), 4),
             "baseline_mae": round(float(np.abs(target - target.mean()).mean()), 4),
-        },
-        "train_seconds": round(time.perf_counter() - started),
-    }
-    args.output.mkdir(parents=True, exist_ok=True)
-    save_head(nsfw, NSFW_CONFIG, args.output / NSFW_PATH.name)
-    save_head(aesthetic, AESTHETIC_CONFIG, args.output / AESTHETIC_PATH.name)
-    save_head(watermark, WATERMARK_CONFIG, args.output / WATERMARK_PATH.name)
-    (args.output / QUALITY_PATH.name).write_text(json.dumps(quality, indent=2) + "\n", encoding="utf-8")
+        }
+        save_head(aesthetic, AESTHETIC_CONFIG, args.output / AESTHETIC_PATH.name)
+    if "watermark" in chosen:
+        watermark = train_watermark(train_images, torch.from_numpy(train["watermark"]), args.watermark_epochs)
+        quality["watermark"] = {**split, **_classification(test["watermark"], _pwatermark(watermark, test_images))}
+        save_head(watermark, WATERMARK_CONFIG, args.output / WATERMARK_PATH.name)
+    print(f"trained {', '.join(sorted(chosen))} in {time.perf_counter() - started:.0f}s", flush=True)
+    quality_path.write_text(json.dumps(quality, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(quality, indent=2))
     return quality
 

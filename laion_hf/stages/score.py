@@ -6,8 +6,8 @@ pwatermark < 0.8; Re-LAION-5B research-safe removed punsafe > 0.45). Drawing
 the line is :class:`ThresholdStage`'s job, driven by the recipe.
 
 - ``punsafe`` and ``aesthetic`` are heads on the L2-normalised CLIP image
-  embedding. If an earlier stage left it in the batch (``img_emb``, as the
-  embed/filter stage does) it is reused; otherwise the stage runs the CLIP
+  embedding. If an earlier stage left it in the batch (``image_embedding``,
+  as :class:`laion_hf.stages.embed.ClipEmbed` does) it is reused; otherwise the stage runs the CLIP
   image tower on the decoded pixels itself.
 - ``pwatermark`` is an image model on the decoded pixels.
 
@@ -38,8 +38,9 @@ from laion_hf.models import heads
 from laion_hf.models.clip import TINY, WEIGHTS_DIR
 from laion_hf.runners.local import run_shards
 from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
+from laion_hf.stages.embed import DECODE_ERROR, IMAGE_EMBEDDING
 
-EMBEDDING_COLUMN = "img_emb"
+EMBEDDING_COLUMN = IMAGE_EMBEDDING  # what ClipEmbed leaves in the batch
 SCORE_COLUMNS = ("punsafe", "pwatermark", "aesthetic")
 HEADS_DIR = WEIGHTS_DIR / "heads"
 TINY_HEADS = {
@@ -47,7 +48,7 @@ TINY_HEADS = {
     "aesthetic": HEADS_DIR / "tiny-aesthetic.safetensors",
     "watermark": HEADS_DIR / "tiny-watermark.safetensors",
 }
-UNDECODABLE = "undecodable_image"
+UNDECODABLE = DECODE_ERROR  # the same reason ClipEmbed uses, so counts add up across stages
 
 
 def load_nsfw(spec: str) -> heads.NsfwDetector:
@@ -128,7 +129,7 @@ class ScoreStage(Stage):
 
     Each head is a spec (see :func:`load_nsfw`, :func:`load_aesthetic`,
     :func:`load_watermark`) or None to skip that column. An image that cannot be
-    decoded cannot be scored: its row is marked ``undecodable_image`` (counted,
+    decoded cannot be scored: its row is marked ``image-decode-error`` (counted,
     never silently lost). A score column the input already has (LAION metadata)
     is overwritten for the rows scored here and kept for the others.
     """

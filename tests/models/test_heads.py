@@ -12,6 +12,7 @@ from laion_hf.models.heads import (
     AestheticV1,
     AestheticV2,
     CheckpointError,
+    WatermarkDetector,
     NsfwDetector,
     load_aesthetic_v1,
     load_aesthetic_v2,
@@ -164,3 +165,21 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
         load_aesthetic_v1(garbage)
     with pytest.raises(CheckpointError, match="garbage.pth"):
         load_head(garbage)
+
+
+def test_shipped_tiny_heads_load_and_were_trained_on_the_shipped_clip():
+    """Retraining the tiny CLIP without its embedding heads would silently garble punsafe / aesthetic."""
+    import json
+
+    from laion_hf.models.clip import TINY_WEIGHTS, sha256_file
+    from laion_hf.models.train_heads import AESTHETIC_PATH, NSFW_PATH, QUALITY_PATH, WATERMARK_PATH
+
+    quality = json.loads(QUALITY_PATH.read_text(encoding="utf-8"))
+    clip_sha = sha256_file(TINY_WEIGHTS)
+    for kind in ("nsfw", "aesthetic"):
+        assert quality[kind]["clip_sha256"] == clip_sha, f"retrain: python -m laion_hf.models.train_heads --heads {kind}"
+    assert isinstance(load_head(NSFW_PATH), NsfwDetector) and load_head(NSFW_PATH).embed_dim == 64
+    assert isinstance(load_head(AESTHETIC_PATH), AestheticV2)
+    watermark = load_head(WATERMARK_PATH)
+    assert isinstance(watermark, WatermarkDetector)
+    assert watermark.image_size == 64 and watermark.backbone == "test_efficientnet"
