@@ -16,7 +16,8 @@ from laion_hf.clean.lists import KINDS, RemovalSets, load_removal_sets, parse_sp
 from laion_hf.clean.options import CleanOptions, build_stage
 from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
 from laion_hf.clean.report import REPORT_NAME, CleanReport
-from laion_hf.clean.shard import check_shard_columns, clean_shard, open_parquet
+from laion_hf.clean.files import open_parquet
+from laion_hf.clean.shard import check_shard_columns, clean_shard
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import filesystem, join, read_json, write_json

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from laion_hf.clean.files import CorruptParquetError, iter_tables, open_parquet
 from laion_hf.errors import UserError
 from laion_hf.hashing import normalize_hex
 
@@ -133,11 +133,11 @@ def _csv_values(path: str, kind: str) -> Iterator[tuple[str, str]]:
 
 
 def _parquet_values(path: str, kind: str) -> Iterator[tuple[str, str | int | None]]:
-    parquet = pq.ParquetFile(path)
+    parquet = open_parquet(path)
     column = _pick_column(parquet.schema_arrow.names, kind, path)
     row = 0
-    for batch in parquet.iter_batches(columns=[column], batch_size=65536):
-        for value in batch.column(0).to_pylist():
+    for table in iter_tables(parquet, path, 65536, columns=[column]):
+        for value in table.column(0).to_pylist():
             yield f"row {row}", value
             row += 1
 
@@ -166,6 +166,8 @@ def load_list(kind: str, path: str, skip_invalid: bool = False) -> RemovalList:
             values.append(bytes.fromhex(value) if kind.startswith("url-") else value)
     except FileNotFoundError as exc:
         raise RemovalListError(f"{path}: removal list not found") from exc
+    except CorruptParquetError as exc:
+        raise RemovalListError(str(exc)) from exc
     except (UnicodeDecodeError, pa.ArrowInvalid, OSError) as exc:
         raise RemovalListError(f"{path}: unreadable {kind} list ({exc})") from exc
     return RemovalList(kind, path, pa.array(values, _arrow_type(kind)), len(invalid), invalid[:5])

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from laion_hf.clean.files import iter_tables, open_parquet
 from laion_hf.clean.lists import RemovalSets, load_removal_sets
 from laion_hf.clean.removal import (
     MissingPunsafeError,
@@ -57,26 +57,22 @@ class LoadedSources:
     notes: list[str] = field(default_factory=list)
 
 
-def _unreadable(path: str, exc: Exception) -> UserError:
-    return UserError(f"{path}: unreadable parquet ({exc})")
-
-
 def load_reference(path: str, batch_size: int = BATCH_SIZE) -> pa.Array:
     """LAION hashes of a Re-LAION-style parquet set (a file or a directory of shards)."""
-    files = [s.parquet for s in discover_shards(path)] if not path.endswith(".parquet") else [path]
+    try:
+        files = [s.parquet for s in discover_shards(path)] if not path.endswith(".parquet") else [path]
+    except FileNotFoundError as exc:
+        raise UserError(f"--keep-reference {exc}") from exc
     arrays = []
     for file in files:
-        try:
-            parquet = pq.ParquetFile(file)
-            names = parquet.schema_arrow.names
-            cols = resolve_columns(names, ["hash", "url", "caption"])
-            if cols["hash"] is None:
-                require_columns(names, ["url"], file)
-            wanted = [c for c in cols.values() if c is not None]
-            for batch in parquet.iter_batches(columns=wanted, batch_size=batch_size):
-                arrays.append(laion_hashes(pa.Table.from_batches([batch])))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _unreadable(file, exc) from exc
+        parquet = open_parquet(file)
+        names = parquet.schema_arrow.names
+        cols = resolve_columns(names, ["hash", "url", "caption"])
+        if cols["hash"] is None:
+            require_columns(names, ["url"], file)
+        wanted = [c for c in cols.values() if c is not None]
+        for table in iter_tables(parquet, file, batch_size, columns=wanted):
+            arrays.append(laion_hashes(table))
     chunks = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
     return pc.unique(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.int64())
 
@@ -91,24 +87,16 @@ def flagged_metadata_hashes(metadata_dir: str, threshold: float, batch_size: int
     """
     flagged = []
     for shard in discover_shards(metadata_dir):
-        try:
-            parquet = pq.ParquetFile(shard.parquet)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _unreadable(shard.parquet, exc) from exc
+        parquet = open_parquet(shard.parquet)
         names = parquet.schema_arrow.names
         cols = resolve_columns(names, ["punsafe", "hash", "url", "caption"])
         if cols["punsafe"] is None:
             raise MissingPunsafeError(f"{shard.parquet}: --metadata needs a punsafe column (has: {', '.join(names)})")
         stage = RemovalStage(punsafe_threshold=threshold)
-        try:
-            for batch in parquet.iter_batches(columns=[c for c in cols.values() if c], batch_size=batch_size):
-                table = pa.Table.from_batches([batch])
-                marked = stage(table)
-                hit = pc.is_valid(marked["drop_reason"])
-                if pc.any(hit).as_py():
-                    flagged.append(pc.filter(laion_hashes(table), hit))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise _unreadable(shard.parquet, exc) from exc
+        for table in iter_tables(parquet, shard.parquet, batch_size, columns=[c for c in cols.values() if c]):
+            hit = pc.is_valid(stage(table)["drop_reason"])
+            if pc.any(hit).as_py():
+                flagged.append(pc.filter(laion_hashes(table), hit))
     chunks = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in flagged]
     return pc.unique(pa.concat_arrays(chunks)) if chunks else pa.array([], pa.int64())
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from laion_hf.clean.files import iter_tables, open_parquet, parquet_writer
 from laion_hf.clean.removal import COMPUTED_IMAGE_DIGEST, RemovalStage
 from laion_hf.errors import UserError
 from laion_hf.hashing import hex_digest
@@ -40,28 +40,8 @@ from laion_hf.stages.base import StageStats, count_reasons, split_kept
 SUCCESS = "success"
 
 
-class CorruptParquetError(UserError, ValueError):
-    """A parquet shard cannot be read."""
-
-
 class ShardMismatchError(UserError, ValueError):
     """A tar and its sidecar parquet disagree about which samples exist."""
-
-
-def open_parquet(path: str) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
-
-
-def iter_tables(parquet: pq.ParquetFile, path: str, batch_size: int) -> Iterator[pa.Table]:
-    """The shard's rows as tables of at most ``batch_size`` rows; a damaged file raises naming ``path``."""
-    try:
-        for batch in parquet.iter_batches(batch_size=batch_size):
-            yield pa.Table.from_batches([batch])
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
 
 
 def parquet_compression(parquet: pq.ParquetFile) -> str:
@@ -165,7 +145,7 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
         for table in iter_tables(parquet, shard.parquet, batch_size):
             if writer is None:
                 encoding = {"compression": parquet_compression(parquet), "use_dictionary": dictionary_columns(table)}
-                writer = stack.enter_context(pq.ParquetWriter(out_parquet, schema, **encoding))
+                writer = stack.enter_context(parquet_writer(out_parquet, schema, **encoding))
             keys = table[cols["key"]].to_pylist() if cols["key"] and shard.tar is not None else None
             for alg in computed_algs:
                 digests = computed[alg]
@@ -191,7 +171,7 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
                 kept_status.append(kept.select(status_columns))
 
         if writer is None:  # an empty shard: an empty file with the schema
-            stack.enter_context(pq.ParquetWriter(out_parquet, schema, compression=parquet_compression(parquet)))
+            stack.enter_context(parquet_writer(out_parquet, schema, compression=parquet_compression(parquet)))
 
         tar_counts = None
         if shard.tar is not None:

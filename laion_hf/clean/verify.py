@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from laion_hf.clean.lists import load_removal_sets
 from laion_hf.clean.removal import RemovalStage
-from laion_hf.clean.shard import iter_tables, open_parquet
+from laion_hf.clean.files import iter_tables, open_parquet
 from laion_hf.errors import UserError
 from laion_hf.hashing import hex_digest
 from laion_hf.io.samples import IMAGE_EXTENSIONS

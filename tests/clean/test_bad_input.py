@@ -12,7 +12,8 @@ import pytest
 from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.clean.lists import RemovalListError
 from laion_hf.clean.removal import MissingPunsafeError
-from laion_hf.clean.shard import CorruptParquetError, ShardMismatchError
+from laion_hf.clean.files import CorruptParquetError
+from laion_hf.clean.shard import ShardMismatchError
 from laion_hf.errors import UserError
 from laion_hf.io.tar import CorruptTarError
 from laion_hf.schema import SchemaError

@@ -198,3 +198,20 @@ def test_a_shard_where_everything_is_removed_keeps_an_empty_file_with_the_schema
     written = pq.read_table(out / src.name)
     assert written.num_rows == 0 and report.total.kept == 0
     assert written.schema.equals(pq.read_schema(src), check_metadata=True)
+
+
+def test_fsspec_urls_for_input_and_output(sample_copy, tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in sample_copy.download_dir.iterdir():
+        memory.pipe(f"/relaion-test/download/{path.name}", path.read_bytes())
+    opts = CleanOptions(remove=tuple(sample_copy.removal))
+    try:
+        remote = clean_copy("memory://relaion-test/download", "memory://relaion-test/out", opts, show_progress=False)
+        local = clean_copy(str(sample_copy.download_dir), str(tmp_path / "out"), opts, show_progress=False)
+        assert remote.by_reason == local.by_reason and remote.total.kept == local.total.kept
+        for name in ("00000.parquet", "00000.tar", "00000_stats.json"):
+            assert memory.cat(f"/relaion-test/out/{name}") == (tmp_path / "out" / name).read_bytes(), name
+    finally:
+        memory.rm("/relaion-test", recursive=True)

@@ -1,0 +1,52 @@
+"""Parquet on local paths and fsspec URLs alike, with errors that name the file.
+
+pyarrow opens local paths itself (fastest); any other fsspec URL is handed to
+it together with its fsspec filesystem, so INPUT and OUTPUT may be remote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from laion_hf.errors import UserError
+from laion_hf.io.atomic import filesystem
+
+
+class CorruptParquetError(UserError, ValueError):
+    """A parquet file cannot be read."""
+
+
+def arrow_location(path: str) -> tuple[str, fsspec.AbstractFileSystem | None]:
+    """``(path, filesystem)`` for pyarrow: local paths as they are, other URLs with their fsspec filesystem."""
+    fs, inner = filesystem(path)
+    return (inner, None) if isinstance(fs, LocalFileSystem) else (inner, fs)
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    where, fs = arrow_location(path)
+    try:
+        return pq.ParquetFile(where, filesystem=fs)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
+
+
+def parquet_writer(path: str, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
+    where, fs = arrow_location(path)
+    return pq.ParquetWriter(where, schema, filesystem=fs, **options)
+
+
+def iter_tables(
+    parquet: pq.ParquetFile, path: str, batch_size: int, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """The file's rows as tables of at most ``batch_size`` rows; a damaged file raises naming ``path``."""
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
+            yield pa.Table.from_batches([batch])
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
