@@ -21,6 +21,7 @@ from laion_hf.cli import oig as _oig  # noqa: E402,F401  (oig build)
 from laion_hf.cli import publish as _publish  # noqa: E402,F401  (publish, push)
 from laion_hf.cli import score as _score  # noqa: E402,F401  (score)
 from laion_hf.cli import download as _download  # noqa: E402,F401  (download)
+from laion_hf.cli import filter as _filter  # noqa: E402,F401  (filter)
 from laion_hf.cli import dedup as _dedup  # noqa: E402,F401  (dedup)
 
 
