@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -112,6 +113,45 @@ def _updated_stats(path: str, result: dict[str, Any], tar_kept: int, kept_status
     return stats
 
 
+@dataclass
+class SampleIndex:
+    """Which sample keys the sidecar lists, which must be in the tar (status success), which are kept."""
+
+    listed: set[str] = field(default_factory=set)
+    expected: set[str] = field(default_factory=set)
+    kept: set[str] = field(default_factory=set)
+
+    def add(self, keys: list, alive: list[bool], statuses: list[str | None]) -> None:
+        for key, is_kept, status in zip(keys, alive, statuses):
+            key = str(key)
+            self.listed.add(key)
+            if status == SUCCESS:
+                self.expected.add(key)
+            if is_kept:
+                self.kept.add(key)
+
+
+def rewrite_shard_tar(shard: Shard, out_tar: str, index: SampleIndex) -> dict[str, int]:
+    """Rewrite the shard's tar keeping ``index.kept``; the tar and sidecar must describe the same samples."""
+    seen: set[str] = set()
+
+    def keep(key: str) -> bool:
+        if key not in index.listed:
+            raise ShardMismatchError(f"{shard.tar}: sample {key} has no row in {shard.parquet}")
+        seen.add(key)
+        return key in index.kept
+
+    rewritten = rewrite_tar(shard.tar, out_tar, keep)
+    missing = sorted(index.expected - seen)
+    if missing:
+        more = f" ({len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ShardMismatchError(f"{shard.parquet}: key {missing[0]} (status success) has no member in {shard.tar}{more}")
+    kept_rows = len(index.kept & index.expected)
+    if len(rewritten.kept) != kept_rows:
+        raise AssertionError(f"{shard.tar}: tar kept {len(rewritten.kept)} samples, parquet {kept_rows} successful rows")
+    return {"kept": len(rewritten.kept), "removed": len(rewritten.removed)}
+
+
 def check_shard_columns(shard: Shard, names: list[str], stage: RemovalStage) -> None:
     """Refuse a shard lacking what cleaning needs: url, the stage's columns, and ``key`` beside a tar."""
     require_columns(names, ["url", *(["key"] if shard.tar is not None else [])], shard.parquet)
@@ -132,9 +172,7 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
     computed = tar_image_digests(shard.tar, computed_algs) if computed_algs else {}
 
     stats = StageStats(shard.name)
-    kept_keys: set[str] = set()
-    all_keys: set[str] = set()
-    expected_in_tar: set[str] = set()
+    index = SampleIndex()
     kept_status: list[pa.Table] = []
     parquet_name = shard.parquet.rsplit("/", 1)[-1]
     with ExitStack() as stack:
@@ -158,42 +196,15 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
             writer.write_table(kept)
             stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
             if keys is not None:
-                alive = pc.is_null(marked["drop_reason"]).to_pylist()
                 statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
-                for key, is_kept, status in zip(keys, alive, statuses):
-                    key = str(key)
-                    all_keys.add(key)
-                    if status == SUCCESS:
-                        expected_in_tar.add(key)
-                    if is_kept:
-                        kept_keys.add(key)
-            if status_columns:
+                index.add(keys, pc.is_null(marked["drop_reason"]).to_pylist(), statuses)
+            if status_columns and shard.stats is not None:
                 kept_status.append(kept.select(status_columns))
 
         if writer is None:  # an empty shard: an empty file with the schema
             stack.enter_context(parquet_writer(out_parquet, schema, compression=parquet_compression(parquet)))
 
-        tar_counts = None
-        if shard.tar is not None:
-            seen: set[str] = set()
-
-            def keep(key: str) -> bool:
-                if key not in all_keys:
-                    raise ShardMismatchError(f"{shard.tar}: sample {key} has no row in {shard.parquet}")
-                seen.add(key)
-                return key in kept_keys
-
-            rewritten = rewrite_tar(shard.tar, out_tar, keep)
-            missing = sorted(expected_in_tar - seen)
-            if missing:
-                raise ShardMismatchError(
-                    f"{shard.parquet}: key {missing[0]} (status success) has no member in {shard.tar}"
-                    + (f" ({len(missing) - 1} more)" if len(missing) > 1 else "")
-                )
-            tar_counts = {"kept": len(rewritten.kept), "removed": len(rewritten.removed)}
-            if len(rewritten.kept) != len(kept_keys & expected_in_tar):
-                raise AssertionError(f"{shard.tar}: tar kept {len(rewritten.kept)} samples, parquet kept "
-                                     f"{len(kept_keys & expected_in_tar)} successful rows")
+        tar_counts = rewrite_shard_tar(shard, out_tar, index) if shard.tar is not None else None
 
         stats.seconds = time.perf_counter() - started
         stats.check()
