@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from laion_hf.hub.card import render_card as render_family_card
+from laion_hf.hub.card import size_category
 from laion_hf.hub.layout import ConfigLayout, HubLayout
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ def render_card(recipe: Recipe, report: BuildReport, output: str) -> str:
     for entry in rendered.data.configs:
         if entry["config_name"] == "all":
             entry["data_files"] = [{"split": SPLIT, "path": layout.configs[0].files}]
+    # the shared renderer sums every config; `all` repeats the constituents' rows
+    rendered.data.size_categories = [size_category(sum(c.num_rows for c in layout.configs[1:]))]
     return str(rendered)
 
 

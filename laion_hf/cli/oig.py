@@ -17,7 +17,7 @@ app.add_typer(oig_app, name="oig")
 def build_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML (constituents, sources, templates, thresholds)."),
     output: str = typer.Argument(..., help="Output folder (Hub layout: one config per constituent, all, moderation)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes for PII scrubbing + quality scoring."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes for PII scrubbing, quality scoring and dedup signatures."),
 ) -> None:
     """Build every config of RECIPE into OUTPUT; an interrupted build resumes."""
     from oig.build import build
