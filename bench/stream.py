@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/stream.py [--shards 8] [--per-shard 2000] [--runs 5] [--decode-images]
 
-One run writes a Hub-layout folder (laion-hf publish, local), then times each
-reader over the same shards, in turn, ``--runs`` times. All three decode
+One run writes a Hub-layout folder (laion-hf publish, local) as WebDataset and,
+for comparison, as Parquet with image bytes, then times each reader over the
+same samples, in turn, ``--runs`` times. All three decode
 ``txt`` to str and ``json`` to a dict; images stay bytes unless
 ``--decode-images`` (then PIL, pixels loaded). Prints min/median/max and the
 ratio of medians against webdataset.
@@ -50,6 +51,7 @@ def make_folder(root: Path, shards: int, per_shard: int) -> Path:
         pq.write_table(pa.Table.from_pylist(rows), source / f"{shard:05d}.parquet")
     folder = root / "folder"
     publish_folder({"bench": str(source)}, folder, family="demo", target_shard_bytes=1, plots=False)
+    publish_folder({"bench": str(source)}, root / "folder-parquet", family="demo", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
     return folder
 
 
@@ -63,6 +65,21 @@ def read_datasets(folder: Path, decode_images: bool) -> int:
     for sample in stream:
         if decode_images:
             sample["jpg"].load()
+        count += 1
+    return count
+
+
+def read_datasets_parquet(folder: Path, decode_images: bool) -> int:
+    """The same samples published as Parquet with image bytes (``--format parquet --include-images``)."""
+    import datasets
+
+    stream = datasets.load_dataset(str(folder.parent / "folder-parquet"), "bench", split="train", streaming=True)
+    if not decode_images:
+        stream = stream.decode(False)
+    count = 0
+    for sample in stream:
+        if decode_images:
+            sample["image"].load()
         count += 1
     return count
 
@@ -104,7 +121,12 @@ def read_tarfile(folder: Path, decode_images: bool) -> int:
     return count
 
 
-READERS = {"datasets (load_dataset streaming)": read_datasets, "webdataset": read_webdataset, "tarfile": read_tarfile}
+READERS = {
+    "datasets streaming, WebDataset repo": read_datasets,
+    "datasets streaming, Parquet+images": read_datasets_parquet,
+    "webdataset": read_webdataset,
+    "tarfile": read_tarfile,
+}
 
 
 def main() -> None:
@@ -132,7 +154,7 @@ def main() -> None:
     baseline = statistics.median(rates["webdataset"])
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"  {name:34s} {min(values):>9,.0f} {median:>9,.0f} {max(values):>9,.0f}   {median / baseline:.2f}x webdataset")
+        print(f"  {name:38s} {min(values):>9,.0f} {median:>9,.0f} {max(values):>9,.0f}   {median / baseline:.2f}x webdataset")
 
 
 if __name__ == "__main__":

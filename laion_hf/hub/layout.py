@@ -18,6 +18,7 @@ WebDataset, pinned ``dataset_info.features`` comes from :meth:`HubLayout.card_da
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -25,11 +26,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laion_hf.errors import UserError
-from laion_hf.io.atomic import atomic_path
+from laion_hf.io.atomic import atomic_path, filesystem
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import iter_members, iter_samples, member_extension
 
@@ -173,9 +175,7 @@ def shard_names(config: str, split: str, count: int, extension: str) -> list[str
 
 
 def _size(path: str) -> int:
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(path)
+    fs, inner = filesystem(path)
     return fs.size(inner)
 
 
@@ -184,9 +184,7 @@ def _local(folder: str, relative: str) -> str:
 
 
 def _exists(path: str) -> bool:
-    import fsspec
-
-    fs, inner = fsspec.core.url_to_fs(path)
+    fs, inner = filesystem(path)
     return fs.exists(inner)
 
 
@@ -211,16 +209,12 @@ def _write_webdataset_config(name: str, split: str, shards: list[Shard], folder:
 
 def _concat_tars(sources: Iterable[str], dst: str) -> None:
     """One tar holding every member of ``sources`` in order, headers and bytes unchanged."""
-    import fsspec
-
-    from laion_hf.io.tar import _BytesReader
-
     with atomic_path(dst) as tmp, fsspec.open(tmp, "wb") as out, tarfile.open(
         fileobj=out, mode="w", format=tarfile.GNU_FORMAT
     ) as tar:
         for source in sources:
             for info, data in iter_members(source):
-                tar.addfile(info, _BytesReader(data))
+                tar.addfile(info, io.BytesIO(data))
 
 
 def _count_tar_samples(path: str) -> int:

