@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
 import time
 
-import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi
 
@@ -149,3 +147,16 @@ def test_push_to_a_branch_and_private_repo(hub, variants, tmp_path):
     assert len(rows) == len(variants["research"][1])
     with pytest.raises(Exception, match="not found|RepositoryNotFound|404"):
         HfApi(token=False).list_repo_files("laion-hf/branchy", repo_type="dataset", revision="v1")
+
+
+def test_copy_folder_to_an_object_store_url(variants, tmp_path):
+    import fsspec
+
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    result = copy_folder(folder, "memory://bucket/laion-demo")
+    fs = fsspec.filesystem("memory")
+    assert sorted(result.uploaded) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert fs.cat("/bucket/laion-demo/README.md") == (folder / "README.md").read_bytes()
+    assert not [p for p in fs.find("/bucket/laion-demo") if p.endswith(".tmp")]
+    assert copy_folder(folder, "memory://bucket/laion-demo").uploaded == []
