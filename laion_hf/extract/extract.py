@@ -311,10 +311,13 @@ def extract_file(
 def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, stats: dict[str, dict]) -> None:
     """Write the final shards without cross-file duplicates; add ``duplicate_global`` to each file's stats."""
     names = [w.name for w in wats]
+    # the marker names the per-file results it was computed from: any re-extracted file invalidates it
+    inputs = {name: dict(stats[name]) for name in names}
     marker = join(output_dir, DEDUP_MARKER)
     fs, inner = filesystem(marker)
-    if fs.exists(inner) and read_json(marker).get("files") == names:
-        duplicates_by_name = read_json(marker)["duplicates"]
+    recorded = read_json(marker) if fs.exists(inner) else {}
+    if recorded.get("files") == names and recorded.get("inputs") == inputs:
+        duplicates_by_name = recorded["duplicates"]
     else:
         shard_paths = [join(files_dir, f"{name}.parquet") for name in names]
         duplicates = find_global_duplicates(shard_paths, tempfile.mkdtemp(prefix="laion-hf-dedup-"))
@@ -329,7 +332,7 @@ def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, s
             with atomic_path(join(output_dir, f"{name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
                 pq.write_table(table, sink, compression="zstd")
             duplicates_by_name[name] = int(len(rows))
-        write_json(marker, {"files": names, "duplicates": duplicates_by_name})
+        write_json(marker, {"files": names, "inputs": inputs, "duplicates": duplicates_by_name})
     for name in names:
         record = stats[name]
         count = duplicates_by_name[name]

@@ -165,3 +165,18 @@ def test_fsspec_urls_are_read_and_written(tmp_path):
     report = extract(["memory://wat/m.warc.wat.gz"], "memory://out", show_progress=False)
     with fsspec.open(report.shards[0], "rb") as f:
         assert [r["caption"] for r in pq.read_table(f).to_pylist()] == ["picture in memory"]
+
+
+def test_a_re_extracted_file_redoes_the_global_dedup(tmp_path):
+    a = _site(tmp_path, "a", [("https://cdn.example/x.jpg", "picture of x")])
+    b = _site(tmp_path, "b", [("https://cdn.example/x.jpg", "picture of x")])
+    out = str(tmp_path / "out")
+    assert extract([a, b], out, show_progress=False).total.kept == 1
+    again = extract([a, b], out, show_progress=False)  # nothing to redo: same result from the markers
+    assert again.total.kept == 1 and again.files["b.warc.wat"]["dropped"] == {"duplicate_global": 1}
+
+    _site(tmp_path, "b", [("https://cdn.example/y.jpg", "picture of y")])  # b changed, its marker removed
+    os.remove(os.path.join(out, "_files", "b.warc.wat.done.json"))
+    redone = extract([a, b], out, show_progress=False)
+    assert redone.total.kept == 2
+    assert [r["caption"] for r in rows(redone.shards[1])] == ["picture of y"]
