@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image as PILImage
 
@@ -143,7 +144,7 @@ def generate_crawl(directory: Path, server: ImageServer, *, files: int = 3, page
         write_wat(str(path), pages)
         wat_files.append(str(path))
     # A link "reported" after the crawl: the removal list names it by the md5 of its URL.
-    reported = links.served[1][0].src
+    reported = max(links.served[:10], key=lambda served: len(served[1]))[0].src  # large enough to be downloaded
     removal_list = directory / "reported-links.url-md5.txt"
     removal_list.write_text(hex_digest("md5", reported.encode("utf-8")) + "\n")
     links.planted["reported"] += 1
@@ -199,8 +200,12 @@ def run_demo(
     runner: str = "local",
     on_build: Callable[[BuildReport], None] | None = None,
     show_progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> DemoResult:
-    """Generate the crawl, build it with the demo recipe, push to a loopback Hub and stream it back."""
+    """Generate the crawl, build it with the demo recipe, push to a loopback Hub and stream it back.
+
+    ``overrides`` change the demo recipe as ``--set`` does (``{"stages.score": False}``).
+    """
     from laion_hf.hub.push import push_folder
     from laion_hf.hub.testing_server import HubServer
 
@@ -217,7 +222,7 @@ def run_demo(
             repo_id=DEMO_REPO,
             show_progress=show_progress,
         )
-        report = Build(load_recipe("demo"), options).run()
+        report = Build(load_recipe("demo", overrides), options).run()
     if on_build is not None:
         on_build(report)
     with HubServer(output / "hub-server") as hub, hub.environment(), _hf_caches(output / "hf-cache"):

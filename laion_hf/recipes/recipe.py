@@ -8,7 +8,7 @@ before any work starts, never a surprise in the middle of a crawl.
 
 The pipeline order is fixed (extract -> download -> filter -> score -> dedup
 -> configs); a recipe enables a stage by listing it under ``stages`` and
-configures it there. ``configs`` are the published variants / subsets, each
+configures it there (``stages.score: false``, e.g. from ``--set``, turns one off). ``configs`` are the published variants / subsets, each
 built from the deduplicated shards by removal lists, a punsafe limit, a
 keyword filter and a language selection.
 """
@@ -496,7 +496,7 @@ def parse_recipe(data: Any, path: str, lines: dict[str, int] | None = None) -> R
         raise r.error("source", "say where the recipe comes from (paper, code, release)")
     models = _parse_models(r, top.get("models"))
     stages_raw = r.mapping(top["stages"], "stages", STAGE_ORDER)
-    stages = tuple(s for s in STAGE_ORDER if s in stages_raw)
+    stages = tuple(s for s in STAGE_ORDER if s in stages_raw and stages_raw[s] is not False)
     if "extract" in stages and "download" not in stages:
         raise r.error("stages", "extract needs download after it (candidates have no images yet)")
     recipe = Recipe(
