@@ -66,12 +66,13 @@ def code_version() -> str:
 
 
 def template_path(family: str, template_dir: str | Path | None = None) -> Path:
+    """``DIR/<family>.md``, or ``DIR/<family>/<family>.md`` for a family that keeps its card in its own folder."""
     directory = Path(template_dir) if template_dir else CARDS_DIR
-    path = directory / f"{family}.md"
-    if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.md")) if directory.is_dir() else []
-        raise CardError(f"{path}: no card template for family {family!r} (known: {', '.join(known) or 'none'})")
-    return path
+    for path in (directory / f"{family}.md", directory / family / f"{family}.md"):
+        if path.is_file():
+            return path
+    known = sorted({p.stem for p in directory.glob("*.md")} | {p.stem for p in directory.glob("*/*.md")}) if directory.is_dir() else []
+    raise CardError(f"{directory / f'{family}.md'}: no card template for family {family!r} (known: {', '.join(known) or 'none'})")
 
 
 def render_card(
