@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from laion_hf.errors import UserError
 from laion_hf.hashing import laion_hash_array
 from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
 from laion_hf.io.samples import IMAGE, load_shard_stages, read_sample_batches, transform_shard
@@ -62,6 +63,7 @@ DUPLICATE_HASH = "duplicate-hash"
 NEAR_DUPLICATE_PHASH = "near-duplicate-phash"
 DEFAULT_MAX_DISTANCE = 4  # bits of 64; re-encodes and small resizes of one image stay within it
 REPORT_FILE = "dedup_report.json"
+OPTIONS_FILE = "dedup_options.json"
 _WORK = "_dedup"
 _SIGNATURE_SCHEMA = pa.schema(
     [("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]
@@ -233,10 +235,24 @@ class DedupReport:
                 "max_distance": self.max_distance}
 
 
+class DedupError(UserError):
+    """The output folder belongs to a dedup run with other options."""
+
+
+def _check_options(output_dir: str, options: dict[str, Any]) -> None:
+    """Record the run's options; a resume with other options would mix two decisions, so it is refused."""
+    path = join(output_dir, OPTIONS_FILE)
+    fs, inner = filesystem(path)
+    if not fs.exists(inner):
+        write_json(path, options)
+    elif (recorded := read_json(path)) != options:
+        raise DedupError(f"{path}: {output_dir} was deduplicated with {recorded}, not {options}; use another OUTPUT")
+
+
 def _decide_run(signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None) -> None:
     summary = join(decisions_dir, "_decided.json")
     fs, inner = filesystem(summary)
-    if fs.exists(inner) and read_json(summary).get("max_distance") == max_distance:
+    if fs.exists(inner):
         return
     signatures = pa.concat_tables(
         [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
@@ -264,6 +280,7 @@ def dedup_shards(
     Resumable per shard in each pass; ``max_distance=None`` keeps exact dedup only.
     """
     shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance})
     work = join(output_dir, _WORK)
     signatures_dir, decisions_dir = join(work, "signatures"), join(work, "decisions")
     name_of = attrgetter("name")

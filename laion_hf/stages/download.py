@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 import tarfile
@@ -61,7 +62,7 @@ from laion_hf.io.atomic import atomic_path, filesystem, join, mark_done, read_do
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import add_member, iter_members, iter_samples, sample_key
 from laion_hf.runners.local import run_shards
-from laion_hf.schema import require_columns, resolve_columns
+from laion_hf.schema import require_columns
 from laion_hf.stages.base import StageStats
 
 MIN_IMAGE_BYTES = 5 * 1024  # LAION dropped images under 5 KB
@@ -72,7 +73,7 @@ RESIZE_MODES = ("no", "keep_ratio", "center_crop", "border", "keep_ratio_largest
 
 SUCCESS = "success"
 REFUSED = "refused"
-FAILED_CHECKS = "failed_to_resize"  # img2dataset's status for a processed image that fails its image checks
+FAILED_CHECKS = "failed_to_resize"  # img2dataset's status for a fetched image that fails its image checks
 ERROR_REASON = "error_reason"
 REPORT_FILE = "download_report.json"
 
@@ -321,33 +322,37 @@ def _run_img2dataset(input_dir: str, raw_dir: str, columns: list[str], options: 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no update check over the network in workers
     import img2dataset
 
-    with contextlib.redirect_stdout(sys.stderr):  # keep our stdout for the summary
-        img2dataset.download(
-            url_list=input_dir,
-            input_format="parquet",
-            url_col="url",
-            caption_col="caption",
-            save_additional_columns=columns,
-            output_folder=raw_dir,
-            output_format="webdataset",
-            number_sample_per_shard=rows_per_shard,
-            processes_count=options.processes,
-            thread_count=options.threads,
-            timeout=options.timeout,
-            retries=options.retries,
-            resize_mode=options.resize_mode,
-            image_size=options.image_size,
-            encode_format=options.encode_format,
-            disable_all_reencoding=options.keeps_original_bytes,
-            min_image_size=options.min_image_side,
-            max_image_area=options.max_image_pixels,
-            disallowed_header_directives=list(options.disallowed_header_directives),
-            user_agent_token=options.user_agent_token,
-            distributor="multiprocessing",
-            enable_wandb=False,
-            incremental_mode="incremental",
-            compute_hash="sha256",
-        )
+    previous_sigint = signal.getsignal(signal.SIGINT)  # img2dataset installs one that exits with status 0
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep our stdout for the summary
+            img2dataset.download(
+                url_list=input_dir,
+                input_format="parquet",
+                url_col="url",
+                caption_col="caption",
+                save_additional_columns=columns,
+                output_folder=raw_dir,
+                output_format="webdataset",
+                number_sample_per_shard=rows_per_shard,
+                processes_count=options.processes,
+                thread_count=options.threads,
+                timeout=options.timeout,
+                retries=options.retries,
+                resize_mode=options.resize_mode,
+                image_size=options.image_size,
+                encode_format=options.encode_format,
+                disable_all_reencoding=options.keeps_original_bytes,
+                min_image_size=options.min_image_side,
+                max_image_area=options.max_image_pixels,
+                disallowed_header_directives=list(options.disallowed_header_directives),
+                user_agent_token=options.user_agent_token,
+                distributor="multiprocessing",
+                enable_wandb=False,
+                incremental_mode="incremental",
+                compute_hash="sha256",
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous_sigint)
 
 
 # -- finalize: LAION's image rules, true extensions, refusals restored, one reason per failure --------
@@ -527,9 +532,9 @@ def _merge_retried(shard: Shard, retried_dir: str, retried_name: str, output_dir
         if shard.tar is not None:
             for info, data in iter_members(shard.tar):
                 if sample_key(info.name) not in retried_keys:
-                    add_member(tar, info.name, data)
+                    tar.addfile(info, BytesIO(data))  # header and bytes as they were
         for info, data in iter_members(join(retried_dir, f"{retried_name}.tar")):
-            add_member(tar, info.name, data)
+            tar.addfile(info, BytesIO(data))
     with atomic_path(shard.parquet) as tmp:
         pq.write_table(merged, tmp)
     rows = merged.select(["status", ERROR_REASON]).to_pylist()

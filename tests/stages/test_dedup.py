@@ -178,3 +178,12 @@ def test_cli_dedup(tmp_path):
     assert result.exit_code == 0, result.output
     assert "duplicate-hash=2" in result.output
     assert removed_by_key(tmp_path / "out").keys() == {"000010000", "000010003"}
+
+
+def test_resume_with_other_options_is_refused(tmp_path):
+    from laion_hf.stages.dedup import DedupError
+
+    source = write_input(tmp_path / "in")
+    dedup_shards(str(source), str(tmp_path / "out"), show_progress=False)
+    with pytest.raises(DedupError, match="max_distance"):
+        dedup_shards(str(source), str(tmp_path / "out"), max_distance=None, show_progress=False)
