@@ -98,8 +98,10 @@ class Repo:
 class Faults:
     """Failures the server injects, to test clients' resumption and error handling."""
 
-    #: Drop the connection after this many bytes of every LFS upload body (None: off).
+    #: Drop the connection after this many bytes of every LFS upload body (None: off) ...
     drop_upload_after_bytes: int | None = None
+    #: ... once this many uploads have completed (to let a first batch through).
+    drop_after_completed_uploads: int = 0
     #: Answer 429 to requests whose path matches this regex (None: off).
     rate_limit_path: str | None = None
     #: Set when an upload was dropped, so a test can react (e.g. kill the uploader).
@@ -552,6 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server_state
         length = int(self.headers.get("Content-Length") or 0)
         drop_after = hub.faults.drop_upload_after_bytes
+        if sum(hub.uploads.values()) < hub.faults.drop_after_completed_uploads:
+            drop_after = None
         tmp = hub.root / "objects" / f"{oid}.{uuid.uuid4().hex}.part"
         digest, received = hashlib.sha256(), 0
         try:
