@@ -176,8 +176,8 @@ def truncate_url(url: str) -> str:
 
 def image_pair(link: dict[str, Any], resolver: Resolver) -> tuple[str, str] | str:
     """All rules applied to one ``IMG@/src`` link: ``(url, caption)`` to keep, or the drop reason."""
-    alt = link.get("alt")
-    if not isinstance(alt, str) or not alt:
+    alt = image_alt(link)
+    if alt is None:
         return NO_ALT
     src = link.get("url")
     if not isinstance(src, str):
@@ -194,8 +194,9 @@ def image_pair(link: dict[str, Any], resolver: Resolver) -> tuple[str, str] | st
     if reason is not None:
         return reason
     caption = clean_caption(alt)
-    if len(caption) < MIN_CAPTION:
-        return SHORT_CAPTION
+    reason = caption_rejection(caption)
+    if reason is not None:
+        return reason
     return truncate_url(url), caption
 
 

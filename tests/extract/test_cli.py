@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
-from laion_hf.cli import app
+from laion_hf.cli import app, main
 from tests.extract.wat_cases import RULE_PAIRS, write_damaged_wat, write_rule_wat
 
 
@@ -24,11 +24,11 @@ def test_extract_command_prints_counts_and_writes_shards(tmp_path):
     assert sorted(p for p in os.listdir(out) if p.endswith(".parquet")) == ["damaged.warc.wat.parquet", "rules.warc.wat.parquet"]
 
 
-def test_missing_input_is_one_line_and_exit_2(tmp_path):
+def test_missing_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     missing = tmp_path / "gone.warc.wat.gz"
-    done = subprocess.run(
-        [sys.executable, "-c", "from laion_hf.cli import main; main()", "extract", str(missing), str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )
-    assert done.returncode == 2
-    assert "gone.warc.wat.gz" in done.stderr and "Traceback" not in done.stderr
+    monkeypatch.setattr(sys, "argv", ["laion-hf", "extract", str(missing), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "gone.warc.wat.gz" in stderr and "Traceback" not in stderr
