@@ -54,23 +54,24 @@ class ClipModel:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (float32) for a preprocessed batch."""
-        return _normalise(self.model.encode_image(pixels))
+        return normalise(self.model.encode_image(pixels))
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """L2-normalised embeddings of English texts by the CLIP text tower."""
         device = next(self.model.parameters()).device
-        return _normalise(self.model.encode_text(self.tokenizer(texts).to(device)))
+        return normalise(self.model.encode_text(self.tokenizer(texts).to(device)))
 
     @torch.no_grad()
     def encode_multilingual(self, texts: list[str]) -> torch.Tensor:
         """L2-normalised embeddings of texts in any language by the multilingual student."""
         if self.multilingual is None:
             raise ModelLoadError(f"{self.name}: no multilingual text encoder loaded (pass multilingual=...)")
-        return _normalise(self.multilingual.encode(texts))
+        return normalise(self.multilingual.encode(texts))
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalised float32 rows (cosine similarity is then a dot product)."""
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 

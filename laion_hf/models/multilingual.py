@@ -82,6 +82,9 @@ class MultilingualTextEncoder(nn.Module):
 
             folder = Path(snapshot_download(str(name_or_path)))
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a CLI prints its own progress, not per-tensor bars
 
         modules = _read_json(folder / "modules.json")
         pooling, dense = "mean", []

@@ -18,15 +18,16 @@ from __future__ import annotations
 import io
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from PIL import Image
 
 from laion_hf.io.samples import IMAGE
+from laion_hf.models.clip import normalise
 from laion_hf.schema import require_columns, resolve_columns
 from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 
@@ -45,6 +46,17 @@ def _decode(data: bytes, preprocess, size: int) -> torch.Tensor | None:
         return preprocess(image)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+@dataclass
+class _Prepared:
+    """One model batch, decoded and tokenised: ``ok`` marks the rows whose image decoded."""
+
+    ok: np.ndarray
+    english: np.ndarray  # per decoded row: CLIP text tower (True) or multilingual encoder
+    pixels: torch.Tensor | None
+    english_tokens: torch.Tensor | None
+    other_tokens: dict[str, torch.Tensor] | None
 
 
 def _set(batch: pa.Table, name: str, values: pa.Array) -> pa.Table:
@@ -92,11 +104,12 @@ class ClipEmbed(Stage):
         self.device = device
         self.precision = precision
         self.clip = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # decodes images
+        self._ahead: ThreadPoolExecutor | None = None  # prepares the next model batch meanwhile
 
     def __getstate__(self) -> dict[str, Any]:
         # Ship the recipe, not the model: each worker loads it once in setup().
-        return {**self.__dict__, "clip": None, "_pool": None}
+        return {**self.__dict__, "clip": None, "_pool": None, "_ahead": None}
 
     def setup(self) -> None:
         if self.clip is not None:
@@ -111,31 +124,52 @@ class ClipEmbed(Stage):
             precision=self.precision,
         )
         self._pool = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="clip-decode")
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="clip-prefetch")
         self._image_size = self.clip.model.visual.image_size
         self._image_size = self._image_size[0] if isinstance(self._image_size, tuple) else self._image_size
         self._dim = self.clip.encode_texts([""]).shape[1]
+        self._dtype = next(self.clip.model.parameters()).dtype  # bf16/fp16 weights take inputs of their dtype
 
     @property
     def checksums(self) -> dict[str, str]:
         self.setup()
         return self.clip.checksums
 
-    def _decode_chunk(self, images: list[bytes]) -> list[torch.Tensor | None]:
-        return list(self._pool.map(lambda b: _decode(b, self.clip.preprocess, self._image_size), images))
+    def _prepare(self, images: list[bytes], captions: list[str], english: np.ndarray) -> _Prepared:
+        """Everything a model batch needs from the CPU: decoded pixels and tokens (runs one batch ahead)."""
+        pixels = list(self._pool.map(lambda b: _decode(b, self.clip.preprocess, self._image_size), images))
+        ok = np.array([p is not None for p in pixels], bool)
+        english_tokens = other_tokens = None
+        if (ok & english).any():
+            english_tokens = self.clip.tokenizer([c for c, e in zip(captions, ok & english) if e])
+        if (ok & ~english).any():
+            other_tokens = self.clip.multilingual.tokenize([c for c, e in zip(captions, ok & ~english) if e])
+        stacked = torch.stack([p for p in pixels if p is not None]) if ok.any() else None
+        if stacked is not None and self.device.startswith("cuda"):
+            stacked = stacked.pin_memory()  # lets the copy to the GPU overlap with compute
+        return _Prepared(ok, english[ok], stacked, english_tokens, other_tokens)
 
-    def _pin(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.device.startswith("cuda"):
-            return pixels.pin_memory().to(self.device, non_blocking=True)
-        return pixels
+    @torch.no_grad()
+    def _forward(self, prepared: _Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.device
+        autocast = torch.bfloat16 if self.precision == "amp_bf16" else torch.float16
+        with torch.autocast(device.split(":")[0], dtype=autocast, enabled=self.precision.startswith("amp")):
+            return self._towers(prepared, device)
 
-    def _encode_text(self, captions: list[str], english: np.ndarray) -> torch.Tensor:
-        out = torch.empty((len(captions), self._dim), dtype=torch.float32)
-        if english.any():
-            out[torch.from_numpy(english)] = self.clip.encode_texts([c for c, e in zip(captions, english) if e]).cpu()
-        if (~english).any():
-            texts = [c for c, e in zip(captions, english) if not e]
-            out[torch.from_numpy(~english)] = self.clip.encode_multilingual(texts).cpu()
-        return out
+    def _towers(self, prepared: _Prepared, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = prepared.pixels.to(device, dtype=self._dtype, non_blocking=True)
+        image = normalise(self.clip.model.encode_image(pixels))
+        text = torch.empty((len(prepared.english), self._dim), dtype=torch.float32)
+        if prepared.english_tokens is not None:
+            text[torch.from_numpy(prepared.english)] = normalise(
+                self.clip.model.encode_text(prepared.english_tokens.to(device, non_blocking=True))
+            ).cpu()
+        if prepared.other_tokens is not None:
+            tokens = {k: v.to(device, non_blocking=True) for k, v in prepared.other_tokens.items()}
+            text[torch.from_numpy(~prepared.english)] = normalise(
+                self.clip.multilingual(tokens["input_ids"], tokens["attention_mask"])
+            ).cpu()
+        return image.cpu(), text
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.setup()
@@ -146,28 +180,28 @@ class ClipEmbed(Stage):
         captions = [c or "" for c in batch[columns["caption"]].to_pylist()]
         if language_column and self.clip.multilingual is not None:
             languages = batch[language_column].to_pylist()
-            english_rows = np.array([(languages[i] or "").lower() == ENGLISH for i in range(batch.num_rows)])
+            english_rows = np.array([(language or "").lower() == ENGLISH for language in languages], bool)
         else:
             english_rows = np.ones(batch.num_rows, bool)
 
         chunks = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-        pending: deque[Future] = deque()
-        for chunk in chunks[:2]:  # decode one batch ahead of the forward pass
-            pending.append(self._pool.submit(self._decode_chunk, [images[i] for i in chunk]))
+
+        def submit(chunk: np.ndarray) -> Future:
+            return self._ahead.submit(
+                self._prepare, [images[i] for i in chunk], [captions[i] for i in chunk], english_rows[chunk]
+            )
+
+        pending: deque[Future] = deque(submit(chunk) for chunk in chunks[:2])
         done_rows, image_parts, text_parts, failed = [], [], [], []
         for k, chunk in enumerate(chunks):
-            decoded = pending.popleft().result()
+            prepared = pending.popleft().result()
             if k + 2 < len(chunks):
-                pending.append(self._pool.submit(self._decode_chunk, [images[i] for i in chunks[k + 2]]))
-            ok = np.array([p is not None for p in decoded], bool)
-            failed.extend(chunk[~ok].tolist())
-            if not ok.any():
+                pending.append(submit(chunks[k + 2]))
+            failed.extend(chunk[~prepared.ok].tolist())
+            if prepared.pixels is None:
                 continue
-            kept = chunk[ok]
-            pixels = self._pin(torch.stack([p for p in decoded if p is not None]))
-            image_embedding = self.clip.encode_images(pixels).cpu()
-            text_embedding = self._encode_text([captions[i] for i in kept], english_rows[kept])
-            done_rows.append(kept)
+            image_embedding, text_embedding = self._forward(prepared)
+            done_rows.append(chunk[prepared.ok])
             image_parts.append(image_embedding)
             text_parts.append(text_embedding)
         return self._annotate(batch, done_rows, image_parts, text_parts, failed)

@@ -1,0 +1,107 @@
+"""Benchmark the CLIP filter pipeline against the raw open_clip forward pass, in one run.
+
+For each model (the shipped tiny model; ViT-B-32 with random weights, LAION's
+filter architecture at 224x224), alternating over several runs:
+
+* ours: shards in -> filtered shards out (read tar + parquet, decode JPEGs in
+  threads, preprocess, image and text towers, similarity, mark, write kept
+  samples byte-identical, removed rows and clip-retrieval embeddings);
+* raw: ``model.encode_image`` + ``model.encode_text`` on pre-decoded,
+  pre-processed image tensors and pre-tokenised captions, same batch size.
+
+Model loading is outside both timings. Images/s and the ratio ours/raw are
+printed; the goal is >= 0.9x (decoding and I/O hidden behind the forward).
+
+    .venv/bin/python bench/filter.py [--images 512] [--vit-images 128] [--batch-size 64] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from laion_hf.io.samples import read_sample_batches  # noqa: E402
+from laion_hf.io.shards import discover_shards  # noqa: E402
+from laion_hf.stages.embed import ClipEmbed  # noqa: E402
+from laion_hf.stages.filter import SimilarityFilter, filter_shard  # noqa: E402
+from laion_hf.synthetic.shards import write_shards  # noqa: E402
+
+
+def _rates(count: int, times: list[float]) -> str:
+    r = sorted(count / t for t in times)
+    return f"min {r[0]:,.1f} / median {statistics.median(r):,.1f} / max {r[-1]:,.1f} images/s"
+
+
+def bench_model(label: str, model: str, images: int, batch_size: int, workers: int, runs: int, workdir: Path,
+                multilingual: bool) -> float:
+    source = workdir / f"{label}-in"
+    write_shards(str(source), shards=2, per_shard=images // 2, languages=("en", "de", "fr") if multilingual
+                 else ("en",), size=256, seed=3)
+    shards = discover_shards(str(source))
+    embed = ClipEmbed(model, multilingual=True if multilingual else None, batch_size=batch_size, workers=workers)
+    embed.setup()
+    stages = [embed, SimilarityFilter(0.2, 0.2 if multilingual else None)]
+    clip = embed.clip
+
+    # Raw: the same images, decoded and preprocessed beforehand; the same captions, tokenised beforehand.
+    batches = [b for shard in shards for b in read_sample_batches(shard, batch_size)]
+    pixels = [torch.stack([clip.preprocess(Image.open(io.BytesIO(x))) for x in b["image"].to_pylist()])
+              for b in batches]
+    tokens = [clip.tokenizer(b["caption"].to_pylist()) for b in batches]
+
+    @torch.no_grad()
+    def raw() -> None:
+        for p, t in zip(pixels, tokens):
+            clip.model.encode_image(p)
+            clip.model.encode_text(t)
+
+    def ours() -> None:
+        output = workdir / f"{label}-out"
+        shutil.rmtree(output, ignore_errors=True)
+        for shard in shards:
+            filter_shard(shard, str(output), stages, batch_size=batch_size * 4, save_embeddings=True)
+
+    raw()  # warm-up (allocator, kernels)
+    ours_times, raw_times = [], []
+    for _ in range(runs):
+        for fn, times in ((ours, ours_times), (raw, raw_times)):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+    ratio = statistics.median(raw_times) / statistics.median(ours_times)
+    print(f"{label}: ours {_rates(images, ours_times)}")
+    print(f"{label}: raw  {_rates(images, raw_times)}")
+    print(f"{label}: ours / raw throughput (median) = {ratio:.2f}x", flush=True)
+    return ratio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=512, help="images for the tiny model")
+    parser.add_argument("--vit-images", type=int, default=128, help="images for ViT-B-32")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="decode threads")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch threads {torch.get_num_threads()}, batch {args.batch_size}, decode threads {args.workers}")
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_model("laion-hf-tiny", "laion-hf-tiny", args.images, args.batch_size, args.workers, args.runs,
+                    Path(tmp), multilingual=True)
+        bench_model("ViT-B-32 (random weights)", "ViT-B-32", args.vit_images, args.batch_size, args.workers,
+                    args.runs, Path(tmp), multilingual=False)
+
+
+if __name__ == "__main__":
+    main()

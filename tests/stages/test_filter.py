@@ -1,0 +1,150 @@
+"""The CLIP filter over img2dataset shards with the shipped tiny model."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from laion_hf.cli import app
+from laion_hf.io.samples import read_sample_batches
+from laion_hf.io.shards import discover_shards
+from laion_hf.io.tar import iter_samples
+from laion_hf.models.clip import tiny_thresholds
+from laion_hf.stages.base import split_kept
+from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
+from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
+from laion_hf.synthetic import sample
+from laion_hf.synthetic.shards import write_shards
+
+
+@pytest.fixture(scope="module")
+def english_run(tmp_path_factory):
+    source = tmp_path_factory.mktemp("shards")
+    truth = write_shards(str(source), shards=2, per_shard=24, languages=("en",), seed=1)
+    output = tmp_path_factory.mktemp("filtered")
+    report = filter_shards(str(source), str(output), batch_size=16, workers=2, show_progress=False)
+    return source, output, truth, report
+
+
+def _tar_members(path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+
+
+def test_mismatched_captions_are_filtered_out_and_matched_kept(english_run):
+    _, output, truth, report = english_run
+    kept = set(pq.read_table(output / "00000.parquet")["key"].to_pylist())
+    kept |= set(pq.read_table(output / "00001.parquet")["key"].to_pylist())
+    matched = {t.key for t in truth if t.matched}
+    mismatched = {t.key for t in truth if not t.matched}
+    assert len(matched) > 10 and len(mismatched) > 10
+    assert not kept & mismatched, "a mismatched caption was kept"
+    assert len(kept & matched) >= 0.9 * len(matched), f"only {len(kept & matched)} of {len(matched)} matched kept"
+    embed, clip_filter = report.stages
+    assert embed.rows_in == 48 and embed.removed == 0
+    assert clip_filter.rows_in == 48 and clip_filter.kept == len(kept)
+    assert clip_filter.dropped == {REASON: 48 - len(kept)}
+    assert report.threshold == tiny_thresholds()["threshold"]
+
+
+def test_keys_captions_and_original_bytes_are_preserved(english_run):
+    source, output, _, _ = english_run
+    before = _tar_members(source / "00000.tar")
+    after = _tar_members(output / "00000.tar")
+    kept = pq.read_table(output / "00000.parquet")
+    assert kept.num_rows and set(kept.column_names) >= {"key", "caption", "url", SIMILARITY}
+    for row in kept.to_pylist():
+        key = row["key"]
+        assert after[f"{key}.jpg"] == before[f"{key}.jpg"]
+        assert after[f"{key}.txt"] == before[f"{key}.txt"] == row["caption"].encode()
+        assert row[SIMILARITY] >= tiny_thresholds()["threshold"]
+    removed = pq.read_table(output / "00000_removed.parquet")
+    assert set(removed["drop_reason"].to_pylist()) == {REASON}
+    assert removed.num_rows + kept.num_rows == 24
+    assert "image" not in removed.column_names and "image_embedding" not in kept.column_names
+
+
+def test_embeddings_are_saved_like_clip_retrieval(english_run):
+    _, output, _, _ = english_run
+    kept = pq.read_table(output / "00001.parquet")
+    image_emb = np.load(output / "img_emb" / "img_emb_00001.npy")
+    text_emb = np.load(output / "text_emb" / "text_emb_00001.npy")
+    metadata = pq.read_table(output / "metadata" / "metadata_00001.parquet")
+    assert image_emb.dtype == np.float16 and image_emb.shape == text_emb.shape == (kept.num_rows, 64)
+    assert metadata["key"].to_pylist() == kept["key"].to_pylist()
+    cosine = (image_emb.astype(np.float32) * text_emb.astype(np.float32)).sum(-1)
+    np.testing.assert_allclose(cosine, kept[SIMILARITY].to_numpy(), atol=2e-2)
+
+
+def test_rerun_resumes_from_done_markers(english_run):
+    source, output, _, report = english_run
+    stamp = (output / "00000.tar").stat().st_mtime_ns
+    again = filter_shards(str(source), str(output), batch_size=16, show_progress=False)
+    assert (output / "00000.tar").stat().st_mtime_ns == stamp
+    assert [s.to_dict() | {"seconds": 0} for s in again.stages] == [
+        s.to_dict() | {"seconds": 0} for s in report.stages
+    ]
+
+
+@pytest.fixture(scope="module")
+def embed_stage():
+    stage = ClipEmbed(multilingual=True, batch_size=8, workers=2)
+    stage.setup()
+    return stage
+
+
+def test_non_english_rows_use_the_multilingual_encoder(embed_stage):
+    scenes = [sample(seed, unsafe=False, watermark=False) for seed in (40, 41, 42, 43)]
+    languages = ["en", "de", "fr", "es"]
+    batch = pa.table({
+        "key": ["a", "b", "c", "d"],
+        "caption": [s.captions[lang] for s, lang in zip(scenes, languages)],
+        "language": languages,
+        "image": [s.encode() for s in scenes],
+        "image_ext": ["jpg"] * 4,
+    })
+    out = embed_stage(batch)
+    clip = embed_stage.clip
+    pixels = torch.stack([clip.preprocess(Image.open(io.BytesIO(b))) for b in batch["image"].to_pylist()])
+    images = clip.encode_images(pixels)
+    tower = (images * clip.encode_texts(batch["caption"].to_pylist())).sum(-1)
+    student = (images * clip.encode_multilingual(batch["caption"].to_pylist())).sum(-1)
+    similarity = torch.tensor(out[SIMILARITY].to_pylist())
+    assert torch.allclose(similarity[0], tower[0], atol=1e-4)  # English: the CLIP text tower
+    assert torch.allclose(similarity[1:], student[1:], atol=1e-4)  # de/fr/es: the multilingual student
+    assert not torch.allclose(similarity[1:], tower[1:], atol=1e-2)
+    # Non-English matched captions pass the multilingual threshold.
+    marked = SimilarityFilter(**tiny_thresholds())(out)
+    assert split_kept(marked)[0]["key"].to_pylist() == ["a", "b", "c", "d"]
+
+
+def test_undecodable_images_are_counted_and_dropped_rows_skipped(embed_stage):
+    good = sample(5).encode()
+    batch = pa.table({
+        "key": ["ok", "corrupt", "earlier"],
+        "caption": [sample(5).captions["en"]] * 3,
+        "image": [good, b"\xff\xd8 not a jpeg", good],
+        "image_ext": ["jpg"] * 3,
+        "drop_reason": [None, None, "language"],
+    })
+    out = embed_stage(batch)
+    assert out["drop_reason"].to_pylist() == [None, DECODE_ERROR, "language"]
+    assert out[SIMILARITY].null_count == 2 and out[SIMILARITY][0].as_py() is not None
+
+
+def test_cli_filters_and_prints_a_summary(tmp_path):
+    source, output = tmp_path / "in", tmp_path / "out"
+    write_shards(str(source), shards=1, per_shard=12, languages=("en", "de"), seed=7)
+    result = CliRunner().invoke(app, ["filter", str(source), str(output), "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert "clip-filter" in result.output and "of 12 samples kept" in result.output and "sha256" in result.output
+    kept = sum(b.num_rows for s in discover_shards(str(output)) if s.tar for b in read_sample_batches(s))
+    assert kept == sum(1 for _ in iter_samples(str(output / "00000.tar")))
