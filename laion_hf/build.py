@@ -85,6 +85,10 @@ class StageRunner(Protocol):
         sidecar: SidecarFactory | None = None,
     ) -> dict[str, dict[str, Any]]: ...
 
+    def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:
+        """Run-wide dedup of ``shards`` (see :mod:`laion_hf.stages.dedup`) into ``output_dir``."""
+        ...
+
 
 def _transform(
     shard: Shard, *, output_dir: str, stages: Sequence[Stage], batch_size: int, sidecar: SidecarFactory | None = None
@@ -128,6 +132,20 @@ class LocalRunner:
             description=", ".join(s.name for s in stages) or "copy",
             show_progress=self.show_progress,
         )
+
+
+    def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:
+        from laion_hf.stages.dedup import dedup_shards
+
+        report = dedup_shards(
+            source_dir,
+            output_dir,
+            max_distance=max_distance,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            show_progress=self.show_progress,
+        )
+        return report.stats
 
 
 def _shard_name(shard: Shard) -> str:
@@ -383,17 +401,11 @@ class Build:
 
     def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
-            from laion_hf.stages.dedup import dedup_shards
-
-            report = dedup_shards(
-                self._single_input(source),
-                directory,
-                max_distance=self.recipe.dedup.near_duplicate_max_distance,
-                workers=self.options.workers,
-                batch_size=self.options.batch_size,
-                show_progress=self.options.show_progress,
+            source_dir = self._single_input(source)
+            stats = self.runner.run_dedup(
+                source_dir, directory, self.recipe.dedup.near_duplicate_max_distance, image_shards(source_dir)
             )
-            return [as_stage_stats(report.stats)]
+            return [as_stage_stats(stats)]
 
         return run
 

@@ -14,7 +14,15 @@ from laion_hf.io.tar import write_samples
 LANGUAGES = ("en", "de", "", "fr", "en")
 
 
-def make_image_shards(directory: Path, shards: int = 2, per_shard: int = 10, duplicate_every: int = 0) -> list[dict]:
+def _picture(n: int) -> bytes:
+    from laion_hf.synthetic import sample
+
+    return sample(n, size=64, p_overlay=0.0).encode(quality=95)
+
+
+def make_image_shards(
+    directory: Path, shards: int = 2, per_shard: int = 10, duplicate_every: int = 0, same_image_every: int = 0
+) -> list[dict]:
     """Write ``shards`` shards of ``per_shard`` samples with language, punsafe and hash columns; return all rows.
 
     Row ``i`` of the run gets punsafe ``i / total`` so thresholds split the rows
@@ -40,7 +48,11 @@ def make_image_shards(directory: Path, shards: int = 2, per_shard: int = 10, dup
                     "language": LANGUAGES[n % len(LANGUAGES)],
                     "punsafe": n / total,
                     "hash": laion_hash(url, caption),
-                    "image": f"image-bytes-{n}".encode() * 20,
+                    "image": (
+                        _picture(n - 2 if n >= 2 and n % same_image_every == same_image_every - 1 else n)
+                        if same_image_every
+                        else f"image-bytes-{n}".encode() * 20
+                    ),
                 }
             )
         write_samples(

@@ -206,18 +206,92 @@ class RayRunner:
                 records[row["shard"]] = json.loads(row["record"])
         return {s.name: records[s.name] for s in shards}
 
-    def duplicate_rows(
-        self, tables: Sequence[tuple[str, pa.Table]], pick: Callable[[pa.Table], pa.Table]
-    ) -> pa.Table:
-        """Partition ``(hash, shard, row, ...)`` tables by hash and let ``pick`` choose duplicates per group.
+    def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:
+        """Run-wide dedup (:mod:`laion_hf.stages.dedup`) with the exact decision partitioned by hash.
 
-        ``pick`` gets every row sharing a hash and returns the rows to drop; the
-        result is their union. Only these small columns are shuffled.
+        Signatures are one task per shard; the exact decision is a ``groupby("hash")``
+        whose groups go through the stage's own :func:`decide`; near duplicates are
+        decided over the survivors' signatures; marking is :meth:`run_stages`
+        with the stage's :class:`DuplicateMarker`. Output and counts equal
+        :func:`dedup_shards`'s.
         """
         import ray.data
 
+        from laion_hf.stages import dedup
+
         self.start()
-        ds = ray.data.from_arrow([t for _, t in tables])
-        ds = ds.groupby("hash").map_groups(pick, batch_format="pyarrow")
-        blocks = [ray.get(ref) for ref in ds.to_arrow_refs()]
-        return pa.concat_tables(blocks) if blocks else tables[0][1].schema.empty_table()
+        signatures_dir = f"{output_dir}/_dedup/signatures"
+        items = [{"name": s.name, "parquet": s.parquet, "tar": s.tar, "stats": s.stats} for s in shards]
+        ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            _SignatureUDF,
+            fn_constructor_kwargs={"signatures_dir": signatures_dir, "batch_size": self.batch_size},
+            batch_format="pyarrow",
+            batch_size=1,
+            concurrency=self.concurrency,
+        ).materialize()
+        files = [f"{signatures_dir}/{s.name}.parquet" for s in shards]
+        exact = ray.data.read_parquet(files).groupby("hash").map_groups(_exact_duplicates, batch_format="pyarrow")
+        removed = _concat(_blocks(exact))
+        decisions = dedup_decisions(files, removed, max_distance)
+        marker = dedup.DuplicateMarker(decisions)
+        records = self.run_stages(shards, [marker], output_dir)
+        total = StageStats(marker.name)
+        for record in records.values():
+            total.merge(StageStats.from_dict(record["stages"][0]))
+        return total
+
+
+class _SignatureUDF:
+    """Ray UDF: the dedup stage's per-shard signatures (resumable by the same done markers)."""
+
+    def __init__(self, signatures_dir: str, batch_size: int) -> None:
+        self.signatures_dir = signatures_dir
+        self.batch_size = batch_size
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        from laion_hf.stages.dedup import signature_shard
+
+        for spec in rows.to_pylist():
+            if read_done(self.signatures_dir, spec["name"]) is None:
+                shard = Shard(name=spec["name"], parquet=spec["parquet"], tar=spec["tar"], stats=spec["stats"])
+                mark_done(self.signatures_dir, shard.name, signature_shard(shard, self.signatures_dir, self.batch_size))
+        return pa.table({"shard": rows["name"]})
+
+
+def _exact_duplicates(group: pa.Table) -> pa.Table:
+    """One hash's rows -> all but the first in (shard, key) order, by the dedup stage's own rule."""
+    from laion_hf.stages.dedup import decide
+
+    return decide(group, max_distance=None)
+
+
+def _blocks(ds) -> list[pa.Table]:
+    import ray
+
+    return [ray.get(ref) for ref in ds.to_arrow_refs()]
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    tables = [t for t in tables if t.num_rows]
+    return pa.concat_tables(tables) if tables else pa.table({"shard": [], "key": [], "duplicate_of": [], "reason": []})
+
+
+def dedup_decisions(signature_files: Sequence[str], exact: pa.Table, max_distance: int | None) -> dict[str, tuple[str, str]]:
+    """key -> (kept key, reason) for every removed row: the exact decisions, then near duplicates among survivors.
+
+    An exact duplicate whose keeper is itself a near duplicate points at the
+    row finally kept, as :func:`laion_hf.stages.dedup.decide` does in one pass.
+    """
+    import pyarrow.parquet as pq
+
+    from laion_hf.stages.dedup import decide
+
+    decisions = {k: (d, r) for k, d, r in zip(*(exact[c].to_pylist() for c in ("key", "duplicate_of", "reason")))}
+    if max_distance is not None:
+        signatures = pa.concat_tables([pq.read_table(f) for f in signature_files])
+        survivors = signatures.filter(pc.invert(pc.is_in(signatures["key"], value_set=pa.array(list(decisions), pa.string()))))
+        near = decide(survivors, max_distance)
+        near_of = {k: (d, r) for k, d, r in zip(*(near[c].to_pylist() for c in ("key", "duplicate_of", "reason")))}
+        decisions = {k: (near_of[d][0] if d in near_of else d, r) for k, (d, r) in decisions.items()}
+        decisions.update(near_of)
+    return decisions

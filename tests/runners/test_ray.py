@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -40,8 +41,9 @@ def output(directory):
     for shard in image_shards(str(directory)):
         rows.extend(pq.read_table(shard.parquet).to_pylist())
         samples.update(dict(iter_samples(shard.tar)))
-        removed = shard.parquet.replace(".parquet", "_removed.parquet")
-        rows.extend({"removed": r} for r in pq.read_table(removed).drop_columns(["image_ext"]).to_pylist())
+        removed = Path(shard.parquet.replace(".parquet", "_removed.parquet"))
+        if removed.exists():
+            rows.extend({"removed": r} for r in pq.read_table(removed).drop_columns(["image_ext"]).to_pylist())
     return rows, samples
 
 
@@ -85,3 +87,14 @@ def test_ray_runner_resumes_per_shard(tmp_path, ray_runner):
     assert marker.stat().st_mtime_ns == before  # the finished shard was not redone
     assert both["00000"] == first["00000"] and "00001" in both
     assert (tmp_path / "out" / "00001.tar").exists()
+
+
+@pytest.mark.slow
+def test_ray_dedup_partitioned_by_hash_equals_the_local_dedup(tmp_path, ray_runner):
+    make_image_shards(tmp_path / "in", shards=3, per_shard=6, duplicate_every=4, same_image_every=5)
+    shards = image_shards(str(tmp_path / "in"))
+    local = LocalRunner(batch_size=4, show_progress=False).run_dedup(str(tmp_path / "in"), str(tmp_path / "local"), 4, shards)
+    remote = ray_runner.run_dedup(str(tmp_path / "in"), str(tmp_path / "ray"), 4, shards)
+    assert (remote.rows_in, remote.kept, dict(remote.dropped)) == (local.rows_in, local.kept, dict(local.dropped))
+    assert local.dropped["duplicate-hash"] == 4 and local.dropped["near-duplicate-phash"] >= 2
+    assert output(tmp_path / "ray") == output(tmp_path / "local")
