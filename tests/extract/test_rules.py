@@ -119,11 +119,17 @@ def test_short_captions_and_long_urls():
 
 def test_image_pair_applies_every_rule_in_order():
     resolver = Resolver("https://ex.com/blog/post.html")
-    assert rules.image_pair({"url": "/a.jpg", "alt": " A  cat "}, resolver) == ("https://ex.com/a.jpg", "A cat")
-    assert rules.image_pair({"url": "/a.jpg"}, resolver) == rules.NO_ALT
-    assert rules.image_pair({"url": 3, "alt": "a cat here"}, resolver) == rules.BAD_URL
-    assert rules.image_pair({"url": "/a.svg", "alt": "x"}, resolver) == rules.SVG  # URL rules come first
-    assert rules.image_pair({"url": "/a.jpg", "alt": " abc  "}, resolver) == rules.SHORT_CAPTION
+
+    def img(**fields):
+        return {"path": "IMG@/src", **fields}
+
+    assert rules.image_pair(img(url="/a.jpg", alt=" A  cat "), resolver) == ("https://ex.com/a.jpg", "A cat")
+    assert rules.image_pair(img(url="/a.jpg"), resolver) == rules.NO_ALT
+    assert rules.image_pair(img(url=3, alt="a cat here"), resolver) == rules.BAD_URL
+    assert rules.image_pair(img(url=" data:image/png;base64,AA", alt="inline pixel"), resolver) == rules.DATA_URL
+    assert rules.image_pair(img(url="JavaScript:void(0)", alt="a script link"), resolver) == rules.JAVASCRIPT_URL
+    assert rules.image_pair(img(url="/a.svg", alt="x"), resolver) == rules.SVG  # URL rules come first
+    assert rules.image_pair(img(url="/a.jpg", alt=" abc  "), resolver) == rules.SHORT_CAPTION
 
 
 def test_page_license_is_a_creative_commons_link():
