@@ -60,3 +60,20 @@ def test_push_to_a_folder(tmp_path, variants):
     _run("push", tmp_path / "hub", "--to", tmp_path / "published")
     assert (tmp_path / "published" / "README.md").exists()
     assert sorted(p.name for p in (tmp_path / "published" / "research").iterdir()) == ["train-00000-of-00001.tar"]
+
+
+def test_publish_discovers_variant_dirs_and_reads_a_context_file(tmp_path, variants):
+    (tmp_path / "card.yaml").write_text("license: cc-by-4.0\nlanguage: [en]\nknown_issues: [synthetic test data]\n")
+    output = variants["research"][0].parent
+    _run("publish", output, "--folder", tmp_path / "hub", "--context", tmp_path / "card.yaml", "--format", "parquet")
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "license: cc-by-4.0" in card and "- synthetic test data" in card
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir() if p.is_dir()) == ["assets", "research", "research-safe"]
+
+
+def test_bad_context_file_is_a_user_error(tmp_path, variants):
+    from laion_hf.errors import UserError
+
+    (tmp_path / "card.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(UserError, match="card.yaml: card context must be a mapping"):
+        CliRunner().invoke(app, ["publish", str(variants["research"][0]), "--folder", str(tmp_path / "hub"), "--context", str(tmp_path / "card.yaml")], catch_exceptions=False)
