@@ -305,8 +305,6 @@ class Build:
             stats = run(directory)
             for s in stats:
                 s.check()
-            if len(stats) == 1 and not stats[0].seconds:  # a step that reports no time of its own: its wall time
-                stats[0].seconds = time.perf_counter() - started
             recorded = {"step": name, "stats": [s.to_dict() for s in stats], "seconds": time.perf_counter() - started}
             mark_done(directory, STEP_MARKER, recorded)
         self.report.stages.extend(StageStats.from_dict(d) for d in recorded["stats"])
@@ -370,8 +368,9 @@ class Build:
         def run(directory: str) -> list[StageStats]:
             from laion_hf.extract import extract
 
+            started = time.perf_counter()
             report = extract(list(inputs), directory, workers=self.options.workers, show_progress=self.options.show_progress, **self.recipe.extract)
-            return [report.total]
+            return [as_stage_stats(report.total, wall=time.perf_counter() - started)]
 
         return run
 
@@ -379,6 +378,7 @@ class Build:
         def run(directory: str) -> list[StageStats]:
             from laion_hf.stages.download import download
 
+            started = time.perf_counter()
             report = download(
                 self._single_input(source),
                 directory,
@@ -387,7 +387,7 @@ class Build:
                 show_progress=self.options.show_progress,
                 **self.recipe.download,
             )
-            return [as_stage_stats(report)]
+            return [as_stage_stats(report, wall=time.perf_counter() - started)]
 
         return run
 
@@ -402,10 +402,11 @@ class Build:
     def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
             source_dir = self._single_input(source)
+            started = time.perf_counter()
             stats = self.runner.run_dedup(
                 source_dir, directory, self.recipe.dedup.near_duplicate_max_distance, image_shards(source_dir)
             )
-            return [as_stage_stats(stats)]
+            return [as_stage_stats(stats, wall=time.perf_counter() - started)]
 
         return run
 
@@ -565,9 +566,13 @@ def config_stages(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] 
     return stages
 
 
-def as_stage_stats(stats: StageStats) -> StageStats:
-    """A plain StageStats from a stage's own report (which may carry more fields)."""
-    return StageStats(stats.stage, stats.rows_in, stats.kept, Counter(stats.dropped), stats.seconds)
+def as_stage_stats(stats: StageStats, wall: float) -> StageStats:
+    """A plain StageStats from a whole-run step's report, timed by the step's wall clock.
+
+    Image steps time each stage's work per batch; a whole-run step (extract,
+    download, dedup) is timed as the user waits for it.
+    """
+    return StageStats(stats.stage, stats.rows_in, stats.kept, Counter(stats.dropped), wall)
 
 
 def count_rows(directory: str) -> int:
