@@ -186,6 +186,7 @@ class BuildOptions:
     runner: str = "local"
     workers: int = 1
     ray_address: str | None = None
+    gpus_per_model_actor: float = 0.0
     start_at: str = "extract"
     removals: tuple[tuple[str, str], ...] = ()
     allow_private_network: bool = False
@@ -287,6 +288,7 @@ class Build:
                 address=self.options.ray_address,
                 num_cpus=None if self.options.ray_address else self.options.workers,
                 concurrency=self.options.workers,
+                model_num_gpus=self.options.gpus_per_model_actor,
                 batch_size=self.options.batch_size,
             )
         raise BuildError(f"--runner {self.options.runner!r}: local or ray")
