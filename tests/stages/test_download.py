@@ -40,6 +40,7 @@ def noise_image(seed: int, size: int = 64, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+TIMEOUT = 3  # seconds: generous for good images on a loaded 2-core machine; the slow route waits 4x longer
 GOOD_PNG = noise_image(1)
 GOOD_JPEG = noise_image(2, size=96, fmt="JPEG")
 SMALL_PNG = noise_image(3, size=8)
@@ -64,7 +65,7 @@ def serve_everything(server: ImageServer) -> list[str]:
     server.image("/good.jpg", GOOD_JPEG)
     server.redirect("/moved.png", "/good.png")
     server.missing("/gone.png")
-    server.slow("/slow.png", GOOD_PNG, delay=4.0)
+    server.slow("/slow.png", GOOD_PNG, delay=4 * TIMEOUT)
     server.image("/small.png", SMALL_PNG)
     server.huge("/huge.png")
     server.corrupt("/corrupt.jpg")
@@ -113,7 +114,7 @@ def downloaded(tmp_path_factory):
         urls = serve_everything(server)
         candidates = write_candidates(tmp / "candidates.parquet", urls)
         output = tmp / "out"
-        report = download(str(candidates), str(output), allow_private_network=True, timeout=1,
+        report = download(str(candidates), str(output), allow_private_network=True, timeout=TIMEOUT,
                           rows_per_shard=4, show_progress=False)
         yield {"server": server, "output": output, "report": report, "urls": urls, "candidates": candidates}
 
@@ -164,7 +165,7 @@ def test_rerunning_a_finished_download_fetches_nothing(downloaded):
     server = downloaded["server"]
     server.clear_requests()
     again = download(str(downloaded["candidates"]), str(downloaded["output"]), allow_private_network=True,
-                     timeout=1, rows_per_shard=4, show_progress=False)
+                     timeout=TIMEOUT, rows_per_shard=4, show_progress=False)
     assert server.requests == []
     assert again.to_dict()["dropped"] == downloaded["report"].to_dict()["dropped"]
 
@@ -178,7 +179,7 @@ def test_cli_retry_failed_fetches_only_failures_and_merges_under_the_original_ke
     server.image("/gone.png", GOOD_PNG)  # the 404 is back
     server.clear_requests()
 
-    result = CliRunner().invoke(app, ["download", "--retry-failed", str(output), "--allow-private-network", "--timeout", "1"])
+    result = CliRunner().invoke(app, ["download", "--retry-failed", str(output), "--allow-private-network", "--timeout", str(TIMEOUT)])
     assert result.exit_code == 0, result.output
     report = read_json(str(output / "download_report.json"))
 
