@@ -40,6 +40,7 @@ import signal
 import socket
 import sys
 import tarfile
+import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -577,7 +578,7 @@ def _write_retry_inputs(shards: list[Shard], input_dir: str, policy: AddressPoli
 # -- the entry point ---------------------------------------------------------------------------------
 
 
-def _report(output_dir: str, processed: int) -> DownloadReport:
+def _report(output_dir: str, processed: int, seconds: float) -> DownloadReport:
     shards = discover_shards(output_dir)
     report = DownloadReport("download", output_dir=output_dir, shards=[s.name for s in shards], processed=processed)
     for shard in shards:
@@ -586,6 +587,7 @@ def _report(output_dir: str, processed: int) -> DownloadReport:
             raise DownloadError(f"{shard.parquet}: shard is not finished; re-run the download to resume")
         report.merge(StageStats.from_dict(recorded["stages"][0]))
     report.check()
+    report.seconds = seconds  # wall clock of this call
     write_json(join(output_dir, REPORT_FILE), report.to_dict())
     return report
 
@@ -687,6 +689,7 @@ def download(
     keyword options are :class:`DownloadOptions` fields (``rows_per_shard``,
     ``resize_mode``, ``retries``, ``min_image_bytes``...).
     """
+    started = time.perf_counter()
     settings = DownloadOptions(
         allow_private_network=allow_private_network, processes=processes, threads=threads, timeout=timeout, **options
     )
@@ -695,10 +698,10 @@ def download(
     else:
         fs, report_inner = filesystem(join(output_dir, REPORT_FILE))
         if fs.exists(report_inner):  # a finished run: nothing to fetch
-            return _report(output_dir, processed=0)
+            return _report(output_dir, processed=0, seconds=time.perf_counter() - started)
         processed = _download_fresh(candidates, output_dir, settings, show_progress)
     fs, work_inner = filesystem(join(output_dir, _WORK))
     if fs.exists(work_inner):
         fs.rm(work_inner, recursive=True)
-    return _report(output_dir, processed=processed)
+    return _report(output_dir, processed=processed, seconds=time.perf_counter() - started)
 
