@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laion_hf.errors import UserError
-from laion_hf.io.atomic import atomic_path, filesystem
+from laion_hf.io.atomic import atomic_path, filesystem, read_json, write_json
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import iter_members, iter_samples, member_extension
 
@@ -43,6 +43,8 @@ MAX_FILES_PER_REPO = 100_000
 MAX_FILE_BYTES = 20 * 1000**3
 #: Files well below the hard limit stream and resume better; the Hub recommends < 5 GB.
 DEFAULT_TARGET_SHARD_BYTES = 1000**3
+#: Hidden folder (never pushed) recording which inputs made each output shard.
+PROVENANCE_DIR = ".layout"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tiff")
 
 
@@ -117,8 +119,9 @@ def write_hub_folder(
     ``format="webdataset"`` needs tars (img2dataset layout); ``"parquet"``
     writes the metadata rows (successful samples only when a ``status``
     column exists), with the image bytes as an ``image`` column when
-    ``include_images``. Output files are written atomically; files already
-    present are kept, so an interrupted run resumes.
+    ``include_images``. Output files are written atomically; a shard already
+    made from the same inputs is kept, so an interrupted run resumes, and
+    shards of an earlier layout with another shard count are removed.
     """
     if not sources:
         raise LayoutError("no configs to publish: give at least one config=shard_dir")
@@ -183,9 +186,32 @@ def _local(folder: str, relative: str) -> str:
     return f"{folder.rstrip('/')}/{relative}"
 
 
-def _exists(path: str) -> bool:
-    fs, inner = filesystem(path)
-    return fs.exists(inner)
+def _produce(folder: str, relative: str, inputs: list[str], options: dict, write) -> str:
+    """Write one output shard unless it exists and was made from the same inputs (resumption).
+
+    The inputs' paths and sizes are recorded in ``FOLDER/.layout/<shard>.json``
+    (hidden files are never pushed), so changed inputs are rewritten, not reused.
+    """
+    out = _local(folder, relative)
+    provenance = {"inputs": [[path, _size(path)] for path in inputs], "options": options}
+    record = _local(folder, f"{PROVENANCE_DIR}/{relative}.json")
+    fs, inner = filesystem(out)
+    if not (fs.exists(inner) and fs.exists(filesystem(record)[1]) and read_json(record) == provenance):
+        write(out)
+        write_json(record, provenance)
+    return out
+
+
+def _remove_stale(folder: str, config: str, split: str, names: list[str]) -> None:
+    """Delete shards of an earlier layout of this config (another shard count), which ``{split}-*`` would match."""
+    fs, inner = filesystem(_local(folder, config))
+    if not fs.isdir(inner):
+        return
+    keep = {name.rsplit("/", 1)[-1] for name in names}
+    for path in fs.ls(inner, detail=False):
+        base = path.rsplit("/", 1)[-1]
+        if base.startswith(f"{split}-") and base not in keep:
+            fs.rm(path)
 
 
 def _write_webdataset_config(name: str, split: str, shards: list[Shard], folder: str, target: int) -> ConfigLayout:
@@ -194,11 +220,11 @@ def _write_webdataset_config(name: str, split: str, shards: list[Shard], folder:
         raise LayoutError(f"config {name!r}: WebDataset needs a tar beside every parquet; none for {missing[0]}")
     groups = pack([_size(s.tar) for s in shards], target)
     names = shard_names(name, split, len(groups), "tar")
+    _remove_stale(folder, name, split, names)
     rows = 0
     for group, relative in zip(groups, names):
-        out = _local(folder, relative)
-        if not _exists(out):
-            _concat_tars([shards[i].tar for i in group], out)
+        tars = [shards[i].tar for i in group]
+        out = _produce(folder, relative, tars, {}, lambda dst, tars=tars: _concat_tars(tars, dst))
         rows += _count_tar_samples(out)
     for relative in names:
         if _size(_local(folder, relative)) > MAX_FILE_BYTES:
@@ -283,11 +309,15 @@ def _write_parquet_config(
     sizes = [_size(s.parquet) + (_size(s.tar) if include_images else 0) for s in shards]
     groups = pack(sizes, target)
     names = shard_names(name, split, len(groups), "parquet")
+    _remove_stale(folder, name, split, names)
     rows = 0
     for group, relative in zip(groups, names):
-        out = _local(folder, relative)
-        if not _exists(out):
-            _write_parquet_shard([shards[i] for i in group], out, include_images)
+        members = [shards[i] for i in group]
+        inputs = [s.parquet for s in members] + ([s.tar for s in members] if include_images else [])
+        out = _produce(
+            folder, relative, inputs, {"include_images": include_images},
+            lambda dst, members=members: _write_parquet_shard(members, dst, include_images),
+        )
         rows += pq.ParquetFile(out).metadata.num_rows
     features = None
     if include_images:

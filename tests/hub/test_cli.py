@@ -68,7 +68,7 @@ def test_publish_discovers_variant_dirs_and_reads_a_context_file(tmp_path, varia
     _run("publish", output, "--folder", tmp_path / "hub", "--context", tmp_path / "card.yaml", "--format", "parquet")
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "- synthetic test data" in card
-    assert sorted(p.name for p in (tmp_path / "hub").iterdir() if p.is_dir()) == ["assets", "research", "research-safe"]
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir() if p.is_dir() and not p.name.startswith(".")) == ["assets", "research", "research-safe"]
 
 
 def test_bad_context_file_is_a_user_error(tmp_path, variants):

@@ -58,3 +58,16 @@ def test_webdataset_needs_tars(tmp_path):
     pq.write_table(pa.table({"URL": ["u"], "TEXT": ["t"]}), tmp_path / "meta" / "part-00000-x-c000.snappy.parquet")
     with pytest.raises(LayoutError, match="needs a tar"):
         write_hub_folder({"meta": str(tmp_path / "meta")}, str(tmp_path / "hub"))
+
+
+def test_changed_inputs_or_shard_count_never_leave_stale_shards(tmp_path, make_img2dataset_dir):
+    source = tmp_path / "src"
+    make_img2dataset_dir(source, shards=4, per_shard=3)
+    first = write_hub_folder({"research": str(source)}, str(tmp_path / "hub"), target_shard_bytes=1)
+    assert len(first.configs[0].files) == 4
+    second = write_hub_folder({"research": str(source)}, str(tmp_path / "hub"), target_shard_bytes=10**9)
+    assert sorted(p.name for p in (tmp_path / "hub" / "research").iterdir()) == ["train-00000-of-00001.tar"]
+    assert second.configs[0].num_rows == 12
+    make_img2dataset_dir(source, shards=5, per_shard=3)  # the output changed: one more shard
+    third = write_hub_folder({"research": str(source)}, str(tmp_path / "hub"), target_shard_bytes=10**9)
+    assert third.configs[0].num_rows == 15

@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from laion_hf.hub.publish import publish_folder
-from laion_hf.hub.push import PushAuthError, PushRateLimitError, copy_folder, push_folder
+from laion_hf.hub.push import PushAuthError, PushRateLimitError, copy_folder, local_files, push_folder
 
 
 def _sources(variants):
@@ -24,7 +24,8 @@ def test_webdataset_repo_loads_back_every_config(hub, variants, tmp_path):
     folder = tmp_path / "hub-wds"
     publish_folder(_sources(variants), folder, family="relaion5b", context={"repo_id": "laion-hf/demo"}, target_shard_bytes=30_000)
     result = push_folder(folder, "laion-hf/demo", token=hub.token)
-    assert sorted(result.uploaded) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    visible = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert sorted(result.uploaded) == sorted(p for p in visible if not p.startswith(".layout/"))
     for config, (_, rows) in variants.items():
         stream = datasets.load_dataset("laion-hf/demo", config, split="train", streaming=True)
         loaded = list(stream)
@@ -70,7 +71,7 @@ def test_republish_with_fewer_shards_deletes_stale_files(hub, variants, tmp_path
     result = push_folder(small, "laion-hf/shrink", token=hub.token)
     files = set(HfApi().list_repo_files("laion-hf/shrink", repo_type="dataset"))
     assert result.deleted and not files & set(result.deleted)
-    assert files - {".gitattributes"} == {p.relative_to(small).as_posix() for p in small.rglob("*") if p.is_file()}
+    assert files - {".gitattributes"} == set(local_files(small))
 
 
 def test_bad_token_is_a_clear_error_without_the_token(hub, variants, tmp_path):
@@ -94,7 +95,7 @@ def test_upload_interrupted_mid_file_then_resumed(hub, variants, tmp_path):
     """The server drops the connection in the middle of an LFS upload; the uploader dies; a re-run completes."""
     folder = tmp_path / "hub"
     publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
-    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    files = {path: (folder / path).read_bytes() for path in local_files(folder)}
     script = textwrap.dedent(
         f"""
         from laion_hf.hub.push import push_folder
@@ -153,7 +154,7 @@ def test_copy_folder_to_an_object_store_url(variants, tmp_path):
     publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
     result = copy_folder(folder, "memory://bucket/laion-demo")
     fs = fsspec.filesystem("memory")
-    assert sorted(result.uploaded) == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(result.uploaded) == sorted(local_files(folder))
     assert fs.cat("/bucket/laion-demo/README.md") == (folder / "README.md").read_bytes()
     assert not [p for p in fs.find("/bucket/laion-demo") if p.endswith(".tmp")]
     assert copy_folder(folder, "memory://bucket/laion-demo").uploaded == []
