@@ -20,7 +20,7 @@ from laion_hf.demo.image_server import ImageServer, corrupt_image, huge_png
 from laion_hf.hashing import laion_hash
 from laion_hf.io.atomic import read_json
 from laion_hf.io.shards import discover_shards
-from laion_hf.io.tar import iter_samples
+from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages.download import (
     MIN_IMAGE_BYTES,
     AddressPolicy,
@@ -175,6 +175,13 @@ def test_cli_retry_failed_fetches_only_failures_and_merges_under_the_original_ke
     output = tmp_path / "out"
     shutil.copytree(downloaded["output"], output)
     before = {path_of(r["url"]): r for r in read_rows(output)}
+    # As if an earlier merge crashed after renaming the tar but before the parquet: stale samples of failed keys.
+    stale_keys = {before["/gone.png"]["key"], before["/slow.png"]["key"]}
+    for shard in discover_shards(str(output)):
+        keys = set(pq.read_table(shard.parquet)["key"].to_pylist()) & stale_keys
+        if keys:
+            samples = [*iter_samples(shard.tar), *((key, {"png": b"stale", "txt": b"stale"}) for key in sorted(keys))]
+            write_samples(shard.tar, samples)
     server = downloaded["server"]
     server.image("/gone.png", GOOD_PNG)  # the 404 is back
     server.clear_requests()
@@ -190,7 +197,7 @@ def test_cli_retry_failed_fetches_only_failures_and_merges_under_the_original_ke
     assert {p: r["key"] for p, r in after.items()} == {p: r["key"] for p, r in before.items()}
     assert after["/gone.png"]["status"] == "success"
     samples = read_tar_samples(output)  # raises on a duplicate key
-    assert set(samples) == {r["key"] for r in after.values() if r["status"] == "success"}
+    assert set(samples) == {r["key"] for r in after.values() if r["status"] == "success"}  # stale slow.png gone
     assert samples[after["/gone.png"]["key"]]["png"] == GOOD_PNG
     assert report["processed"] == len(failed_paths)
     assert report["kept"] == 4 and report["rows_in"] == len(EXPECTED) == report["kept"] + sum(report["dropped"].values())
