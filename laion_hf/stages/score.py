@@ -190,9 +190,15 @@ class ScoreStage(Stage):
         return batch
 
     def _embeddings(self, batch: pa.Table, rows: np.ndarray, images: list, has_embedding: bool) -> torch.Tensor:
+        """The image embeddings as float16 values (in float32), exactly as LAION stored and scored them.
+
+        Exactness matters: the NSFW detector looks some columns up by their
+        ``"%f"`` string, and its vocabularies hold float16 values. So a column
+        is used as it is (not re-normalised), and a freshly computed embedding
+        is rounded to float16 like ClipEmbed's column, so both paths agree.
+        """
         if has_embedding:
-            x = torch.from_numpy(embeddings_from_column(batch[EMBEDDING_COLUMN], rows, f"stage {self.name}"))
-            return torch.nn.functional.normalize(x, dim=-1)
+            return torch.from_numpy(embeddings_from_column(batch[EMBEDDING_COLUMN], rows, f"stage {self.name}"))
         if self._models.clip is None:
             from laion_hf.models.clip import load_clip
 
@@ -202,7 +208,7 @@ class ScoreStage(Stage):
             clip.encode_images(torch.stack([clip.preprocess(im) for im in images[i : i + self.batch_size]]))
             for i in range(0, len(images), self.batch_size)
         ]
-        return torch.cat(chunks) if chunks else torch.zeros(0, 1)
+        return torch.cat(chunks).half().float() if chunks else torch.zeros(0, 1)
 
     def _batched(self, head: torch.nn.Module, embeddings: torch.Tensor, kind: str) -> np.ndarray:
         if len(embeddings) == 0:

@@ -122,19 +122,27 @@ def test_stage_pickles_without_its_models(scored):
 
 
 def test_real_nsfw_detector_scores_a_precomputed_embedding_column(shared_dir):
-    """LAION's B/32 SavedModel, through the same stage, on 512-d embeddings carried by the batch."""
+    """LAION's B/32 SavedModel through the stage, on float16 embeddings as ClipEmbed stores them.
+
+    The values must reach the detector unchanged (no re-normalisation): its
+    vocabulary lookups match float16 values by their "%f" strings.
+    """
     path = shared_dir / "models" / "nsfw_b32.zip"
     if not path.exists():
         pytest.skip(f"{path} is absent")
     from laion_hf.models.tf_savedmodel import load_nsfw_savedmodel
 
-    x = np.random.default_rng(3).standard_normal((5, 512)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    batch = pa.table({"key": [str(i) for i in range(5)], EMBEDDING_COLUMN: pa.array(list(x), pa.list_(pa.float32()))})
+    x = np.random.default_rng(0).standard_normal((6, 512))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float16()), 512)
+    batch = pa.table({"key": [str(i) for i in range(6)], EMBEDDING_COLUMN: column})
     out = ScoreStage(nsfw=str(path), aesthetic=None, watermark=None)(batch)
+    detector = load_nsfw_savedmodel(path)
+    exact = torch.from_numpy(x.astype(np.float32))
+    assert (detector.encoding(exact)[:, detector.encoding.columns] > 0).any()  # a vocabulary hit is exercised
     with torch.no_grad():
-        expected = load_nsfw_savedmodel(path)(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(out["punsafe"].to_numpy(), expected, rtol=1e-6)
+        expected = detector(exact).numpy()
+    np.testing.assert_array_equal(out["punsafe"].to_numpy(), expected)
 
 
 def test_threshold_stage_marks_with_reasons_and_ignores_nulls():
