@@ -17,6 +17,9 @@ split so that only hashes are ever held together:
    bands, and two hashes within that distance agree exactly on at least one
    band (pigeonhole), so only rows sharing a band value are compared. The
    ``duplicate_of`` of every removed row is the key of a row that is kept.
+   Optionally (``embeddings=`` a clip-retrieval folder, as ``laion-hf filter``
+   saves it) a third pass does the same on a 64-bit SimHash of each CLIP image
+   embedding: ``near-duplicate-embedding``.
    Decisions are written per shard to ``OUTPUT/_dedup/decisions``.
 3. **mark** (per shard, parallel, resumable): :class:`DuplicateMarker` is an
    ordinary :class:`~laion_hf.stages.base.Stage` run by ``transform_shard``:
@@ -61,14 +64,22 @@ from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
 DUPLICATE_OF = "duplicate_of"
 DUPLICATE_HASH = "duplicate-hash"
 NEAR_DUPLICATE_PHASH = "near-duplicate-phash"
+NEAR_DUPLICATE_EMBEDDING = "near-duplicate-embedding"
+EMBEDDING_SIMHASH = "embedding_simhash"
+DEFAULT_MAX_EMBEDDING_DISTANCE = 3  # SimHash bits of 64: an angle under ~8.4 degrees, cosine above ~0.99
 DEFAULT_MAX_DISTANCE = 4  # bits of 64; re-encodes and small resizes of one image stay within it
 REPORT_FILE = "dedup_report.json"
 OPTIONS_FILE = "dedup_options.json"
 _WORK = "_dedup"
+_MASK64 = 0xFFFF_FFFF_FFFF_FFFF
 _SIGNATURE_SCHEMA = pa.schema(
     [("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]
 )
 _DECISION_SCHEMA = pa.schema([("key", pa.string()), (DUPLICATE_OF, pa.string()), ("reason", pa.string())])
+
+
+class DedupError(UserError):
+    """Bad dedup input (embedding folder) or an output folder from a run with other options."""
 
 
 # -- pass 1: signatures ----------------------------------------------------------------------------
@@ -127,11 +138,35 @@ def _bands(max_distance: int) -> list[tuple[int, int]]:
     return [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:])]
 
 
-def decide(signatures: pa.Table, max_distance: int | None = DEFAULT_MAX_DISTANCE) -> pa.Table:
+def _near_pass(values: list[int | None], max_distance: int, label: str, keeper: np.ndarray, reason: list[str | None]) -> None:
+    """Mark rows (in order) within ``max_distance`` bits of an earlier kept row; update keeper/reason in place."""
+    bands = _bands(max_distance)
+    buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in bands]
+    for row, value in enumerate(values):
+        if value is None or reason[row] is not None:
+            continue
+        unsigned = value & _MASK64
+        parts = [(unsigned >> shift) & mask for shift, mask in bands]
+        candidates = sorted({c for bucket, part in zip(buckets, parts) for c in bucket.get(part, ())})
+        match = next((c for c in candidates if ((values[c] ^ value) & _MASK64).bit_count() <= max_distance), None)
+        if match is None:
+            for bucket, part in zip(buckets, parts):
+                bucket[part].append(row)
+        else:
+            keeper[row] = match
+            reason[row] = label
+
+
+def decide(
+    signatures: pa.Table,
+    max_distance: int | None = DEFAULT_MAX_DISTANCE,
+    max_embedding_distance: int | None = None,
+) -> pa.Table:
     """Rows to remove: ``(shard, key, duplicate_of, reason)``; keepers are first in (shard, key) order.
 
-    ``signatures`` has columns shard, key, hash, phash. ``max_distance=None``
-    turns near-duplicate detection off. A null hash or phash matches nothing.
+    ``signatures`` has columns shard, key, hash, phash and optionally
+    ``embedding_simhash``. ``None`` distances turn that near-duplicate pass off.
+    A null hash, phash or simhash matches nothing.
     """
     ordered = signatures.sort_by([("shard", "ascending"), ("key", "ascending")])
     n = ordered.num_rows
@@ -148,24 +183,10 @@ def decide(signatures: pa.Table, max_distance: int | None = DEFAULT_MAX_DISTANCE
             if hash_keeper != row:
                 keeper[row] = hash_keeper
                 reason[row] = DUPLICATE_HASH
-
     if max_distance is not None:
-        bands = _bands(max_distance)
-        buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in bands]
-        phashes = ordered["phash"].to_pylist()
-        for row, value in enumerate(phashes):
-            if value is None or reason[row] is not None:
-                continue
-            unsigned = value & 0xFFFF_FFFF_FFFF_FFFF
-            parts = [(unsigned >> shift) & mask for shift, mask in bands]
-            candidates = sorted({c for bucket, part in zip(buckets, parts) for c in bucket.get(part, ())})
-            match = next((c for c in candidates if ((phashes[c] ^ value) & 0xFFFF_FFFF_FFFF_FFFF).bit_count() <= max_distance), None)
-            if match is None:
-                for bucket, part in zip(buckets, parts):
-                    bucket[part].append(row)
-            else:
-                keeper[row] = match
-                reason[row] = NEAR_DUPLICATE_PHASH
+        _near_pass(ordered["phash"].to_pylist(), max_distance, NEAR_DUPLICATE_PHASH, keeper, reason)
+    if max_embedding_distance is not None and EMBEDDING_SIMHASH in ordered.column_names:
+        _near_pass(ordered[EMBEDDING_SIMHASH].to_pylist(), max_embedding_distance, NEAR_DUPLICATE_EMBEDDING, keeper, reason)
 
     # An exact twin of a row that is itself a near-duplicate points at the row finally kept.
     final = keeper.copy()
@@ -181,6 +202,44 @@ def decide(signatures: pa.Table, max_distance: int | None = DEFAULT_MAX_DISTANCE
             "reason": pa.array([reason[r] for r in removed], pa.string()),
         }
     )
+
+
+# -- CLIP embeddings (clip-retrieval layout) -> 64-bit SimHash ---------------------------------------
+
+
+def embedding_signatures(embeddings_dir: str, seed: int = 0) -> pa.Table:
+    """``(key, embedding_simhash)`` for every image embedding of a clip-retrieval folder.
+
+    The folder is what ``laion-hf filter`` saves: ``img_emb/img_emb_NAME.npy``
+    beside ``metadata/metadata_NAME.parquet`` (same order, with ``key``).
+    SimHash (Charikar): the sign of 64 seeded random projections; the Hamming
+    distance of two signatures / 64 estimates their angle / pi, so only
+    8 bytes per image are ever held. Embeddings are memory-mapped and read
+    in chunks.
+    """
+    fs, inner = filesystem(join(embeddings_dir, "metadata"))
+    if not fs.isdir(inner):
+        raise DedupError(f"{embeddings_dir}: no metadata/ folder of a clip-retrieval embedding set")
+    parts: list[pa.Table] = []
+    planes: np.ndarray | None = None
+    weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    for path in sorted(p for p in fs.ls(inner, detail=False) if p.endswith(".parquet")):
+        name = path.rsplit("/", 1)[-1].removeprefix("metadata_").removesuffix(".parquet")
+        keys = pq.read_table(path, columns=["key"])["key"].cast(pa.string())
+        embeddings = np.load(join(embeddings_dir, "img_emb", f"img_emb_{name}.npy"), mmap_mode="r")
+        if embeddings.shape[0] != len(keys):
+            raise DedupError(f"{path}: {len(keys)} rows but img_emb_{name}.npy holds {embeddings.shape[0]} embeddings")
+        if planes is None and len(keys):
+            planes = np.random.default_rng(seed).standard_normal((embeddings.shape[1], 64)).astype(np.float32)
+        signatures = np.empty(len(keys), np.uint64)
+        for start in range(0, len(keys), 65_536):
+            chunk = np.asarray(embeddings[start:start + 65_536], dtype=np.float32)
+            bits = (chunk @ planes) > 0
+            signatures[start:start + len(chunk)] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        parts.append(pa.table({"key": keys, EMBEDDING_SIMHASH: pa.array(signatures.view(np.int64))}))
+    if not parts:
+        raise DedupError(f"{embeddings_dir}: metadata/ holds no parquet files")
+    return pa.concat_tables(parts)
 
 
 # -- pass 2: marking ---------------------------------------------------------------------------------
@@ -208,7 +267,7 @@ class DuplicateMarker(Stage):
             batch = batch.set_column(batch.column_names.index(DUPLICATE_OF), DUPLICATE_OF, keeper)
         else:
             batch = batch.append_column(DUPLICATE_OF, keeper)
-        for reason in (DUPLICATE_HASH, NEAR_DUPLICATE_PHASH):
+        for reason in (DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING):
             batch = mark_dropped(batch, pa.array([bool(f) and f[1] == reason for f in found]), reason)
         return batch
 
@@ -235,10 +294,6 @@ class DedupReport:
                 "max_distance": self.max_distance}
 
 
-class DedupError(UserError):
-    """The output folder belongs to a dedup run with other options."""
-
-
 def _check_options(output_dir: str, options: dict[str, Any]) -> None:
     """Record the run's options; a resume with other options would mix two decisions, so it is refused."""
     path = join(output_dir, OPTIONS_FILE)
@@ -249,7 +304,10 @@ def _check_options(output_dir: str, options: dict[str, Any]) -> None:
         raise DedupError(f"{path}: {output_dir} was deduplicated with {recorded}, not {options}; use another OUTPUT")
 
 
-def _decide_run(signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None) -> None:
+def _decide_run(
+    signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None,
+    embeddings: str | None, max_embedding_distance: int | None,
+) -> None:
     summary = join(decisions_dir, "_decided.json")
     fs, inner = filesystem(summary)
     if fs.exists(inner):
@@ -257,12 +315,14 @@ def _decide_run(signatures_dir: str, decisions_dir: str, shards: list[Shard], ma
     signatures = pa.concat_tables(
         [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
     )
-    removed = decide(signatures, max_distance)
+    if embeddings is not None:
+        signatures = signatures.join(embedding_signatures(embeddings), keys="key", join_type="left outer")
+    removed = decide(signatures, max_distance, max_embedding_distance if embeddings is not None else None)
     for shard in shards:
         rows = removed.filter(pc.equal(removed["shard"], shard.name)).select(_DECISION_SCHEMA.names)
         with atomic_path(join(decisions_dir, f"{shard.name}.parquet")) as tmp:
             pq.write_table(rows.cast(_DECISION_SCHEMA), tmp)
-    write_json(summary, {"max_distance": max_distance, "rows": signatures.num_rows,
+    write_json(summary, {"rows": signatures.num_rows,
                          "removed": dict(Counter(removed["reason"].to_pylist()))})
 
 
@@ -271,23 +331,28 @@ def dedup_shards(
     output_dir: str,
     *,
     max_distance: int | None = DEFAULT_MAX_DISTANCE,
+    embeddings: str | None = None,
+    max_embedding_distance: int = DEFAULT_MAX_EMBEDDING_DISTANCE,
     workers: int = 1,
     batch_size: int = 256,
     show_progress: bool = True,
 ) -> DedupReport:
-    """Remove exact (LAION hash) and near (pHash) duplicates across every shard of ``input_dir``.
+    """Remove exact (LAION hash) and near (pHash, optionally CLIP embedding) duplicates across ``input_dir``.
 
-    Resumable per shard in each pass; ``max_distance=None`` keeps exact dedup only.
+    Resumable per shard in each pass; ``max_distance=None`` turns the pHash
+    pass off. ``embeddings`` is a clip-retrieval folder (``laion-hf filter``'s
+    output) whose ``img_emb`` rows are matched to samples by key.
     """
     shards = [s for s in discover_shards(input_dir) if s.tar is not None]
-    _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance})
+    _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance, "embeddings": embeddings,
+                                "max_embedding_distance": max_embedding_distance if embeddings else None})
     work = join(output_dir, _WORK)
     signatures_dir, decisions_dir = join(work, "signatures"), join(work, "decisions")
     name_of = attrgetter("name")
     run_shards(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
                output_dir=signatures_dir, name_of=name_of, workers=workers,
                description="dedup: signatures", show_progress=show_progress)
-    _decide_run(signatures_dir, decisions_dir, shards, max_distance)
+    _decide_run(signatures_dir, decisions_dir, shards, max_distance, embeddings, max_embedding_distance)
     recorded = run_shards(shards, partial(mark_shard, decisions_dir=decisions_dir, output_dir=output_dir,
                                           batch_size=batch_size),
                           output_dir=output_dir, name_of=name_of, workers=workers,

@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,9 +17,12 @@ from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages.dedup import (
     DUPLICATE_HASH,
     DUPLICATE_OF,
+    EMBEDDING_SIMHASH,
+    NEAR_DUPLICATE_EMBEDDING,
     NEAR_DUPLICATE_PHASH,
     decide,
     dedup_shards,
+    embedding_signatures,
     perceptual_hash,
 )
 from laion_hf.synthetic import sample
@@ -187,3 +191,47 @@ def test_resume_with_other_options_is_refused(tmp_path):
     dedup_shards(str(source), str(tmp_path / "out"), show_progress=False)
     with pytest.raises(DedupError, match="max_distance"):
         dedup_shards(str(source), str(tmp_path / "out"), max_distance=None, show_progress=False)
+
+
+def write_embeddings(directory: Path, near_pairs: dict[str, str], dim: int = 32) -> Path:
+    """A clip-retrieval folder (img_emb + metadata per shard): random unit vectors, except that each key of
+    ``near_pairs`` gets its partner's vector plus a little noise (cosine > 0.999)."""
+    rng = np.random.default_rng(7)
+    vectors = {key: rng.standard_normal(dim) for key in sorted(ALL_KEYS)}
+    for key, partner in near_pairs.items():
+        vectors[key] = vectors[partner] + 0.01 * rng.standard_normal(dim)
+    for name, rows in SHARDS.items():
+        keys = [row[0] for row in rows]
+        (directory / "img_emb").mkdir(parents=True, exist_ok=True)
+        (directory / "metadata").mkdir(parents=True, exist_ok=True)
+        matrix = np.stack([vectors[k] / np.linalg.norm(vectors[k]) for k in keys]).astype(np.float16)
+        np.save(directory / "img_emb" / f"img_emb_{name}.npy", matrix)
+        pq.write_table(pa.table({"key": keys}), directory / "metadata" / f"metadata_{name}.parquet")
+    return directory
+
+
+def test_embedding_near_duplicates_are_removed_with_their_keeper(tmp_path):
+    source = write_input(tmp_path / "in")
+    embeddings = write_embeddings(tmp_path / "emb", {"000010001": "000000001"})  # D looks like B to CLIP
+    report = dedup_shards(str(source), str(tmp_path / "out"), embeddings=str(embeddings), show_progress=False)
+    assert removed_by_key(tmp_path / "out") == {**EXPECTED_REMOVED, "000010001": ("000000001", NEAR_DUPLICATE_EMBEDDING)}
+    assert report.stats.dropped[NEAR_DUPLICATE_EMBEDDING] == 1
+
+
+def test_embedding_signatures_estimate_the_angle(tmp_path):
+    embeddings = write_embeddings(tmp_path / "emb", {"000010001": "000000001"})
+    table = embedding_signatures(str(embeddings))
+    simhash = dict(zip(table["key"].to_pylist(), table[EMBEDDING_SIMHASH].to_pylist()))
+    assert set(simhash) == ALL_KEYS
+    bits = lambda a, b: ((simhash[a] ^ simhash[b]) & (2**64 - 1)).bit_count()  # noqa: E731
+    assert bits("000010001", "000000001") <= 2
+    assert 16 <= bits("000000000", "000000001") <= 48  # unrelated vectors: about half the bits differ
+
+
+def test_embedding_folder_that_does_not_match_its_metadata_is_refused(tmp_path):
+    from laion_hf.stages.dedup import DedupError
+
+    embeddings = write_embeddings(tmp_path / "emb", {})
+    np.save(embeddings / "img_emb" / "img_emb_00000.npy", np.zeros((1, 32), np.float16))
+    with pytest.raises(DedupError, match="metadata_00000.parquet: 3 rows but img_emb_00000.npy holds 1"):
+        embedding_signatures(str(embeddings))
