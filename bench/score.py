@@ -13,7 +13,8 @@ Two measurements, each alternating ours / raw over several runs:
   watermark model; ``--watermark-backbone efficientnet_b3a`` times LAION's
   architecture (random weights) at 256x256.
 
-Weights are random (no real checkpoint here) but the architectures are LAION's,
+Times are CPU seconds of the process (``time.process_time``, torch's threads included),
+ours and raw interleaved. Weights are random (no real checkpoint here) but the architectures are LAION's,
 and they load through the same checkpoint loaders the stage uses.
 
     .venv/bin/python bench/score.py [--rows 4096] [--images 256] [--runs 5]
@@ -41,15 +42,16 @@ from laion_hf.synthetic import sample  # noqa: E402
 
 
 def _timed(fn) -> float:
-    started = time.perf_counter()
+    """CPU seconds of this process (all threads): steadier than wall time on a shared machine."""
+    started = time.process_time()
     fn()
-    return time.perf_counter() - started
+    return time.process_time() - started
 
 
 def _report(name: str, unit: str, count: int, ours: list[float], raw: list[float]) -> None:
     def rates(times):
         r = sorted(count / t for t in times)
-        return f"min {r[0]:,.0f} / median {statistics.median(r):,.0f} / max {r[-1]:,.0f} {unit}/s"
+        return f"min {r[0]:,.0f} / median {statistics.median(r):,.0f} / max {r[-1]:,.0f} {unit} per CPU-second"
 
     ratio = statistics.median(raw) / statistics.median(ours)
     print(f"{name}: ours {rates(ours)}")
