@@ -352,6 +352,8 @@ def _run_img2dataset(input_dir: str, raw_dir: str, columns: list[str], options: 
                 incremental_mode="incremental",
                 compute_hash="sha256",
             )
+    except SystemExit as exc:  # only img2dataset's SIGINT handler exits, with status 0: an interrupt is no success
+        raise KeyboardInterrupt from exc
     finally:
         signal.signal(signal.SIGINT, previous_sigint)
 
