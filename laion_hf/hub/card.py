@@ -10,6 +10,7 @@ Context keys every template may use (all optional except where noted):
 ``pretty_name``, ``summary``, ``license``, ``language`` (list),
 ``task_categories``, ``tags``, ``gated`` + ``gated_prompt`` + ``gated_fields``,
 ``recipe`` (mapping), ``models`` (list of ``{name, source, sha256}``),
+``removal_lists`` (list of ``{kind, path, values, sha256}``),
 ``thresholds`` (mapping), ``code_version``, ``stages`` (list of
 ``StageStats.to_dict()``), ``report`` (a clean/build report dict: its
 ``total``/``shards`` become stages, its ``by_reason`` the removal table),
@@ -111,6 +112,7 @@ def render_card(
         "stages_table": _stages_table(stages),
         "reasons_table": _reasons_table(_reasons(context, stages)),
         "models_table": _models_table(context.get("models") or []),
+        "removal_lists_table": _removal_lists_table(context.get("removal_lists") or []),
         "thresholds_table": _mapping_table(context.get("thresholds") or {}, ("threshold", "value")),
         "recipe_table": _mapping_table(context.get("recipe") or {}, ("setting", "value")),
         "plots_md": "\n\n".join(f"![{p.title}]({p.path})" for p in plots),
@@ -184,6 +186,13 @@ def _models_table(models: Sequence[Mapping[str, Any]]) -> str:
     if not models:
         return "No models were used."
     return _table(("model", "source", "sha256"), [(m.get("name", "?"), m.get("source", "-"), f"`{m.get('sha256', '-')}`") for m in models])
+
+
+def _removal_lists_table(lists: Sequence[Mapping[str, Any]]) -> str:
+    if not lists:
+        return "No removal lists were applied."
+    rows = [(f"`{e.get('kind', '?')}`", e.get("path", "-"), f"{e.get('values', 0):,}", f"`{e.get('sha256', '-')}`") for e in lists]
+    return _table(("list", "file", "values", "sha256"), rows)
 
 
 def _mapping_table(mapping: Mapping[str, Any], header: tuple[str, str]) -> str:

@@ -87,7 +87,37 @@ def report_context(sources: Mapping[str, str], default: str | None = None) -> di
             if total:
                 stages.append({**total, "stage": f"{path.stem.removesuffix('_report')} -> {name}"})
             if name == default:
-                context["report"] = report
+                context.update(_from_report(report))
     if stages:
         context["stages"] = stages
     return context
+
+
+def _from_report(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The card's recipe, removal lists (with checksums) and known issues, from a pipeline report."""
+    options = report.get("options") or {}
+    recipe = {k: v for k, v in options.items() if k in ("variant", "punsafe_threshold", "keep_reference", "metadata") and v is not None}
+    lists = [{**entry, "sha256": _file_sha256(entry.get("path"))} for entry in report.get("removal_lists") or []]
+    issues = list(report.get("notes") or [])
+    issues += [f"image {alg} matched against: {'; '.join(sources)}" for alg, sources in (report.get("image_hash_source") or {}).items()]
+    context: dict[str, Any] = {"report": dict(report), "removal_lists": lists, "known_issues": issues}
+    if recipe:
+        context["recipe"] = recipe
+    if options.get("variant") or options.get("punsafe_threshold") is not None:
+        from laion_hf.clean.removal import resolve_threshold
+
+        threshold = resolve_threshold(options.get("variant"), options.get("punsafe_threshold"))
+        if threshold is not None:
+            context["thresholds"] = {"punsafe (rows strictly above removed)": threshold}
+    return context
+
+
+def _file_sha256(path: str | None) -> str:
+    """Checksum of a list file, so the card pins exactly which list was applied ("unavailable" if gone)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, TypeError):
+        return "unavailable"

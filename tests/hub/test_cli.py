@@ -33,6 +33,8 @@ def test_clean_output_published_pushed_and_loaded_per_config(hub, cleaned, tmp_p
     _run("publish", "--folder", wds_folder, "--family", "relaion5b", "--repo-id", "laion-hf/relaion-demo", *configs)
     card = (wds_folder / "README.md").read_text()
     assert "clean -> research" in card and "| `punsafe` |" in card
+    assert "| `punsafe (rows strictly above removed)` | `0.95` |" in card
+    assert "| `url-sha256` | " in card and "unavailable" not in card
     _run("push", wds_folder, "laion-hf/relaion-demo")
     for variant in ("research", "research-safe"):
         expected = [key for tar in sorted((cleaned / variant / "download").glob("*.tar")) for key, _ in iter_samples(str(tar))]
