@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/oig.py [--rows 100000] [--runs 3]
 
-Prints rows/s per stage, textstat's share of quality scoring, the whole build
-with 1 worker vs 2 (the process pool runs PII + quality, the slowest stage),
+Prints CPU rows/s per stage, textstat's (and py3langid's) share of quality
+scoring, the whole build (wall clock) with 1 worker vs 2 (the process pool runs
+PII + quality, the slowest stage, + dedup signatures),
 and templating against the peer a user would otherwise write: OIG's own style
 of f-string templating (``random.choice`` over a paraphrase list), which has
 no seeding per record, no packing and no declarative file.
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import random
+import resource
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -32,7 +32,7 @@ from oig.dedup import Deduplicator  # noqa: E402
 from oig.pii import PiiScrubber  # noqa: E402
 from oig.quality import QualityScorer  # noqa: E402
 from oig.render import Template  # noqa: E402
-from oig.schema import format_text, work_table  # noqa: E402
+from oig.schema import work_table  # noqa: E402
 
 WORDS = (
     "river mountain village teacher garden market bridge winter summer library station museum harbour "
@@ -92,19 +92,30 @@ def fstring_peer(records: list[dict]) -> list[str]:
     return out
 
 
-def timed(fn):
-    started = time.perf_counter()
+def timed(fn, clock=time.perf_counter):
+    started = clock()
     result = fn()
-    return result, time.perf_counter() - started
+    return result, clock() - started
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the build's worker pool)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cpu_timed(fn):
+    """CPU seconds of this process: per-stage costs that the other jobs on a shared machine do not inflate."""
+    return timed(fn, time.process_time)
 
 
 def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
-    """Seconds per stage, in one process, for the whole input."""
+    """CPU seconds per stage, in one process, for the whole input."""
     records = [json.loads(line) for line in open(source, encoding="utf-8")]
     template = Template.load(str(template_path))
     seconds: dict[str, float] = {}
-    conversations, seconds["templating"] = timed(lambda: list(template.render(records, seed=1)))
-    _, seconds["peer_fstring_templating"] = timed(lambda: fstring_peer(records))
+    conversations, seconds["templating"] = cpu_timed(lambda: list(template.render(records, seed=1)))
+    _, seconds["peer_fstring_templating"] = cpu_timed(lambda: fstring_peer(records))
     rows = [
         {"id": f"b-{i:08d}", "text": c.text, "messages": c.messages, "source": "bench", "constituent": "bench_qa",
          "template_id": c.template_id, "seed": 1, "flags": [], "pii_replaced": 0, "moderation_label": None,
@@ -113,36 +124,37 @@ def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
     ]
     batches = [work_table(rows[i : i + 1000]) for i in range(0, len(rows), 1000)]
     pii = PiiScrubber()
-    batches, seconds["pii"] = timed(lambda: [pii(b) for b in batches])
-    texts = ["\n".join(m["content"] for m in messages) for b in batches for messages in b["messages"].to_pylist()]
-    # textstat caches per text, so its share is timed in a fresh process on the same texts
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        seconds["quality_textstat_only"], seconds["quality_langid_only"] = child.submit(scorer_part_seconds, texts).result()
+    batches, seconds["pii"] = cpu_timed(lambda: [pii(b) for b in batches])
     scorer = QualityScorer()
     scorer.setup()
-    batches, seconds["quality"] = timed(lambda: [scorer(b) for b in batches])
+    texts = ["\n".join(m["content"] for m in messages) for b in batches for messages in b["messages"].to_pylist()]
+    seconds["quality_textstat_only"], seconds["quality_langid_only"] = scorer_part_seconds(scorer, texts)
+    batches, seconds["quality"] = cpu_timed(lambda: [scorer(b) for b in batches])
     dedup = Deduplicator()
-    batches, seconds["dedup_signing"] = timed(lambda: [dedup.signer(b) for b in batches])
-    _, seconds["dedup_index"] = timed(lambda: [dedup(b) for b in batches])
+    batches, seconds["dedup_signing"] = cpu_timed(lambda: [dedup.signer(b) for b in batches])
+    _, seconds["dedup_index"] = cpu_timed(lambda: [dedup(b) for b in batches])
     seconds["dedup"] = seconds["dedup_signing"] + seconds["dedup_index"]
     return seconds
 
 
-def scorer_part_seconds(texts: list[str]) -> tuple[float, float]:
-    """Seconds of the two textstat calls, and of py3langid, alone on the texts the quality stage scores."""
+def scorer_part_seconds(scorer: QualityScorer, texts: list[str]) -> tuple[float, float]:
+    """CPU seconds of the two textstat calls, and of py3langid, on the texts the quality stage scores.
+
+    Called in the same order as the stage calls them (textstat's small per-text
+    caches then behave as they do there); the stage itself is timed afterwards.
+    """
     import textstat
 
-    scorer = QualityScorer()
-    scorer.setup()
-    started = time.perf_counter()
+    textstat_seconds = langid_seconds = 0.0
     for text in texts:
+        started = time.process_time()
         textstat.flesch_kincaid_grade(text)
         textstat.flesch_reading_ease(text)
-    textstat_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for text in texts:
+        middle = time.process_time()
         scorer._identifier.classify(text)
-    return textstat_seconds, time.perf_counter() - started
+        textstat_seconds += middle - started
+        langid_seconds += time.process_time() - middle
+    return textstat_seconds, langid_seconds
 
 
 def main() -> None:
@@ -171,27 +183,30 @@ def main() -> None:
         print(f"# oig bench: {args.rows:,} generated source rows, {args.runs} runs", flush=True)
         seconds = stage_rates(source, template_path)
         for stage in ("templating", "peer_fstring_templating", "pii", "quality", "dedup", "dedup_signing", "dedup_index"):
-            print(f"{stage:>24}: {args.rows / seconds[stage]:>10,.0f} rows/s  ({seconds[stage]:.1f} s)")
+            print(f"{stage:>24}: {args.rows / seconds[stage]:>10,.0f} rows/s per core  ({seconds[stage]:.1f} CPU s)")
         for part in ("textstat", "langid"):
             part_seconds = seconds[f"quality_{part}_only"]
-            print(f"{part + ' share':>24}: {part_seconds / seconds['quality']:.0%} of quality scoring ({part_seconds:.1f} s)")
+            print(f"{part + ' share':>24}: {part_seconds / seconds['quality']:.0%} of quality scoring ({part_seconds:.1f} CPU s)")
         print(f"{'templating vs f-string':>24}: ours is {seconds['templating'] / seconds['peer_fstring_templating']:.1f}x slower")
-        totals = {}
+        totals: dict[int, list[float]] = {1: [], 2: []}
+        cpu: dict[int, list[float]] = {1: [], 2: []}
+        for run in range(args.runs):  # interleaved, so drift in the machine's load hits both alike
+            for workers in (1, 2):
+                before = cpu_seconds()
+                report, elapsed = timed(lambda: build(recipe, str(work / f"out-{workers}-{run}"), workers=workers))
+                totals[workers].append(args.rows / elapsed)
+                cpu[workers].append(cpu_seconds() - before)
         for workers in (1, 2):
-            runs = []
-            for run in range(args.runs):
-                out = work / f"out-{workers}-{run}"
-                report, elapsed = timed(lambda: build(recipe, str(out), workers=workers))
-                runs.append(args.rows / elapsed)
-                kept = report.constituents[0].kept
-            totals[workers] = runs
+            runs = totals[workers]
             print(
-                f"build, {workers} worker(s): rows/s min {min(runs):,.0f} / median {statistics.median(runs):,.0f} "
-                f"/ max {max(runs):,.0f}  (kept {kept:,} of {report.constituents[0].conversations:,})",
+                f"build (wall clock), {workers} worker(s): rows/s min {min(runs):,.0f} / median {statistics.median(runs):,.0f} "
+                f"/ max {max(runs):,.0f}; CPU s (all processes) median {statistics.median(cpu[workers]):.1f}"
+                f"  (kept {report.constituents[0].kept:,} of {report.constituents[0].conversations:,})",
                 flush=True,
             )
         ratio = statistics.median(totals[2]) / statistics.median(totals[1])
-        print(f"2 workers vs 1: {ratio:.2f}x (median rows/s)")
+        pairs = [two / one for one, two in zip(totals[1], totals[2], strict=True)]
+        print(f"2 workers vs 1: {ratio:.2f}x (median rows/s; run pairs {min(pairs):.2f}-{max(pairs):.2f}x)")
 
 
 if __name__ == "__main__":
