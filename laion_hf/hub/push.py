@@ -125,6 +125,7 @@ def push_folder(
 
     root = Path(folder)
     paths = local_files(root)
+    check_card(root / "README.md")
     api = HfApi(endpoint=endpoint, token=token)
     result = PushResult(target=f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}")
     try:
@@ -170,6 +171,17 @@ def push_folder(
             ) from None
         raise
     return result
+
+
+def check_card(path: Path) -> None:
+    """Refuse a README whose YAML ``datasets`` could not use, before uploading gigabytes."""
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    try:
+        MetadataConfigs.from_dataset_card_data(DatasetCard.load(path).data)
+    except Exception as exc:  # yaml, ValueError, TypeError: all mean "fix the card"
+        raise PushError(f"{path}: the card's YAML metadata is not usable ({type(exc).__name__}: {exc})") from None
 
 
 def _user_error(exc, endpoint: str, repo_id: str) -> PushError:

@@ -158,3 +158,12 @@ def test_copy_folder_to_an_object_store_url(variants, tmp_path):
     assert fs.cat("/bucket/laion-demo/README.md") == (folder / "README.md").read_bytes()
     assert not [p for p in fs.find("/bucket/laion-demo") if p.endswith(".tmp")]
     assert copy_folder(folder, "memory://bucket/laion-demo").uploaded == []
+
+
+def test_broken_card_is_refused_before_uploading(hub, tmp_path):
+    from laion_hf.hub.push import PushError
+
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: a\n  data_files: 3: [\n---\n")
+    with pytest.raises(PushError, match="README.md: the card's YAML metadata is not usable"):
+        push_folder(tmp_path, "laion-hf/broken", token=hub.token)
+    assert ("dataset", "laion-hf/broken") not in hub.repos
