@@ -16,9 +16,11 @@ LAION-5B metadata.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -64,7 +66,8 @@ def clip_preprocess(image_size: int = 224) -> Callable:
 class ClipCollate:
     """Batch rows into ``{"pixel_values", "caption", "key"}``; runs in the DataLoader workers.
 
-    Images arrive decoded (PIL) from ``datasets``' Image feature. A row
+    Images arrive decoded (PIL) from ``datasets``' Image feature, or as
+    ``{"bytes": ...}`` where a repo does not declare the feature. A row
     without an image is an error, not a silent skip: a published repo holds
     successful samples only.
     """
@@ -84,6 +87,8 @@ class ClipCollate:
             image = row[image_column]
             if image is None:
                 raise ValueError(f"sample {row.get('__key__') or row.get('key')} has no {image_column!r}")
+            if isinstance(image, dict):  # undecoded (a repo without pinned features, or decode=False)
+                image = PIL.Image.open(io.BytesIO(image["bytes"]))
             pixels.append(self.preprocess(image.convert("RGB")))
         return {
             "pixel_values": torch.stack(pixels),

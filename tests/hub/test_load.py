@@ -9,6 +9,7 @@ from huggingface_hub import HfApi
 
 from laion_hf.hub.layout import write_hub_folder
 from laion_hf.hub.load import iter_metadata, laion_metadata_files, training_loader, webdataset_urls
+from laion_hf.hub.publish import publish_folder
 from laion_hf.hub.push import push_folder
 
 IMAGE_SIZE = 32
@@ -61,6 +62,15 @@ def test_resume_mid_epoch_continues_without_repeats_or_gaps(four_shard_repo):
     assert head + tail == full
 
 
+@pytest.mark.slow
+def test_parquet_with_images_repo_feeds_the_same_loader(hub, tmp_path, make_img2dataset_dir):
+    rows = make_img2dataset_dir(tmp_path / "out", shards=2, per_shard=5)
+    publish_folder({"research": str(tmp_path / "out")}, tmp_path / "hub", family="demo", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
+    push_folder(tmp_path / "hub", "laion-hf/train-parquet", token=hub.token)
+    loader = training_loader("laion-hf/train-parquet", "research", batch_size=3, num_workers=2, image_size=IMAGE_SIZE)
+    assert sorted(_keys(loader)) == sorted(row["key"] for row in rows)
+
+
 def test_too_many_workers_for_the_shards_is_refused(four_shard_repo):
     with pytest.raises(ValueError, match="cannot feed 8 workers"):
         training_loader("laion-hf/train", "research", num_workers=8, image_size=IMAGE_SIZE)
@@ -95,3 +105,24 @@ def test_laion_metadata_repos_read_with_canonical_columns(hub, tmp_path):
 
     relaion_batch = next(iter_metadata(laion_metadata_files("laion/relaion2B-en-research"), columns=["url", "caption", "punsafe"]))
     assert relaion_batch.to_pydict() == {"url": ["u3"], "caption": ["t3"], "punsafe": [pytest.approx(0.1)]}
+
+
+def test_clip_collate_accepts_decoded_and_undecoded_images():
+    import io
+
+    from PIL import Image
+
+    from laion_hf.hub.load import ClipCollate, clip_preprocess
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(buffer, "PNG")
+    rows = [
+        {"jpg": Image.open(io.BytesIO(buffer.getvalue())), "txt": "decoded", "__key__": "a"},
+        {"jpg": {"bytes": buffer.getvalue(), "path": "b.png"}, "txt": "bytes", "__key__": "b"},
+    ]
+    batch = ClipCollate(clip_preprocess(IMAGE_SIZE))(rows)
+    assert batch["pixel_values"].shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert bool((batch["pixel_values"][0] == batch["pixel_values"][1]).all())
+    assert batch["caption"] == ["decoded", "bytes"] and batch["key"] == ["a", "b"]
+    with pytest.raises(ValueError, match="sample c has no 'jpg'"):
+        ClipCollate(clip_preprocess(IMAGE_SIZE))([{"jpg": None, "txt": "x", "__key__": "c"}])
