@@ -71,6 +71,22 @@ def read_datasets(folder: Path, decode_images: bool) -> int:
     return count
 
 
+def read_datasets_batched(folder: Path, decode_images: bool) -> int:
+    """The same WebDataset repo read in batches of 1,000 (``IterableDataset.iter``), as a training loop may."""
+    import datasets
+
+    stream = datasets.load_dataset(str(folder), "bench", split="train", streaming=True)
+    if not decode_images:
+        stream = stream.decode(False)
+    count = 0
+    for batch in stream.iter(batch_size=1000):
+        if decode_images:
+            for image in batch["jpg"]:
+                image.load()
+        count += len(batch["__key__"])
+    return count
+
+
 def read_datasets_parquet(folder: Path, decode_images: bool) -> int:
     """The same samples published as Parquet with image bytes (``--format parquet --include-images``)."""
     import datasets
@@ -125,6 +141,7 @@ def read_tarfile(folder: Path, decode_images: bool) -> int:
 
 READERS = {
     "datasets streaming, WebDataset repo": read_datasets,
+    "  same, .iter(batch_size=1000)": read_datasets_batched,
     "datasets streaming, Parquet+images": read_datasets_parquet,
     "webdataset": read_webdataset,
     "tarfile": read_tarfile,
