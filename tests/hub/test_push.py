@@ -35,6 +35,9 @@ def test_webdataset_repo_loads_back_every_config(hub, variants, tmp_path):
         assert [r["jpg"].size for r in loaded] == [(row["width"], row["height"]) for row in rows]
     default = datasets.load_dataset("laion-hf/demo", split="train", streaming=True)
     assert next(iter(default))["__key__"] == variants["research"][1][0]["key"]
+    prepared = datasets.load_dataset("laion-hf/demo", "research-safe", split="train", cache_dir=str(tmp_path / "cache"))
+    assert prepared["__key__"] == [row["key"] for row in variants["research-safe"][1]]
+    assert prepared.features["json"]["width"].dtype == "int64"
 
 
 @pytest.mark.slow
