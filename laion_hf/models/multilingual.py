@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from laion_hf.errors import UserError
+from laion_hf.torch_compat import import_torchvision
 
 REAL_MULTILINGUAL = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh}
@@ -81,6 +82,7 @@ class MultilingualTextEncoder(nn.Module):
             from huggingface_hub import snapshot_download
 
             folder = Path(snapshot_download(str(name_or_path)))
+        import_torchvision()  # transformers imports torchvision when present
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging
 

@@ -123,7 +123,7 @@ def _student_tokenizer(folder: Path, scenes: list[Attributes]):
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return DistilBertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, strip_accents=False,
+    return DistilBertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, strip_accents=False,
                                    model_max_length=48)
 
 
@@ -282,12 +282,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--student-steps", type=int, default=800)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--student-only", action="store_true",
+                        help="distil and measure a new student for the shipped CLIP weights (skip CLIP training)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     register_tiny_config()
-    model = train_clip(args.seed, args.train_size, args.epochs, args.batch_size, args.lr)
-    # The student is distilled from the fp16 weights that ship, so it matches what users load.
-    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    if args.student_only:
+        from laion_hf.models.clip import load_clip
+
+        model = load_clip(TINY).model
+    else:
+        model = train_clip(args.seed, args.train_size, args.epochs, args.batch_size, args.lr)
+        # The student is distilled from the fp16 weights that ship, so it matches what users load.
+        model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     student = train_student(model, args.seed, args.student_steps, args.batch_size, lr=2e-3)
     report = measure(model, student)
     save(model, student, report, args)
