@@ -28,6 +28,7 @@ OPTIONS_NAME = "clean_options.json"
 
 __all__ = [
     "KINDS",
+    "REPORT_NAME",
     "VARIANT_THRESHOLDS",
     "CleanOptions",
     "CleanReport",

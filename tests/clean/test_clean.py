@@ -17,7 +17,7 @@ import pytest
 from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.errors import UserError
 from laion_hf.hashing import laion_hash
-from laion_hf.io.tar import write_samples, iter_samples
+from laion_hf.io.tar import iter_samples
 
 THRESHOLDS = {"research": 0.95, "research-safe": 0.45}
 
