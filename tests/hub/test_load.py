@@ -96,6 +96,10 @@ def test_laion_metadata_repos_read_with_canonical_columns(hub, tmp_path):
 
     files = laion_metadata_files("laion/laion2B-en")
     assert files == ["hf://datasets/laion/laion2B-en/part-00000-abc-c000.snappy.parquet"]
+    # The repo is also a shard directory for every laion-hf reader (clean, build) as it stands.
+    from laion_hf.io.shards import discover_shards
+
+    assert [shard.parquet for shard in discover_shards("hf://datasets/laion/laion2B-en")] == files
     batch = next(iter_metadata(files, columns=["url", "caption", "width", "height"], swap_width_height=True))
     assert batch.schema.names == ["url", "caption", "height", "width"]
     assert batch.column("width").to_pylist() == [10, 20] and batch.column("height").to_pylist() == [30, 40]
