@@ -158,6 +158,24 @@ class RayRunner:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
 
+    def _actors(self):
+        """A pool of ``concurrency`` actors for a class-based UDF."""
+        from ray.data import ActorPoolStrategy
+
+        return ActorPoolStrategy(size=self.concurrency)
+
+    def _cpus_per_actor(self, pools: int) -> float:
+        """The cluster's CPUs shared among ``pools`` operators, so that every one can run at once.
+
+        Ray Data actors hold their CPUs for their lifetime: pools that together ask
+        for more CPUs than the cluster has (or leave none for the reading tasks)
+        never all start, and the pipeline waits forever.
+        """
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        return min(1.0, cpus / (pools * self.concurrency))
+
     def run_stages(
         self,
         shards: Sequence[Shard],
@@ -184,9 +202,12 @@ class RayRunner:
             else:
                 records[shard.name] = recorded
         if pending:
+            cpus = self._cpus_per_actor(len(stages) + 2)  # reading, each stage, writing
             items = [{"name": s.name, "parquet": s.parquet, "tar": s.tar, "stats": s.stats} for s in pending]
             ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(_read_shards, batch_format="pyarrow", batch_size=1, fn_kwargs={"batch_size": self.batch_size})
+            ds = ds.map_batches(
+                _read_shards, batch_format="pyarrow", batch_size=1, num_cpus=cpus, fn_kwargs={"batch_size": self.batch_size}
+            )
             for index, stage in enumerate(stages):
                 ds = ds.map_batches(
                     StageActor,
@@ -194,6 +215,7 @@ class RayRunner:
                     batch_format="pyarrow",
                     batch_size=self.batch_size,
                     concurrency=self.concurrency,
+                    num_cpus=cpus,
                     num_gpus=self.model_num_gpus if uses_model else 0,
                 )
             ds = ds.groupby(SHARD).map_groups(
@@ -201,6 +223,7 @@ class RayRunner:
                 fn_constructor_kwargs={"output_dir": output_dir, "stage_names": [s.name for s in stages], "sidecar": sidecar},
                 batch_format="pyarrow",
                 concurrency=self.concurrency,
+                num_cpus=cpus,
             )
             for row in ds.take_all():
                 records[row["shard"]] = json.loads(row["record"])
@@ -228,6 +251,7 @@ class RayRunner:
             batch_format="pyarrow",
             batch_size=1,
             concurrency=self.concurrency,
+            num_cpus=self._cpus_per_actor(1),
         ).materialize()
         files = [f"{signatures_dir}/{s.name}.parquet" for s in shards]
         exact = ray.data.read_parquet(files).groupby("hash").map_groups(_exact_duplicates, batch_format="pyarrow")
