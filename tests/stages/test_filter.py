@@ -21,7 +21,7 @@ from laion_hf.models.clip import tiny_thresholds
 from laion_hf.stages.base import split_kept
 from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
 from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
-from laion_hf.synthetic import sample
+from laion_hf.synthetic import mismatched_caption, sample
 from laion_hf.synthetic.shards import write_shards
 
 
@@ -121,9 +121,23 @@ def test_non_english_rows_use_the_multilingual_encoder(embed_stage):
     assert torch.allclose(similarity[0], tower[0], atol=1e-4)  # English: the CLIP text tower
     assert torch.allclose(similarity[1:], student[1:], atol=1e-4)  # de/fr/es: the multilingual student
     assert not torch.allclose(similarity[1:], tower[1:], atol=1e-2)
-    # Non-English matched captions pass the multilingual threshold.
-    marked = SimilarityFilter(**tiny_thresholds())(out)
-    assert split_kept(marked)[0]["key"].to_pylist() == ["a", "b", "c", "d"]
+
+
+def test_non_english_matched_kept_and_mismatched_dropped(embed_stage):
+    scenes = [sample(seed) for seed in range(60, 84)]
+    languages = ["de", "fr", "es"] * 8
+    matched = [i % 2 == 0 for i in range(24)]
+    batch = pa.table({
+        "key": [str(i) for i in range(24)],
+        "caption": [s.captions[lang] if m else mismatched_caption(s.attributes, lang, seed=i)
+                    for i, (s, lang, m) in enumerate(zip(scenes, languages, matched))],
+        "language": languages,
+        "image": [s.encode() for s in scenes],
+        "image_ext": ["jpg"] * 24,
+    })
+    kept = set(split_kept(SimilarityFilter(**tiny_thresholds())(embed_stage(batch)))[0]["key"].to_pylist())
+    assert not kept & {str(i) for i in range(24) if not matched[i]}, "a mismatched caption was kept"
+    assert len(kept) >= 11, f"only {len(kept)} of 12 matched non-English captions kept"
 
 
 def test_undecodable_images_are_counted_and_dropped_rows_skipped(embed_stage):
