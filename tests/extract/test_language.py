@@ -37,3 +37,12 @@ def test_codes_are_two_letters_and_the_detector_pickles():
     clone = pickle.loads(pickle.dumps(detector))
     assert clone.detect("Ein rotes Ledersofa im hellen Wohnzimmer") == "de"
     assert all(len(code) in (0, 2) for code in detector.detect_all(["wuu 吴语 侬好", "Bonjour à tous", "12345"]))
+
+
+def test_detect_all_batch_equals_one_by_one(laion_pairs):
+    """The batched fastText call gives exactly what one call per caption gives."""
+    captions = [c for c in laion_pairs["TEXT"].to_pylist()[:2000] if c]
+    captions += [text for _, text in LABELLED_CAPTIONS] + ["line one\nline two", "", "DSC_0001.jpg"] * 2
+    detector = LanguageDetector()
+    assert detector.detect_all(captions) == [detector.detect(text) for text in captions]
+    assert detector.detect_all([]) == []
