@@ -70,3 +70,42 @@ def make_image_shards(
         (directory / f"{s:05d}_stats.json").write_text(json.dumps({"count": per_shard + 1, "successes": per_shard}))
         rows.extend(records)
     return rows
+
+
+def make_scene_shards(directory: Path, count: int = 48, shards: int = 2) -> list[dict]:
+    """img2dataset-layout shards of synthetic scenes as a download would leave them; return the rows.
+
+    Captions rotate through en / de / fr / es and one row in four is empty-language; every
+    fifth caption describes another scene (a pair the CLIP filter must drop); every seventh
+    image shows the unsafe motif.
+    """
+    from laion_hf.synthetic import mismatched_caption, sample
+
+    directory.mkdir(parents=True, exist_ok=True)
+    languages = ("en", "de", "fr", "es")
+    rows = []
+    per_shard = -(-count // shards)
+    for s in range(shards):
+        records = []
+        for i in range(per_shard):
+            n = s * per_shard + i
+            if n >= count:
+                break
+            scene = sample(n, size=96, unsafe=n % 7 == 3, watermark=False, p_overlay=0.0)
+            language = languages[n % 4]
+            caption = mismatched_caption(scene.attributes, language, seed=n) if n % 5 == 4 else scene.captions[language]
+            url = f"http://images.test/scene/{n}.jpg"
+            records.append({
+                "url": url, "caption": caption, "key": f"{s:05d}{i:04d}", "status": "success",
+                "language": "" if n % 4 == 3 and n % 8 == 7 else language, "hash": laion_hash(url, caption),
+                "matched": n % 5 != 4, "unsafe": scene.unsafe, "image": scene.encode(quality=95),
+            })
+        write_samples(
+            str(directory / f"{s:05d}.tar"),
+            ((r["key"], {"jpg": r["image"], "txt": r["caption"].encode(), "json": json.dumps({"key": r["key"]}).encode()})
+             for r in records),
+        )
+        pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "image"} for r in records]),
+                       directory / f"{s:05d}.parquet")
+        rows.extend(records)
+    return rows

@@ -16,7 +16,7 @@ from laion_hf.errors import UserError
 from laion_hf.cli import build as _build  # noqa: E402,F401  (build)
 from laion_hf.cli import clean as _clean  # noqa: E402,F401  (clean, verify-clean)
 from laion_hf.cli import extract as _extract  # noqa: E402,F401  (extract)
-from laion_hf.cli import demo as _demo  # noqa: E402,F401  (interim demo: sample copy -> clean)
+from laion_hf.cli import demo as _demo  # noqa: E402,F401  (demo: synthetic crawl -> build -> loopback Hub -> load_dataset)
 from laion_hf.cli import oig as _oig  # noqa: E402,F401  (oig build)
 from laion_hf.cli import publish as _publish  # noqa: E402,F401  (publish, push)
 from laion_hf.cli import score as _score  # noqa: E402,F401  (score)

@@ -1,7 +1,7 @@
-"""``laion-hf demo`` (interim): generate a sample LAION copy, clean it to research and research-safe.
+"""``laion-hf demo`` (``make demo``): the whole chain on a synthetic crawl, offline, in a few minutes.
 
-The build engineer replaces this with the full pipeline demo; the clean half
-stays available as :func:`laion_hf.demo.clean_sample_copy`.
+It replaces the interim clean demo; cleaning an existing copy stays
+``laion-hf clean`` (and :func:`laion_hf.demo.clean_sample_copy`).
 """
 
 from __future__ import annotations
@@ -11,22 +11,31 @@ from pathlib import Path
 import typer
 
 from laion_hf.cli.app import app, console
-from laion_hf.cli.clean import print_report
-from laion_hf.demo import clean_sample_copy, generate_sample_copy
+from laion_hf.cli.build import print_build_report
 
 
 @app.command("demo")
 def demo_command(
-    output: Path = typer.Option(Path("demo-output"), "--output", help="Where the sample copy and results go."),
+    output: Path = typer.Option(Path("demo-output"), "--output", help="Where the crawl, the build and the Hub copy go."),
     workers: int = typer.Option(2, "--workers", min=1),
+    runner: str = typer.Option("local", "--runner", help="local or ray"),
+    overrides: list[str] = typer.Option([], "--set", help="Override a demo recipe value, e.g. configs.research-safe.punsafe_above=0.3."),
 ) -> None:
-    """Generate a sample LAION copy (metadata + img2dataset download + removal lists) and clean it."""
-    copy = generate_sample_copy(output / "sample-copy")
-    console.print(f"sample copy: {copy.metadata_dir} (LAION-5B joined metadata), {copy.download_dir} (img2dataset download)")
-    clean_sample_copy(
-        copy,
+    """Generate a synthetic crawl, build it with the demo recipe, push it to a loopback Hub and stream it back."""
+    from laion_hf.demo.run import run_demo
+    from laion_hf.recipes import parse_override
+
+    console.print(f"[bold]laion-hf demo[/]: synthetic crawl -> build --recipe demo -> loopback Hub -> load_dataset ({output})")
+    result = run_demo(
         output,
         workers=workers,
-        on_report=lambda variant, part, report: print_report(report, f"{variant} / {part}"),
+        runner=runner,
+        overrides=dict(parse_override(o) for o in overrides),
+        on_build=lambda r: print_build_report(r, "demo build"),
     )
-    console.print(f"results: {output / 'research'} and {output / 'research-safe'} (each with metadata/ and download/)")
+    planted = ", ".join(f"{case}={n}" for case, n in sorted(result.crawl.planted.items()))
+    console.print(f"planted in the crawl: {planted}")
+    for config, rows in result.streamed.items():
+        built = result.report.configs[config]["rows"]
+        console.print(f"load_dataset({result.repo_id!r}, {config!r}, streaming=True): {rows} rows streamed back (built {built})")
+    console.print(f"dataset card: {result.report.card}")
