@@ -37,6 +37,8 @@ from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mar
 from laion_hf.stages.embed import ENGLISH, IMAGE_EMBEDDING, SIMILARITY, TEXT_EMBEDDING, ClipEmbed
 
 REASON = "clip-similarity"
+#: Model batches per batch read from a shard: the first one's decoding is not hidden behind a forward pass.
+READ_BATCHES = 8
 LAION_400M_THRESHOLD = 0.30
 LAION_5B_THRESHOLDS = {"threshold": 0.28, "multilingual_threshold": 0.26}
 
@@ -201,7 +203,7 @@ def filter_shards(
     embed.setup()  # load the model once, outside the timed part
     started = time.perf_counter()
     process = partial(filter_shard, output_dir=output_dir, stages=stages,
-                      batch_size=read_batch_size or batch_size * 4, save_embeddings=save_embeddings)
+                      batch_size=read_batch_size or batch_size * READ_BATCHES, save_embeddings=save_embeddings)
     results = run_shards(shards, process, output_dir=output_dir, name_of=lambda s: s.name, workers=1,
                          description="clip filter", show_progress=show_progress)
     per_shard = {name: load_shard_stages(recorded) for name, recorded in results.items()}

@@ -39,6 +39,7 @@ def _tar_members(path) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
+@pytest.mark.slow
 def test_mismatched_captions_are_filtered_out_and_matched_kept(english_run):
     _, output, truth, report = english_run
     kept = set(pq.read_table(output / "00000.parquet")["key"].to_pylist())
@@ -55,6 +56,7 @@ def test_mismatched_captions_are_filtered_out_and_matched_kept(english_run):
     assert report.threshold == tiny_thresholds()["threshold"]
 
 
+@pytest.mark.slow
 def test_keys_captions_and_original_bytes_are_preserved(english_run):
     source, output, _, _ = english_run
     before = _tar_members(source / "00000.tar")
@@ -72,6 +74,7 @@ def test_keys_captions_and_original_bytes_are_preserved(english_run):
     assert "image" not in removed.column_names and "image_embedding" not in kept.column_names
 
 
+@pytest.mark.slow
 def test_embeddings_are_saved_like_clip_retrieval(english_run):
     _, output, _, _ = english_run
     kept = pq.read_table(output / "00001.parquet")
@@ -84,6 +87,7 @@ def test_embeddings_are_saved_like_clip_retrieval(english_run):
     np.testing.assert_allclose(cosine, kept[SIMILARITY].to_numpy(), atol=2e-2)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_done_markers(english_run):
     source, output, _, report = english_run
     stamp = (output / "00000.tar").stat().st_mtime_ns
@@ -154,6 +158,7 @@ def test_undecodable_images_are_counted_and_dropped_rows_skipped(embed_stage):
     assert out[SIMILARITY].null_count == 2 and out[SIMILARITY][0].as_py() is not None
 
 
+@pytest.mark.slow
 def test_cli_filters_and_prints_a_summary(tmp_path):
     source, output = tmp_path / "in", tmp_path / "out"
     write_shards(str(source), shards=1, per_shard=12, languages=("en", "de"), seed=7)
