@@ -111,6 +111,32 @@ def test_clean_caption_shortcut_equals_ftfy(laion_pairs):
             assert rules.clean_caption(text) == " ".join(ftfy.fix_text(text).split())[:2000]
 
 
+def test_ftfy_inert_characters_are_left_alone_by_ftfy():
+    """Every character the non-ASCII shortcut admits passes ftfy's character fixers unchanged."""
+    inert = [chr(cp) for cp in range(0x10000) if rules._FTFY_INERT.fullmatch(chr(cp))]
+    assert len(inert) > 30_000
+    changed = [c for c in inert if ftfy.fix_text(c, fix_encoding=False, normalization=None) != c]
+    assert changed == []
+
+
+def _mojibake(text: str) -> list[str]:
+    encoded = text.encode("utf-8")
+    return [encoded.decode(codec, errors="replace") for codec in ("latin-1", "windows-1252", "macroman")]
+
+
+def test_ftfy_shortcut_only_when_ftfy_changes_nothing(laion_pairs):
+    texts = [t for t in laion_pairs["TEXT"].to_pylist() if t and not t.isascii()]
+    texts += [m for t in texts for m in _mojibake(t)]
+    texts += ["sÃ³", "voilÃ le travail", "CafÃ©", "e\u0301t\u00e9", "\u201cquoted\u201d", "ﬁne", "Ｆｕｌｌ", "a&amp;b"]
+    shortcut = 0
+    for text in texts:
+        if rules.ftfy_leaves_alone(text):
+            shortcut += 1
+            assert ftfy.fix_text(text) == text, text
+        assert rules.clean_caption(text) == " ".join(ftfy.fix_text(text).split())[:2000], text
+    assert shortcut > 400  # the real non-ASCII captions take it (already clean) while the mojibake does not
+
+
 def test_short_captions_and_long_urls():
     assert rules.caption_rejection("abcd") == rules.SHORT_CAPTION
     assert rules.caption_rejection("abcde") is None
