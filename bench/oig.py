@@ -109,7 +109,7 @@ def cpu_timed(fn):
     return timed(fn, time.process_time)
 
 
-def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
+def stage_rates(source: Path, template_path: Path, share_batches: int) -> dict[str, float]:
     """CPU seconds per stage, in one process, for the whole input."""
     records = [json.loads(line) for line in open(source, encoding="utf-8")]
     template = Template.load(str(template_path))
@@ -127,8 +127,7 @@ def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
     batches, seconds["pii"] = cpu_timed(lambda: [pii(b) for b in batches])
     scorer = QualityScorer()
     scorer.setup()
-    texts = ["\n".join(m["content"] for m in messages) for b in batches for messages in b["messages"].to_pylist()]
-    seconds["quality_textstat_only"], seconds["quality_langid_only"] = scorer_part_seconds(scorer, texts)
+    seconds.update(quality_shares(scorer, batches[:share_batches]))
     batches, seconds["quality"] = cpu_timed(lambda: [scorer(b) for b in batches])
     dedup = Deduplicator()
     batches, seconds["dedup_signing"] = cpu_timed(lambda: [dedup.signer(b) for b in batches])
@@ -137,30 +136,45 @@ def stage_rates(source: Path, template_path: Path) -> dict[str, float]:
     return seconds
 
 
-def scorer_part_seconds(scorer: QualityScorer, texts: list[str]) -> tuple[float, float]:
-    """CPU seconds of the two textstat calls, and of py3langid, on the texts the quality stage scores.
+class ConstantLanguage:
+    """Stands in for py3langid in the A/B: every text is English."""
 
-    Called in the same order as the stage calls them (textstat's small per-text
-    caches then behave as they do there); the stage itself is timed afterwards.
+    def classify(self, text: str) -> tuple[str, float]:
+        return "en", 1.0
+
+
+def quality_shares(scorer: QualityScorer, batches: list) -> dict[str, float]:
+    """textstat's and py3langid's share of quality scoring, measured in place by A/B on each batch.
+
+    Each batch is scored three times in a row: as is, with textstat's two calls
+    replaced by a constant, and with the language ID replaced by a constant; the
+    differences are their cost inside the stage (adjacent runs, so a shared
+    machine's drifting load hits all three alike).
     """
     import textstat
 
-    textstat_seconds = langid_seconds = 0.0
-    for text in texts:
-        started = time.process_time()
-        textstat.flesch_kincaid_grade(text)
-        textstat.flesch_reading_ease(text)
-        middle = time.process_time()
-        scorer._identifier.classify(text)
-        textstat_seconds += middle - started
-        langid_seconds += time.process_time() - middle
-    return textstat_seconds, langid_seconds
+    grade, ease, identifier = textstat.flesch_kincaid_grade, textstat.flesch_reading_ease, scorer._identifier
+    full = without_textstat = without_langid = 0.0
+    try:
+        for batch in batches:
+            full += cpu_timed(lambda: scorer(batch))[1]
+            textstat.flesch_kincaid_grade = textstat.flesch_reading_ease = lambda text: 0.0
+            without_textstat += cpu_timed(lambda: scorer(batch))[1]
+            textstat.flesch_kincaid_grade, textstat.flesch_reading_ease = grade, ease
+            scorer._identifier = ConstantLanguage()
+            without_langid += cpu_timed(lambda: scorer(batch))[1]
+            scorer._identifier = identifier
+    finally:
+        textstat.flesch_kincaid_grade, textstat.flesch_reading_ease = grade, ease
+        scorer._identifier = identifier
+    return {"textstat_share": (full - without_textstat) / full, "langid_share": (full - without_langid) / full}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--share-rows", type=int, default=10_000, help="rows for the textstat / langid A/B")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="oig-bench-") as tmp:
         work = Path(tmp)
@@ -181,12 +195,11 @@ def main() -> None:
             encoding="utf-8",
         )
         print(f"# oig bench: {args.rows:,} generated source rows, {args.runs} runs", flush=True)
-        seconds = stage_rates(source, template_path)
+        seconds = stage_rates(source, template_path, max(1, args.share_rows // 1000))
         for stage in ("templating", "peer_fstring_templating", "pii", "quality", "dedup", "dedup_signing", "dedup_index"):
             print(f"{stage:>24}: {args.rows / seconds[stage]:>10,.0f} rows/s per core  ({seconds[stage]:.1f} CPU s)")
         for part in ("textstat", "langid"):
-            part_seconds = seconds[f"quality_{part}_only"]
-            print(f"{part + ' share':>24}: {part_seconds / seconds['quality']:.0%} of quality scoring ({part_seconds:.1f} CPU s)")
+            print(f"{part + ' share':>24}: {seconds[part + '_share']:.0%} of quality scoring (A/B in place, first {args.share_rows:,} rows)")
         print(f"{'templating vs f-string':>24}: ours is {seconds['templating'] / seconds['peer_fstring_templating']:.1f}x slower")
         totals: dict[int, list[float]] = {1: [], 2: []}
         cpu: dict[int, list[float]] = {1: [], 2: []}
