@@ -81,7 +81,13 @@ class MultilingualTextEncoder(nn.Module):
         if not folder.is_dir():
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(str(name_or_path)))
+            try:
+                folder = Path(snapshot_download(str(name_or_path)))
+            except Exception as exc:  # offline, unknown repo, gated: one clear line for the user
+                raise MultilingualCheckpointError(
+                    f"{name_or_path}: not a local folder and not downloadable from the Hub ({type(exc).__name__}); "
+                    "pass a local sentence-transformers folder"
+                ) from exc
         import_torchvision()  # transformers imports torchvision when present
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging

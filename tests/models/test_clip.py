@@ -96,3 +96,9 @@ def test_broken_multilingual_folder_names_the_file(tmp_path):
         MultilingualTextEncoder.from_pretrained(tmp_path)
     with pytest.raises(MultilingualCheckpointError, match="unsupported Dense activation"):
         Dense(4, 4, True, "torch.nn.modules.activation.Softsign")
+
+
+def test_missing_multilingual_encoder_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MultilingualCheckpointError, match="not a local folder and not downloadable"):
+        MultilingualTextEncoder.from_pretrained(str(tmp_path / "no-such-folder"))
