@@ -104,6 +104,14 @@ def test_clean_caption(alt, caption):
     assert rules.clean_caption(alt) == caption
 
 
+def test_ascii_with_ampersand_but_no_entity_skips_ftfy_with_the_same_result():
+    for text in ["Salt & Pepper", "Tom&Jerry", "a & b;", "Q&A", "fish & chips;"]:
+        assert rules.no_html_entity(text) and ftfy.fix_text(text) == text
+    for text in ["Salt &amp; Pepper", "&#233;t&#xE9;", "P&EACUTE;REZ", "&nTILDE;"]:
+        assert not rules.no_html_entity(text)
+        assert rules.clean_caption(text) == " ".join(ftfy.fix_text(text).split())
+
+
 def test_clean_caption_shortcut_equals_ftfy(laion_pairs):
     texts = laion_pairs["TEXT"].to_pylist()
     for text in texts:
@@ -127,7 +135,7 @@ def _mojibake(text: str) -> list[str]:
 def test_ftfy_shortcut_only_when_ftfy_changes_nothing(laion_pairs):
     texts = [t for t in laion_pairs["TEXT"].to_pylist() if t and not t.isascii()]
     texts += [m for t in texts for m in _mojibake(t)]
-    texts += ["sÃ³", "voilÃ le travail", "CafÃ©", "e\u0301t\u00e9", "\u201cquoted\u201d", "ﬁne", "Ｆｕｌｌ", "a&amp;b"]
+    texts += ["sÃ³", "voilÃ le travail", "CafÃ©", "e\u0301t\u00e9", "\u201cquoted\u201d", "ﬁne", "Ｆｕｌｌ", "a&amp;b", "café &eacute;", "Salt & Pepper é", "P&EACUTE;REZ"]
     shortcut = 0
     for text in texts:
         if rules.ftfy_leaves_alone(text):
