@@ -20,7 +20,11 @@ per core and the speed ratios: median CPU time of one tool over the other on
 the same input (so a ratio does not depend on which pairs each tool counts),
 plus the min/max of the ratio over the interleaved run pairs.
 
-    .venv/bin/python bench/extract.py [--files 2] [--pages 3000] [--runs 3]
+    .venv/bin/python bench/extract.py [--files 2] [--pages 3000] [--runs 3] [--baseline DIR]
+
+``--baseline DIR`` also times the extractor found in ``DIR`` (a copy of an
+older ``laion_hf``, e.g. ``git archive REV laion_hf | tar -x -C DIR``) in the
+same interleaved loop, so before/after ratios come from one noisy session.
 """
 
 from __future__ import annotations
@@ -151,10 +155,13 @@ print(json.dumps({"seconds": time.process_time() - start, "records": None, "pair
 """
 
 
-def run(python: str, code: str, paths: list[str], *extra: str) -> dict:
+def run(python: str, code: str, paths: list[str], *extra: str, pythonpath: str | None = None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     done = subprocess.run(
         [python, "-c", textwrap.dedent(code), json.dumps(paths), *extra],
-        check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True, capture_output=True, text=True, env=env, cwd=pythonpath,  # "-c" puts the cwd first on sys.path
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -164,25 +171,29 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=2)
     parser.add_argument("--pages", type=int, default=3000, help="pages per WAT file")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", help="directory holding an older laion_hf to time side by side")
     args = parser.parse_args()
 
     paths = generate(args.files, args.pages)
     size = sum(os.path.getsize(p) for p in paths) / 1e6
     print(f"{len(paths)} WAT files, {args.pages} pages each, {size:.1f} MB gzipped; {args.runs} runs, 1 process each")
     tools = {
-        "bare": (sys.executable, BARE, ()),
-        "ours": (sys.executable, OURS, ("language",)),
-        "ours-nolang": (sys.executable, OURS, ("none",)),
+        "bare": (sys.executable, BARE, (), None),
+        "ours": (sys.executable, OURS, ("language",), None),
+        "ours-nolang": (sys.executable, OURS, ("none",), None),
     }
+    if args.baseline:
+        tools["base"] = (sys.executable, OURS, ("language",), os.path.abspath(args.baseline))
+        tools["base-nolang"] = (sys.executable, OURS, ("none",), os.path.abspath(args.baseline))
     if os.path.exists(CC2DATASET_PYTHON):
-        tools["cc2dataset"] = (CC2DATASET_PYTHON, CC2DATASET, ())
+        tools["cc2dataset"] = (CC2DATASET_PYTHON, CC2DATASET, (), None)
     else:
         print(f"cc2dataset skipped: {CC2DATASET_PYTHON} missing (see the module docstring)")
     seconds: dict[str, list[float]] = {name: [] for name in tools}
     results: dict[str, dict] = {}
     for _ in range(args.runs):  # interleaved, so noise from other jobs hits every tool alike
-        for name, (python, code, extra) in tools.items():
-            results[name] = run(python, code, paths, *extra)
+        for name, (python, code, extra, pythonpath) in tools.items():
+            results[name] = run(python, code, paths, *extra, pythonpath=pythonpath)
             seconds[name].append(results[name]["seconds"])
 
     ours_pairs = results["ours"]["pairs"]
@@ -202,10 +213,15 @@ def main() -> None:
         paired = [x / y for x, y in zip(seconds[a], seconds[b])]
         return f"{median[a] / median[b]:.2f}x (run pairs {min(paired):.2f}-{max(paired):.2f})"
 
-    for ours in ("ours", "ours-nolang"):
+    for ours in ("ours", "ours-nolang", "base", "base-nolang"):
+        if ours not in median:
+            continue
         if "cc2dataset" in median:
             print(f"{ours} speed-up over cc2dataset: {ratio('cc2dataset', ours)}; goal >= 2x")
         print(f"{ours} time over the bare fastwarc+orjson parse: {ratio(ours, 'bare')}; goal <= 2x")
+    if "base" in median:
+        for ours in ("ours", "ours-nolang"):
+            print(f"{ours} speed-up over the baseline: {ratio('base' + ours[4:], ours)}")
 
 
 if __name__ == "__main__":
