@@ -607,12 +607,42 @@ def thresholds(recipe: Recipe) -> dict[str, str]:
     return found
 
 
-def card_context(recipe: Recipe, report: BuildReport, repo_id: str | None) -> dict[str, Any]:
-    """What the card template gets: the recipe, its models and checksums, thresholds, counts."""
-    summary = recipe.description + (f"\n\nSource: {recipe.source}" if recipe.source else "")
+def removal_list_records(recipe: Recipe, extra: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every removal list a config applied: kind, file, valid values, sha256 (the card's provenance table)."""
+    from laion_hf.clean.lists import load_list
+
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for config in recipe.configs:
+        for kind, path in [(r.kind, r.file) for r in config.remove] + list(extra):
+            if (kind, path) not in seen:
+                seen[kind, path] = {
+                    "kind": kind,
+                    "path": Path(path).name,
+                    "values": len(load_list(kind, path).values),
+                    "sha256": weights_sha256(path),
+                }
+    return list(seen.values())
+
+
+def removed_by_reason(report: BuildReport, recipe: Recipe) -> dict[str, int]:
+    """Rows removed per reason; a config's reasons carry its name, since configs overlap and must not be summed."""
+    configs = {f"{c.name}: " for c in recipe.configs}
+    reasons: Counter[str] = Counter()
+    for stats in report.stages:
+        prefix = next((p for p in configs if stats.stage.startswith(p)), "")
+        for reason, count in stats.dropped.items():
+            reasons[f"{prefix}{reason}"] += count
+    return dict(reasons)
+
+
+def card_context(recipe: Recipe, report: BuildReport, options: BuildOptions) -> dict[str, Any]:
+    """What the card template gets: the recipe, its sources, models and checksums, thresholds, lists, counts."""
+    sources = "; ".join(
+        f"{key}: {', '.join(value) if isinstance(value, list) else value}" for key, value in recipe.source.items()
+    )
     return {
         "pretty_name": f"{recipe.name} (laion-hf build)",
-        "summary": summary,
+        "summary": f"{recipe.description}\n\nSource: {sources}",
         "recipe": {
             "recipe": f"{recipe.name} {recipe.version}",
             "file": Path(recipe.path).name,
@@ -622,9 +652,14 @@ def card_context(recipe: Recipe, report: BuildReport, repo_id: str | None) -> di
         },
         "models": report.models,
         "thresholds": thresholds(recipe),
+        "removal_lists": removal_list_records(recipe, options.removals),
         "stages": [s.to_dict() for s in report.stages],
-        "repo_id": repo_id,
-        "known_issues": [f"Models and thresholds are the recipe's ({Path(recipe.path).name}); see build_report.json for the full resolved recipe."],
+        "report": {"by_reason": removed_by_reason(report, recipe)},
+        "repo_id": options.repo_id,
+        "known_issues": [
+            f"Models and thresholds are the recipe's ({Path(recipe.path).name}); build_report.json in this repo has "
+            "the resolved recipe and every stage's counts.",
+        ],
     }
 
 
@@ -636,7 +671,7 @@ def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], fo
         config_dirs,
         folder,
         family=recipe.card,
-        context=card_context(recipe, report, options.repo_id),
+        context=card_context(recipe, report, options),
         format=options.hub_format,
         default=recipe.default_config.name,
     )
