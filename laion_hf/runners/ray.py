@@ -218,7 +218,8 @@ class RayRunner:
                     num_cpus=cpus,
                     num_gpus=self.model_num_gpus if uses_model else 0,
                 )
-            ds = ds.groupby(SHARD).map_groups(
+            # One partition per shard: Ray's default (200) costs more than the work on a small run.
+            ds = ds.groupby(SHARD, num_partitions=len(pending)).map_groups(
                 ShardWriterUDF,
                 fn_constructor_kwargs={"output_dir": output_dir, "stage_names": [s.name for s in stages], "sidecar": sidecar},
                 batch_format="pyarrow",
@@ -254,7 +255,11 @@ class RayRunner:
             num_cpus=self._cpus_per_actor(1),
         ).materialize()
         files = [f"{signatures_dir}/{s.name}.parquet" for s in shards]
-        exact = ray.data.read_parquet(files).groupby("hash").map_groups(_exact_duplicates, batch_format="pyarrow")
+        exact = (
+            ray.data.read_parquet(files)
+            .groupby("hash", num_partitions=max(1, min(len(files), 64)))
+            .map_groups(_exact_duplicates, batch_format="pyarrow")
+        )
         removed = _concat(_blocks(exact))
         decisions = dedup_decisions(files, removed, max_distance)
         marker = dedup.DuplicateMarker(decisions)
