@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from laion_hf.cli.app import app, console, stats_table
-from laion_hf.stages.filter import filter_shards
 
 
 @app.command("filter")
@@ -24,6 +23,8 @@ def filter_command(
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Save clip-retrieval style embeddings of kept samples."),
 ) -> None:
     """Keep image-text pairs whose CLIP similarity reaches the threshold; save their embeddings."""
+    from laion_hf.stages.filter import filter_shards  # imports torch: only for this command
+
     choice: str | bool | None = {"default": True, "none": None}.get(multilingual, multilingual)
     report = filter_shards(
         shards,
