@@ -17,8 +17,9 @@ shards:
    as the local runner, with the same done marker - so output rows are the
    same and a run resumes across runners.
 
-Dedup is global: :meth:`RayRunner.duplicate_rows` shuffles only (hash, shard,
-row) by hash (``groupby``), so image bytes never cross the network for it.
+Dedup is global: :meth:`RayRunner.run_dedup` shuffles only the dedup stage's
+signatures (shard, key, hash, pHash) by hash (``groupby``), so image bytes
+never cross the network for it.
 """
 
 from __future__ import annotations
@@ -158,12 +159,6 @@ class RayRunner:
         context.enable_progress_bars = False
         context.print_on_execution_start = False
 
-    def _actors(self):
-        """A pool of ``concurrency`` actors for a class-based UDF."""
-        from ray.data import ActorPoolStrategy
-
-        return ActorPoolStrategy(size=self.concurrency)
-
     def _cpus_per_actor(self, pools: int) -> float:
         """The cluster's CPUs shared among ``pools`` operators, so that every one can run at once.
 
@@ -256,7 +251,8 @@ class RayRunner:
         ).materialize()
         files = [f"{signatures_dir}/{s.name}.parquet" for s in shards]
         exact = (
-            ray.data.read_parquet(files)
+            ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
+            .map_batches(_read_signatures, batch_format="pyarrow", batch_size=1)
             .groupby("hash", num_partitions=max(1, min(len(files), 64)))
             .map_groups(_exact_duplicates, batch_format="pyarrow")
         )
@@ -285,6 +281,13 @@ class _SignatureUDF:
                 shard = Shard(name=spec["name"], parquet=spec["parquet"], tar=spec["tar"], stats=spec["stats"])
                 mark_done(self.signatures_dir, shard.name, signature_shard(shard, self.signatures_dir, self.batch_size))
         return pa.table({"shard": rows["name"]})
+
+
+def _read_signatures(rows: pa.Table) -> pa.Table:
+    """Ray UDF: the signature files named in ``rows`` (one task per file; the files are small)."""
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(path) for path in rows["path"].to_pylist()])
 
 
 def _exact_duplicates(group: pa.Table) -> pa.Table:
