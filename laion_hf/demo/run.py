@@ -206,6 +206,8 @@ def run_demo(
 
     ``overrides`` change the demo recipe as ``--set`` does (``{"stages.score": False}``).
     """
+    from huggingface_hub.utils import disable_progress_bars
+
     from laion_hf.hub.push import push_folder
     from laion_hf.hub.testing_server import HubServer
 
@@ -225,6 +227,8 @@ def run_demo(
         report = Build(load_recipe("demo", overrides), options).run()
     if on_build is not None:
         on_build(report)
+    # The demo's files are small: per-file upload bars would only bury the stage table.
+    disable_progress_bars()
     with HubServer(output / "hub-server") as hub, hub.environment(), _hf_caches(output / "hf-cache"):
         push_folder(report.hub_folder, DEMO_REPO, token=hub.token)
         streamed, first_rows = stream_back(DEMO_REPO, list(report.configs))
