@@ -37,7 +37,7 @@ from laion_hf.clean.lists import load_removal_sets
 from laion_hf.clean.removal import RemovalStage, keyword_pattern, load_keywords
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
-from laion_hf.io.samples import transform_shard
+from laion_hf.io.samples import SidecarFactory, transform_shard
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.recipes import ConfigSpec, Recipe
 from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
@@ -58,19 +58,6 @@ class BuildError(UserError):
 # ---------------------------------------------------------------- runners
 
 
-class Sidecar(Protocol):
-    """Per-shard extra output beside the samples (e.g. the filter's clip-retrieval style embeddings).
-
-    ``take`` sees each marked batch before it is written and returns what to
-    write; ``close`` runs after the shard's own files are complete.
-    """
-
-    def take(self, batch: Any) -> Any: ...
-
-    def close(self) -> None: ...
-
-
-SidecarFactory = Callable[[str, str], Sidecar]  # (output_dir, shard name) -> Sidecar
 
 
 class StageRunner(Protocol):
@@ -96,12 +83,8 @@ def _transform(
     """One shard through ``stages`` (``setup()`` first: once per shard in a worker process)."""
     for stage in stages:
         stage.setup()
-    if sidecar is None:
-        return transform_shard(shard, output_dir, stages, batch_size)
-    extra = sidecar(output_dir, shard.name)
-    record = transform_shard(shard, output_dir, stages, batch_size, before_write=extra.take)
-    extra.close()  # after the shard's own files: a crash in between re-runs the shard
-    return record
+    extra = sidecar(output_dir, shard.name) if sidecar is not None else None
+    return transform_shard(shard, output_dir, stages, batch_size, sidecar=extra)
 
 
 @dataclass

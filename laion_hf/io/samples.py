@@ -23,7 +23,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import fsspec
 import pyarrow as pa
@@ -89,17 +89,35 @@ def _json_value(value: Any) -> Any:
     return None if isinstance(value, bytes) else value
 
 
+class Sidecar(Protocol):
+    """Per-shard extra output beside the samples (e.g. the filter's clip-retrieval style embeddings).
+
+    ``take`` sees each marked batch before it is written and returns what to
+    write; ``close`` runs only after the shard's own files are committed, so a
+    crash in between re-runs the shard.
+    """
+
+    def take(self, batch: pa.Table) -> pa.Table: ...
+
+    def close(self) -> None: ...
+
+
+SidecarFactory = Callable[[str, str], Sidecar]  # (output_dir, shard name) -> Sidecar
+
+
 class SampleShardWriter:
     """Stream kept samples of one shard into img2dataset layout, plus the removed rows.
 
     A context manager: tar and parquet are written under temporary names as
     batches arrive and renamed into place only when the block exits cleanly, so
-    a crash leaves nothing that looks complete and memory holds one batch.
+    a crash leaves nothing that looks complete and memory holds one batch. An
+    optional :class:`Sidecar` sees every batch first and is closed last.
     """
 
-    def __init__(self, output_dir: str, name: str) -> None:
+    def __init__(self, output_dir: str, name: str, sidecar: Sidecar | None = None) -> None:
         self.output_dir = output_dir
         self.name = name
+        self.sidecar = sidecar
         self.kept = 0
         self.removed = 0
 
@@ -115,6 +133,8 @@ class SampleShardWriter:
 
     def write(self, batch: pa.Table) -> None:
         """Append a marked batch: kept rows to tar + parquet, removed rows (no image) to the audit file."""
+        if self.sidecar is not None:
+            batch = self.sidecar.take(batch)
         kept, removed = split_kept(batch)
         metadata = kept.drop_columns([c for c in (IMAGE, IMAGE_EXT) if c in kept.column_names])
         rows = metadata.to_pylist()
@@ -153,6 +173,8 @@ class SampleShardWriter:
                 join(self.output_dir, f"{self.name}_stats.json"),
                 {"count": self.kept + self.removed, "successes": self.kept, "removed": self.removed},
             )
+            if self.sidecar is not None:
+                self.sidecar.close()
 
 
 def transform_shard(
@@ -160,18 +182,18 @@ def transform_shard(
     output_dir: str,
     stages: Sequence[Stage],
     batch_size: int = 256,
-    before_write: Callable[[pa.Table], pa.Table] | None = None,
+    sidecar: Sidecar | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` in order over one shard and write the kept samples; return per-stage stats.
 
     A stage's ``rows_in`` is the rows alive when it ran; the rows it newly
     marked are its ``dropped``. The returned dict is what the runner stores in
-    the shard's done marker. ``before_write`` sees every marked batch before it
-    is written and returns the batch to write (e.g. moving embedding columns
-    into their own files instead of the shard's metadata).
+    the shard's done marker. ``sidecar`` (see :class:`Sidecar`) receives every
+    marked batch before it is written, e.g. to move embedding columns into their
+    own files instead of the shard's metadata.
     """
     stats = [StageStats(stage.name) for stage in stages]
-    with SampleShardWriter(output_dir, shard.name) as writer:
+    with SampleShardWriter(output_dir, shard.name, sidecar) as writer:
         for batch in read_sample_batches(shard, batch_size):
             for stage, stage_stats in zip(stages, stats):
                 alive = alive_mask(batch)
@@ -185,7 +207,7 @@ def transform_shard(
                     kept=pc.sum(still_alive).as_py() or 0,
                     dropped=count_reasons(newly_dropped),
                 )
-            writer.write(before_write(batch) if before_write else batch)
+            writer.write(batch)
     for stage_stats in stats:
         stage_stats.check()
     return {"shard": shard.name, "stages": [s.to_dict() for s in stats]}

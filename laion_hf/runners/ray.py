@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laion_hf.io.atomic import mark_done, read_done, remove_stale_temporaries
-from laion_hf.io.samples import SampleShardWriter, read_sample_batches
+from laion_hf.io.samples import SampleShardWriter, SidecarFactory, read_sample_batches
 from laion_hf.io.shards import Shard
 from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, count_reasons, ensure_drop_reason
 
@@ -101,7 +101,7 @@ def shard_stats(table: pa.Table, stage_names: Sequence[str]) -> list[StageStats]
 class ShardWriterUDF:
     """Ray UDF for ``map_groups``: write one shard's rows, in original order, and its done marker."""
 
-    def __init__(self, output_dir: str, stage_names: Sequence[str], sidecar: Callable[[str, str], Any] | None = None) -> None:
+    def __init__(self, output_dir: str, stage_names: Sequence[str], sidecar: SidecarFactory | None = None) -> None:
         self.output_dir = output_dir
         self.stage_names = list(stage_names)
         self.sidecar = sidecar
@@ -114,11 +114,8 @@ class ShardWriterUDF:
             s.check()
         internal = [SHARD, ROW, DROPPED_AT] + [_seconds_column(i) for i in range(len(self.stage_names))]
         extra = self.sidecar(self.output_dir, name) if self.sidecar else None
-        with SampleShardWriter(self.output_dir, name) as writer:
-            batch = group.drop_columns(internal)
-            writer.write(extra.take(batch) if extra else batch)
-        if extra is not None:
-            extra.close()  # after the shard's own files, as the local runner does
+        with SampleShardWriter(self.output_dir, name, extra) as writer:
+            writer.write(group.drop_columns(internal))
         record = {"shard": name, "stages": [s.to_dict() for s in stats]}
         mark_done(self.output_dir, name, record)
         return pa.table({"shard": [name], "record": [json.dumps(record)]})
@@ -177,12 +174,12 @@ class RayRunner:
         stages: Sequence[Stage],
         output_dir: str,
         uses_model: bool = False,
-        sidecar: Callable[[str, str], Any] | None = None,
+        sidecar: SidecarFactory | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Run ``stages`` over ``shards`` into ``output_dir``; return each shard's record (as the local runner does).
 
         ``uses_model`` gives each actor ``model_num_gpus`` GPUs; ``sidecar`` is
-        the per-shard extra writer (see :class:`laion_hf.build.Sidecar`).
+        the per-shard extra writer (see :class:`laion_hf.io.samples.Sidecar`).
         """
         import ray.data
 

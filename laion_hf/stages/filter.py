@@ -68,6 +68,16 @@ class SimilarityFilter(Stage):
         return mark_dropped(batch, below, REASON)
 
 
+class EmbeddingDropper:
+    """Sidecar for ``save_embeddings=False``: the embedding columns never reach the shard's metadata."""
+
+    def take(self, batch: pa.Table) -> pa.Table:
+        return batch.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING])
+
+    def close(self) -> None:
+        """Nothing to write."""
+
+
 class EmbeddingWriter:
     """Collects the kept rows' embeddings of one shard and writes them clip-retrieval style, atomically.
 
@@ -112,13 +122,8 @@ def filter_shard(
     shard: Shard, output_dir: str, stages: list[Stage], batch_size: int, save_embeddings: bool
 ) -> dict[str, Any]:
     """Filter one shard (the unit the runner resumes); return its per-stage stats."""
-    if not save_embeddings:
-        return transform_shard(shard, output_dir, stages, batch_size,
-                               before_write=lambda b: b.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING]))
-    embeddings = EmbeddingWriter(output_dir, shard.name)
-    stats = transform_shard(shard, output_dir, stages, batch_size, before_write=embeddings.take)
-    embeddings.close()  # after the shard's own files: a crash in between re-runs the shard
-    return stats
+    sidecar = EmbeddingWriter(output_dir, shard.name) if save_embeddings else EmbeddingDropper()
+    return transform_shard(shard, output_dir, stages, batch_size, sidecar=sidecar)
 
 
 @dataclass
