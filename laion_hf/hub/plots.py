@@ -37,7 +37,7 @@ COUNTED = ("language", "license")
 BINS = 50
 TOP_LANGUAGES = 20
 BATCH_ROWS = 65536
-UNKNOWN = "unknown"
+UNKNOWN = "(none)"  # a row without a language (none detected) or licence
 THRESHOLD_COLOURS = ("#c44e52", "#8172b3", "#dd8452", "#937860", "#da8bc3")
 #: A histogram whose tallest bar is this many times its smallest non-empty one gets a log count axis,
 #: so that a tail (punsafe's few high scores) stays visible beside the bulk.
