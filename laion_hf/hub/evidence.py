@@ -39,10 +39,9 @@ LANGUAGE = "language"
 SCORES = "scores"
 NSFW_TAG = "nsfw-tag"
 DEDUP = "dedup"
-REMOVAL_LISTS = "removal-lists"
+REMOVAL_LISTS = "removal-lists"  # rows removed by lists of what to remove, or by a reference of what to keep
 PUNSAFE_LIMIT = "punsafe-limit"
 KEYWORD_FILTER = "keyword-filter"
-KEEP_REFERENCE = "keep-reference"
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ FAMILIES: dict[str, FamilyRule] = {
     ),
     "relaion5b": FamilyRule(
         frozenset({REMOVAL_LISTS, PUNSAFE_LIMIT, KEYWORD_FILTER}),
-        "the reports beside it show no Re-LAION-5B cleaning (removal lists, punsafe limit or keyword filter): "
+        "the reports beside it show no Re-LAION-5B cleaning (removal lists or reference, punsafe limit, keyword filter): "
         "clean it first (laion-hf clean) or publish it as laion5b",
         {
             REMOVAL_LISTS: "links matched by the partners' hash lists (IWF, C3P, Stanford Internet Observatory) "
@@ -281,7 +280,7 @@ def _from_clean(evidence: ConfigEvidence, report: Mapping[str, Any]) -> None:
         evidence.steps.append(_keyword_step(options["keyword_file"], dropped.get("keyword", 0)))
     if options.get("keep_reference"):
         evidence.steps.append(
-            Step(KEEP_REFERENCE, f"rows absent from the reference {options['keep_reference']} removed: {dropped.get('not-in-reference', 0):,}")
+            Step(REMOVAL_LISTS, f"rows absent from the reference {options['keep_reference']} removed: {dropped.get('not-in-reference', 0):,}")
         )
 
 

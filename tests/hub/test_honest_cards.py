@@ -53,7 +53,7 @@ def test_real_download_without_a_family_is_refused_not_called_demo(monkeypatch, 
     ("family", "why"),
     [
         ("demo", "no build report of the demo recipe is beside it"),
-        ("relaion5b", "show no Re-LAION-5B cleaning (removal lists, punsafe limit or keyword filter)"),
+        ("relaion5b", "show no Re-LAION-5B cleaning (removal lists or reference, punsafe limit, keyword filter)"),
     ],
 )
 def test_a_family_whose_claims_the_reports_cannot_back_is_refused(monkeypatch, capsys, real_download, tmp_path, family, why):
@@ -104,6 +104,19 @@ def test_relaion5b_card_without_removal_lists_says_so_in_its_title_and_intro(rea
     assert text.startswith("\n# LAION-5B copy with Re-LAION-5B variants but no removal lists (laion-hf)")
     assert "**No removal lists were applied to this copy**" in text and "No removal lists were applied." in text
     assert "removal lists applied" not in text and "- keyword filter (keywords.txt): " in text
+
+
+def test_a_keep_reference_clean_counts_as_re_laion_removals(real_download, laion_pairs, tmp_path):
+    import json
+
+    reference = tmp_path / "relaion-metadata.parquet"
+    pq.write_table(laion_pairs.slice(0, 40).select(["URL", "TEXT"]).rename_columns(["url", "caption"]), reference)
+    clean_copy(str(real_download), str(tmp_path / "clean"), CleanOptions(keep_reference=str(reference)), show_progress=False)
+    removed = json.loads((tmp_path / "clean" / "clean_report.json").read_text())["by_reason"]["not-in-reference"]
+    publish_folder({"research": str(tmp_path / "clean")}, tmp_path / "hub")
+    _, text = card_of(tmp_path / "hub")
+    assert text.startswith("\n# Re-LAION-5B-style cleaned copy (laion-hf)") and "**No removal lists" not in text
+    assert f"- rows absent from the reference {reference} removed: {removed}\n" in text and removed == 8
 
 
 def test_reports_that_name_another_family_refuse_the_one_asked_for(real_download, tmp_path):
