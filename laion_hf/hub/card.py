@@ -148,7 +148,7 @@ def render_card(
     }
     directory = Path(template_dir) if template_dir else CARDS_DIR
     path = template_path(family, directory)
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)))
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)), keep_trailing_newline=True)
     # as DatasetCard.from_template renders, with a loader so that families can extend a shared layout
     variables = {**card_data.to_dict(), "code_version": code_version(), **context, **sections}
     try:
@@ -265,19 +265,19 @@ def _stages_table(stages: list[dict]) -> str:
 
 def _reasons_table(reasons: Mapping[str, int]) -> str:
     if not reasons:
-        return "No rows were removed."
+        return "No removed rows are recorded in the reports."
     return _table(("removal reason", "rows"), [(f"`{r}`", f"{n:,}") for r, n in sorted(reasons.items(), key=lambda x: -x[1])])
 
 
 def _models_table(models: Sequence[Mapping[str, Any]]) -> str:
     if not models:
-        return "No models were used."
+        return "No model is recorded in the reports."
     return _table(("model", "source", "sha256"), [(m.get("name", "?"), m.get("source", "-"), f"`{m.get('sha256', '-')}`") for m in models])
 
 
 def _removal_lists_table(lists: Sequence[Mapping[str, Any]]) -> str:
     if not lists:
-        return "No removal lists were applied."
+        return "No removal list is recorded in the reports."
     rows = [
         (f"`{e.get('kind', '?')}`", e.get("path", "-"), "-" if e.get("values") is None else f"{e['values']:,}", f"`{e.get('sha256', '-')}`")
         for e in lists
@@ -287,7 +287,7 @@ def _removal_lists_table(lists: Sequence[Mapping[str, Any]]) -> str:
 
 def _mapping_table(mapping: Mapping[str, Any], header: tuple[str, str]) -> str:
     if not mapping:
-        return "None."
+        return "None recorded in the reports."
     return _table(header, [(f"`{k}`", f"`{v}`") for k, v in mapping.items()])
 
 

@@ -309,7 +309,7 @@ def _from_build(evidence: ConfigEvidence, report: Mapping[str, Any]) -> None:
         )
     if "extract" in stages:
         s = stages["extract"]
-        evidence.steps.append(Step(EXTRACT, f"extracted from Common Crawl WAT files: {s['rows_in']:,} image links, {s['kept']:,} kept ({_reasons(s['dropped']) or 'none dropped'})"))
+        evidence.steps.append(Step(EXTRACT, f"extracted from WAT files: {s['rows_in']:,} image links, {s['kept']:,} kept ({_reasons(s['dropped']) or 'none dropped'})"))
     if "download" in stages:
         evidence.steps.append(_download_step(stages["download"]))
     spec = recipe.get("filter") or {}

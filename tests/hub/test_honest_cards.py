@@ -73,7 +73,7 @@ def test_real_download_as_laion5b_states_the_download_and_nothing_more(monkeypat
     assert "CLIP ViT-B/32 image-text similarity >= 0.28" in not_shown.split("## ")[0]
     for claim in ("no real data", "synthetic", "re-released", "removal lists applied", "Built by laion-hf's demo recipe"):
         assert claim not in text
-    assert "No removal lists were applied." in text and "39 rows." in text
+    assert "No removal list is recorded in the reports." in text and "\n39 rows.\n" in text
 
 
 def test_clean_of_the_real_download_is_relaion5b_with_its_removals_and_nothing_else(real_download, tmp_path):
@@ -102,7 +102,7 @@ def test_relaion5b_card_without_removal_lists_says_so_in_its_title_and_intro(rea
     publish_folder({"research": str(tmp_path / "clean")}, tmp_path / "hub", family="relaion5b")
     _, text = card_of(tmp_path / "hub")
     assert text.startswith("\n# LAION-5B copy with Re-LAION-5B variants but no removal lists (laion-hf)")
-    assert "**No removal lists were applied to this copy**" in text and "No removal lists were applied." in text
+    assert "**No removal lists were applied to this copy**" in text and "No removal list is recorded in the reports." in text
     assert "removal lists applied" not in text and "- keyword filter (keywords.txt): " in text
 
 
@@ -173,7 +173,7 @@ def test_demo_build_card_reports_rows_per_config_and_its_own_steps(demo_build):
         punsafe = by_stage[f"{config}: removal"].dropped.get("punsafe", 0)
         label = f"`{config}`" + (" (default)" if config == "research" else "") + f", {rows[config]} rows"
         assert f"\n{label}:\n\n- rows with punsafe > {limit} removed: {punsafe}\n\n" in text
-    assert "extracted from Common Crawl" not in text and "downloaded:" not in text  # the build started at filter
+    assert "extracted from WAT files" not in text and "downloaded:" not in text  # the build started at filter
     assert "| `filter: similarity >=` | `0.7154 (pkg:laion_hf/models/weights/laion-hf-tiny.quality.json#threshold)` |" in text
 
 
