@@ -52,8 +52,8 @@ def make_folder(root: Path, shards: int, per_shard: int) -> Path:
         write_samples(str(source / f"{shard:05d}.tar"), samples)
         pq.write_table(pa.Table.from_pylist(rows), source / f"{shard:05d}.parquet")
     folder = root / "folder"
-    publish_folder({"bench": str(source)}, folder, family="demo", target_shard_bytes=1, plots=False)
-    publish_folder({"bench": str(source)}, root / "folder-parquet", family="demo", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
+    publish_folder({"bench": str(source)}, folder, family="laion5b", target_shard_bytes=1, plots=False)
+    publish_folder({"bench": str(source)}, root / "folder-parquet", family="laion5b", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
     return folder
 
 

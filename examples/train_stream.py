@@ -84,7 +84,7 @@ def demo_repo(args):
 
     with tempfile.TemporaryDirectory() as tmp, HubServer(Path(tmp) / "hub") as hub, hub.environment():
         copy = generate_sample_copy(Path(tmp) / "copy", rows_per_shard=100, download_shards=4)
-        publish_folder({"demo": str(copy.download_dir)}, Path(tmp) / "folder", family="demo", target_shard_bytes=1)
+        publish_folder({"demo": str(copy.download_dir)}, Path(tmp) / "folder", family="laion5b", target_shard_bytes=1)
         push_folder(Path(tmp) / "folder", "laion-hf/demo", token=hub.token)
         os.environ["HF_TOKEN"] = hub.token
         args.repo, args.config = "laion-hf/demo", "demo"

@@ -567,29 +567,6 @@ def count_rows(directory: str) -> int:
     return sum(pq.ParquetFile(s.parquet).metadata.num_rows for s in image_shards(directory))
 
 
-def thresholds(recipe: Recipe) -> dict[str, str]:
-    """Every threshold the recipe applies, with where it came from, for the card."""
-    found: dict[str, str] = {}
-    if recipe.filter:
-        found["filter: cosine similarity >="] = f"{recipe.filter.threshold.value} ({recipe.filter.threshold.source})"
-        if recipe.filter.multilingual_threshold:
-            t = recipe.filter.multilingual_threshold
-            found["filter: cosine similarity >= (non-English)"] = f"{t.value} ({t.source})"
-        if recipe.filter.languages:
-            found["filter: languages"] = ", ".join(recipe.filter.languages)
-    if recipe.score:
-        for column, limit in recipe.score.drop_above.items():
-            found[f"score: {column} <="] = str(limit)
-        if recipe.score.nsfw_tag:
-            found["NSFW tag: UNSURE at / NSFW at"] = f"{recipe.score.nsfw_tag.unsure_at} / {recipe.score.nsfw_tag.nsfw_at}"
-    if recipe.dedup and recipe.dedup.near_duplicate_max_distance is not None:
-        found["dedup: near duplicates within (pHash bits)"] = str(recipe.dedup.near_duplicate_max_distance)
-    for config in recipe.configs:
-        if config.punsafe_above is not None:
-            found[f"{config.name}: punsafe removed above"] = str(config.punsafe_above)
-    return found
-
-
 def removal_list_records(recipe: Recipe, extra: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Every removal list a config applied: kind, file, valid values, sha256 (the card's provenance table)."""
     from laion_hf.clean.lists import load_list
@@ -607,37 +584,10 @@ def removal_list_records(recipe: Recipe, extra: Sequence[tuple[str, str]]) -> li
     return list(seen.values())
 
 
-def removed_by_reason(report: BuildReport, recipe: Recipe) -> dict[str, int]:
-    """Rows removed per reason; a config's reasons carry its name, since configs overlap and must not be summed."""
-    configs = {f"{c.name}: " for c in recipe.configs}
-    reasons: Counter[str] = Counter()
-    for stats in report.stages:
-        prefix = next((p for p in configs if stats.stage.startswith(p)), "")
-        for reason, count in stats.dropped.items():
-            reasons[f"{prefix}{reason}"] += count
-    return dict(reasons)
-
-
-def card_context(recipe: Recipe, report: BuildReport, options: BuildOptions) -> dict[str, Any]:
-    """What the card template gets: the recipe, its sources, models and checksums, thresholds, lists, counts."""
-    sources = "; ".join(
-        f"{key}: {', '.join(value) if isinstance(value, list) else value}" for key, value in recipe.source.items()
-    )
+def card_context(recipe: Recipe, options: BuildOptions) -> dict[str, Any]:
+    """What the card gets beyond what the build report shows (steps, thresholds, models): the lists' checksums."""
     return {
-        "pretty_name": f"{recipe.name} (laion-hf build)",
-        "summary": f"{recipe.description}\n\nSource: {sources}",
-        "recipe": {
-            "recipe": f"{recipe.name} {recipe.version}",
-            "file": Path(recipe.path).name,
-            "stages": " -> ".join([*recipe.stages, "configs"]),
-            "configs": ", ".join(c.name for c in recipe.configs),
-            "runner": report.runner,
-        },
-        "models": report.models,
-        "thresholds": thresholds(recipe),
         "removal_lists": removal_list_records(recipe, options.removals),
-        "stages": [s.to_dict() for s in report.stages],
-        "report": {"by_reason": removed_by_reason(report, recipe)},
         "repo_id": options.repo_id,
         "known_issues": [
             f"Models and thresholds are the recipe's ({Path(recipe.path).name}); build_report.json in this repo has "
@@ -647,14 +597,20 @@ def card_context(recipe: Recipe, report: BuildReport, options: BuildOptions) -> 
 
 
 def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], folder: str, options: BuildOptions) -> str:
-    """Lay out the configs for the Hub in ``folder`` with plots and the card; returns the card's path."""
+    """Lay out the configs for the Hub in ``folder`` with plots and the card; returns the card's path.
+
+    The card's claims come from this build's report (as ``build_report.json``
+    will hold it, with the removal lists given on the command line).
+    """
     from laion_hf.hub.publish import publish_folder
 
+    evidence = {**report.to_dict(), "removals": [list(removal) for removal in options.removals]}
     publish_folder(
         config_dirs,
         folder,
         family=recipe.card,
-        context=card_context(recipe, report, options),
+        context=card_context(recipe, options),
+        reports={name: {REPORT_FILE: evidence} for name in config_dirs},
         format=options.hub_format,
         default=recipe.default_config.name,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
+from laion_hf.hub.card import CARDS_DIR
 from laion_hf.hub.card import render_card as render_family_card
 from laion_hf.hub.card import size_category
 from laion_hf.hub.layout import ConfigLayout, HubLayout
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from oig.build import BuildReport, ConstituentReport
     from oig.recipe import Recipe
 
-CARD_DIR = Path(__file__).resolve().parents[1] / "cards" / "oig"
+CARD_DIR = CARDS_DIR / "oig"  # package data: cards/ is installed as laion_hf/cards
 SPLIT = "train"
 
 

@@ -41,7 +41,11 @@ def _read_context(path: Optional[str]) -> dict:
 def publish_command(
     output: Optional[str] = typer.Argument(None, metavar="OUTPUT", help="A laion-hf output: shard subdirectories become configs (or the directory itself is 'default')."),
     folder: str = typer.Option(..., "--folder", "-o", help="Where to write the Hub-ready folder."),
-    family: str = typer.Option("demo", "--family", help="Card template in cards/: laion400m, laion5b, relaion5b, oig, demo."),
+    family: Optional[str] = typer.Option(
+        None, "--family", help="Card family: laion400m, laion5b, relaion5b, demo. Default: the one the reports beside the data name "
+        "(a build's recipe; relaion5b for `clean` output); refused when the reports cannot back its claims.",
+    ),
+    license: Optional[str] = typer.Option(None, "--license", help="The dataset's licence as a Hub licence id (e.g. cc-by-4.0). Default: unknown."),
     config: list[str] = typer.Option([], "--config", help="NAME=DIR, repeatable; instead of OUTPUT."),
     format: str = typer.Option("webdataset", "--format", help="webdataset (tars with images) or parquet (metadata)."),
     include_images: bool = typer.Option(False, "--include-images", help="Parquet only: add the image bytes as an 'image' column."),
@@ -51,14 +55,16 @@ def publish_command(
     target_shard_mb: int = typer.Option(1000, "--target-shard-mb", min=1, help="Size of output shards (inputs are packed, never split)."),
 ) -> None:
     """Lay out shards for the Hub, plot distributions and write the dataset card (README.md)."""
-    from laion_hf.hub.publish import discover_sources, publish_folder, report_context
+    from laion_hf.hub.publish import discover_sources, publish_folder
 
     if format not in ("webdataset", "parquet"):
         raise UserError(f"--format {format!r}: use webdataset or parquet")
     sources = _parse_configs(config) if config else discover_sources(output) if output else None
     if not sources:
         raise UserError("give OUTPUT or at least one --config NAME=DIR")
-    card_context = {**report_context(sources, default), **_read_context(context)}
+    card_context = _read_context(context)
+    if license:
+        card_context["license"] = license
     if repo_id:
         card_context["repo_id"] = repo_id
     layout = publish_folder(

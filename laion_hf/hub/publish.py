@@ -1,30 +1,37 @@
 """One call from laion-hf outputs to a Hub-ready folder: layout, plots, card.
 
-Clean, build and OIG all publish through :func:`publish_folder`: a mapping
-config name -> shard directory, a card family, and a context dict (report,
-recipe, models...) that the card renders.
+Clean, build and ``laion-hf publish`` all go through :func:`publish_folder`: a
+mapping config name -> shard directory, the reports about each directory (read
+from beside the data unless the caller has them, as a build does), a card
+family (inferred from the reports when not given, refused when they cannot
+back it) and a context dict (recipe, models...) that the card renders.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from laion_hf.errors import UserError
 from laion_hf.hub.card import render_card, write_card
+from laion_hf.hub.evidence import ConfigEvidence, Threshold, choose_family, find_reports, gather
 from laion_hf.hub.layout import DEFAULT_TARGET_SHARD_BYTES, Format, HubLayout, write_hub_folder
-from laion_hf.hub.plots import save_plots
+from laion_hf.hub.plots import UNKNOWN, profile, save_plots
 from laion_hf.io.shards import discover_shards
+
+T = TypeVar("T")
 
 
 def publish_folder(
     sources: Mapping[str, str],
     folder: str | Path,
     *,
-    family: str,
+    family: str | None = None,
     context: Mapping[str, Any] | None = None,
+    reports: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
     format: Format = "webdataset",
     default: str | None = None,
     split: str = "train",
@@ -35,9 +42,18 @@ def publish_folder(
 ) -> HubLayout:
     """Write ``folder`` with every config's shards, distribution plots and README.md; returns the layout.
 
-    Plots are drawn from the default config's metadata parquet (the rows a
-    user gets by default).
+    ``reports``: config -> {report file name: parsed report}; by default each
+    config's reports are found beside its shards (:func:`find_reports`). The
+    family is checked against them before anything is written. Plots are
+    drawn from the default config (the rows a user gets by default), with the
+    reports' thresholds on them; YAML ``language`` comes from the data's
+    language column when the context does not give it.
     """
+    evidence = {
+        name: gather(name, directory, reports[name] if reports is not None else find_reports(directory))
+        for name, directory in sources.items()
+    }
+    family = choose_family(family, evidence.values())
     layout = write_hub_folder(
         sources,
         str(folder),
@@ -47,13 +63,45 @@ def publish_folder(
         target_shard_bytes=target_shard_bytes,
         include_images=include_images,
     )
+    parquets = {name: [shard.parquet for shard in discover_shards(directory)] for name, directory in sources.items()}
+    profiles = {name: profile(paths) for name, paths in parquets.items()}
+    thresholds = _thresholds(evidence.values())
     saved = []
     if plots:
-        parquets = [shard.parquet for shard in discover_shards(sources[layout.default])]
-        saved = save_plots(parquets, folder)
-    card = render_card(family, context or {}, layout=layout, plots=saved, template_dir=template_dir)
+        saved = save_plots(parquets[layout.default], folder, config=layout.default, thresholds=thresholds, found=profiles[layout.default])
+    languages: Counter[str] = Counter()
+    for found in profiles.values():
+        languages.update({code: n for code, n in found.languages.items() if code != UNKNOWN})
+    derived: dict[str, Any] = {
+        **evidence[layout.default].context,
+        "evidence": evidence,
+        "stages": _unique(stage for e in evidence.values() for stage in e.stages),
+        "removal_lists": [_list_record(entry) for entry in _unique(entry for e in evidence.values() for entry in e.removal_lists)],
+        "thresholds": {f"{t.scope}: {t.rule}": f"{t.value:g}" + (f" ({t.source})" if t.source else "") for t in thresholds},
+        "language": [code for code, _ in languages.most_common()],
+        "row_licenses": dict(profiles[layout.default].licenses),
+    }
+    card = render_card(family, {**derived, **(context or {})}, layout=layout, plots=saved, template_dir=template_dir)
     write_card(card, folder)
     return layout
+
+
+def _unique(items: Iterable[T]) -> list[T]:
+    """Items in first-seen order without repeats (configs of one build share its early stages)."""
+    seen: list[T] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _thresholds(evidence: Iterable[ConfigEvidence]) -> list[Threshold]:
+    return _unique(t for e in evidence for step in e.steps for t in step.thresholds)
+
+
+def _list_record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A removal list as the card's table shows it: file name, values, and the file's sha256."""
+    return {**entry, "path": Path(entry["path"]).name, "sha256": _file_sha256(entry["path"])}
 
 
 def discover_sources(output_dir: str | Path) -> dict[str, str]:
@@ -72,50 +120,8 @@ def discover_sources(output_dir: str | Path) -> dict[str, str]:
     return sources
 
 
-def report_context(sources: Mapping[str, str], default: str | None = None) -> dict[str, Any]:
-    """Card context from the reports the pipeline left beside the shards (``*_report.json``).
-
-    Each config's report total becomes a row of the stage table; the default
-    config's report gives the removal reasons.
-    """
-    stages, context = [], {}
-    default = default or next(iter(sources))
-    for name, directory in sources.items():
-        for path in sorted(Path(directory).glob("*_report.json")):
-            report = json.loads(path.read_text(encoding="utf-8"))
-            total = report.get("total")
-            if total:
-                stages.append({**total, "stage": f"{path.stem.removesuffix('_report')} -> {name}"})
-            if name == default:
-                context.update(_from_report(report))
-    if stages:
-        context["stages"] = stages
-    return context
-
-
-def _from_report(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The card's recipe, removal lists (with checksums) and known issues, from a pipeline report."""
-    options = report.get("options") or {}
-    recipe = {k: v for k, v in options.items() if k in ("variant", "punsafe_threshold", "keep_reference", "metadata") and v is not None}
-    lists = [{**entry, "sha256": _file_sha256(entry.get("path"))} for entry in report.get("removal_lists") or []]
-    issues = list(report.get("notes") or [])
-    issues += [f"image {alg} matched against: {'; '.join(sources)}" for alg, sources in (report.get("image_hash_source") or {}).items()]
-    context: dict[str, Any] = {"report": dict(report), "removal_lists": lists, "known_issues": issues}
-    if recipe:
-        context["recipe"] = recipe
-    if options.get("variant") or options.get("punsafe_threshold") is not None:
-        from laion_hf.clean.removal import resolve_threshold
-
-        threshold = resolve_threshold(options.get("variant"), options.get("punsafe_threshold"))
-        if threshold is not None:
-            context["thresholds"] = {"punsafe (rows strictly above removed)": threshold}
-    return context
-
-
 def _file_sha256(path: str | None) -> str:
     """Checksum of a list file, so the card pins exactly which list was applied ("unavailable" if gone)."""
-    import hashlib
-
     try:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()

@@ -32,8 +32,8 @@ def test_clean_output_published_pushed_and_loaded_per_config(hub, cleaned, tmp_p
     configs = [f"--config={v}={cleaned / v / 'download'}" for v in ("research", "research-safe")]
     _run("publish", "--folder", wds_folder, "--family", "relaion5b", "--repo-id", "laion-hf/relaion-demo", *configs)
     card = (wds_folder / "README.md").read_text()
-    assert "clean -> research" in card and "| `punsafe` |" in card
-    assert "| `punsafe (rows strictly above removed)` | `0.95` |" in card
+    assert "| research: clean | 64 |" in card and "| `research: punsafe` |" in card and "| `research-safe: punsafe` |" in card
+    assert "| `research: punsafe >` | `0.95` |" in card and "| `research-safe: punsafe >` | `0.45` |" in card
     assert "| `url-sha256` | " in card and "unavailable" not in card
     _run("push", wds_folder, "laion-hf/relaion-demo")
     for variant in ("research", "research-safe"):
@@ -58,7 +58,7 @@ def test_push_needs_exactly_one_target(tmp_path):
 
 
 def test_push_to_a_folder(tmp_path, variants):
-    _run("publish", "--folder", tmp_path / "hub", f"--config=research={variants['research'][0]}")
+    _run("publish", "--folder", tmp_path / "hub", "--family", "laion5b", f"--config=research={variants['research'][0]}")
     _run("push", tmp_path / "hub", "--to", tmp_path / "published")
     assert (tmp_path / "published" / "README.md").exists()
     assert sorted(p.name for p in (tmp_path / "published" / "research").iterdir()) == ["train-00000-of-00001.tar"]
@@ -67,7 +67,7 @@ def test_push_to_a_folder(tmp_path, variants):
 def test_publish_discovers_variant_dirs_and_reads_a_context_file(tmp_path, variants):
     (tmp_path / "card.yaml").write_text("license: cc-by-4.0\nlanguage: [en]\nknown_issues: [synthetic test data]\n")
     output = variants["research"][0].parent
-    _run("publish", output, "--folder", tmp_path / "hub", "--context", tmp_path / "card.yaml", "--format", "parquet")
+    _run("publish", output, "--folder", tmp_path / "hub", "--family", "laion5b", "--context", tmp_path / "card.yaml", "--format", "parquet")
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "- synthetic test data" in card
     assert sorted(p.name for p in (tmp_path / "hub").iterdir() if p.is_dir() and not p.name.startswith(".")) == ["assets", "research", "research-safe"]

@@ -65,7 +65,7 @@ def test_resume_mid_epoch_continues_without_repeats_or_gaps(four_shard_repo):
 @pytest.mark.slow
 def test_parquet_with_images_repo_feeds_the_same_loader(hub, tmp_path, make_img2dataset_dir):
     rows = make_img2dataset_dir(tmp_path / "out", shards=2, per_shard=5)
-    publish_folder({"research": str(tmp_path / "out")}, tmp_path / "hub", family="demo", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
+    publish_folder({"research": str(tmp_path / "out")}, tmp_path / "hub", family="laion5b", format="parquet", include_images=True, target_shard_bytes=1, plots=False)
     push_folder(tmp_path / "hub", "laion-hf/train-parquet", token=hub.token)
     loader = training_loader("laion-hf/train-parquet", "research", batch_size=3, num_workers=2, image_size=IMAGE_SIZE)
     assert sorted(_keys(loader)) == sorted(row["key"] for row in rows)

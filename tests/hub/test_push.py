@@ -22,7 +22,7 @@ def test_webdataset_repo_loads_back_every_config(hub, variants, tmp_path):
     import datasets
 
     folder = tmp_path / "hub-wds"
-    publish_folder(_sources(variants), folder, family="relaion5b", context={"repo_id": "laion-hf/demo"}, target_shard_bytes=30_000)
+    publish_folder(_sources(variants), folder, family="laion5b", context={"repo_id": "laion-hf/demo"}, target_shard_bytes=30_000)
     result = push_folder(folder, "laion-hf/demo", token=hub.token)
     visible = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     assert sorted(result.uploaded) == sorted(p for p in visible if not p.startswith(".layout/"))
@@ -45,7 +45,7 @@ def test_parquet_repo_loads_back_every_config(hub, variants, tmp_path):
     import datasets
 
     folder = tmp_path / "hub-parquet"
-    publish_folder(_sources(variants), folder, family="relaion5b", format="parquet", include_images=True, default="research-safe")
+    publish_folder(_sources(variants), folder, family="laion5b", format="parquet", include_images=True, default="research-safe")
     push_folder(folder, "laion-hf/demo-parquet", token=hub.token)
     for config, (_, rows) in variants.items():
         loaded = list(datasets.load_dataset("laion-hf/demo-parquet", config, split="train", streaming=True))
@@ -59,7 +59,7 @@ def test_parquet_repo_loads_back_every_config(hub, variants, tmp_path):
 
 def test_push_is_resumable_and_skips_identical_files(hub, variants, tmp_path):
     folder = tmp_path / "hub"
-    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    publish_folder(_sources(variants), folder, family="laion5b", plots=False, target_shard_bytes=10_000)
     first = push_folder(folder, "laion-hf/again", token=hub.token, max_files_per_commit=2)
     assert len(first.commits) >= 3
     second = push_folder(folder, "laion-hf/again", token=hub.token)
@@ -68,8 +68,8 @@ def test_push_is_resumable_and_skips_identical_files(hub, variants, tmp_path):
 
 def test_republish_with_fewer_shards_deletes_stale_files(hub, variants, tmp_path):
     big, small = tmp_path / "big", tmp_path / "small"
-    publish_folder(_sources(variants), big, family="demo", plots=False, target_shard_bytes=10_000)
-    publish_folder(_sources(variants), small, family="demo", plots=False)
+    publish_folder(_sources(variants), big, family="laion5b", plots=False, target_shard_bytes=10_000)
+    publish_folder(_sources(variants), small, family="laion5b", plots=False)
     push_folder(big, "laion-hf/shrink", token=hub.token)
     result = push_folder(small, "laion-hf/shrink", token=hub.token)
     files = set(HfApi().list_repo_files("laion-hf/shrink", repo_type="dataset"))
@@ -79,7 +79,7 @@ def test_republish_with_fewer_shards_deletes_stale_files(hub, variants, tmp_path
 
 def test_bad_token_is_a_clear_error_without_the_token(hub, variants, tmp_path):
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     with pytest.raises(PushAuthError) as caught:
         push_folder(folder, "laion-hf/x", token="hf_secret_wrong_token")
     assert "refused the token" in str(caught.value) and "hf_secret_wrong_token" not in str(caught.value)
@@ -87,7 +87,7 @@ def test_bad_token_is_a_clear_error_without_the_token(hub, variants, tmp_path):
 
 def test_rate_limit_is_a_clear_error(hub, variants, tmp_path):
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     hub.faults.rate_limit_path = r"/api/repos/create"
     with pytest.raises(PushRateLimitError, match="Re-run the same command in 30 s"):
         push_folder(folder, "laion-hf/x", token=hub.token)
@@ -97,7 +97,7 @@ def test_rate_limit_is_a_clear_error(hub, variants, tmp_path):
 def test_upload_interrupted_mid_file_then_resumed(hub, variants, tmp_path):
     """The server drops the connection in the middle of an LFS upload; the uploader dies; a re-run completes."""
     folder = tmp_path / "hub"
-    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    publish_folder(_sources(variants), folder, family="laion5b", plots=False, target_shard_bytes=10_000)
     files = {path: (folder / path).read_bytes() for path in local_files(folder)}
     script = textwrap.dedent(
         f"""
@@ -126,7 +126,7 @@ def test_upload_interrupted_mid_file_then_resumed(hub, variants, tmp_path):
 
 def test_copy_folder_to_fsspec_target_resumes(variants, tmp_path):
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     target = f"file://{tmp_path / 'published'}"
     first = copy_folder(folder, target)
     (tmp_path / "published" / "README.md").unlink()
@@ -139,7 +139,7 @@ def test_push_to_a_branch_and_private_repo(hub, variants, tmp_path):
     import datasets
 
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     push_folder(folder, "laion-hf/branchy", token=hub.token, revision="v1", private=True)
     api = HfApi(token=hub.token)
     assert "README.md" in api.list_repo_files("laion-hf/branchy", repo_type="dataset", revision="v1")
@@ -154,7 +154,7 @@ def test_copy_folder_to_an_object_store_url(variants, tmp_path):
     import fsspec
 
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     result = copy_folder(folder, "memory://bucket/laion-demo")
     fs = fsspec.filesystem("memory")
     assert sorted(result.uploaded) == sorted(local_files(folder))
