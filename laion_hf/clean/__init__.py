@@ -20,7 +20,7 @@ from laion_hf.clean.files import open_parquet
 from laion_hf.clean.shard import check_shard_columns, clean_shard
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
 from laion_hf.errors import UserError
-from laion_hf.io.atomic import filesystem, join, read_json, write_json
+from laion_hf.io.atomic import adopt_legacy, bookkeeping_path, filesystem, join, read_json, write_json
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.runners.local import run_shards
 
@@ -48,11 +48,11 @@ def _shard_name(shard: Shard) -> str:
 
 
 def _claim_output(output_dir: str, options: CleanOptions) -> None:
-    """Record the options in OUTPUT; refuse to resume a run that used different ones."""
-    path = join(output_dir, OPTIONS_NAME)
+    """Record the options in OUTPUT's bookkeeping; refuse to resume a run that used different ones."""
+    path = bookkeeping_path(output_dir, OPTIONS_NAME)
     fs, inner = filesystem(path)
     wanted = options.to_dict()
-    if fs.exists(inner):
+    if fs.exists(inner) or adopt_legacy(join(output_dir, OPTIONS_NAME), path):
         recorded = read_json(path)
         if recorded != wanted:
             raise UserError(
