@@ -193,7 +193,8 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
             marked = stage(table)
             kept, removed = split_kept(marked)
             kept = kept.select(names)
-            writer.write_table(kept)
+            if kept.num_rows:  # an empty row group makes the file unreadable for `datasets` (batch size 0)
+                writer.write_table(kept)
             stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
             if keys is not None:
                 statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
