@@ -173,3 +173,36 @@ def test_training_loader_streams_real_photos_of_every_format(hub, tmp_path, laio
         captions.extend(batch["caption"])
     assert sorted(seen) == sorted(r["key"] for r in rows)
     assert sorted(captions) == sorted(r["caption"] for r in rows)  # real LAION captions
+
+
+@pytest.mark.parametrize(
+    ("family", "names"),
+    [
+        ("laion5b-base", ["sample_id", "url", "caption", "height", "width", "license", "nsfw", "similarity"]),
+        ("laion5b-multi", ["sample_id", "url", "caption", "height", "width", "license", "nsfw", "similarity", "language"]),
+        ("laion5b-joined", ["url", "caption", "width", "height", "similarity", "hash", "punsafe", "pwatermark"]),
+        ("laion5b-aesthetic", ["url", "caption", "width", "height", "similarity", "hash", "punsafe", "pwatermark", "aesthetic"]),
+        ("relaion5b", ["url", "caption", "key", "status", "error_message", "width", "height", "original_width",
+                       "original_height", "exif", "sha256", "similarity", "hash", "punsafe", "pwatermark"]),
+    ],
+)
+def test_iter_metadata_reads_each_release_as_published(family, names, laion_pairs, tmp_path):
+    from laion_hf.demo.sample_copy import release_table, write_spark_output
+    from laion_hf.io.shards import discover_shards
+
+    table = release_table(laion_pairs.slice(0, 40), family)
+    write_spark_output(tmp_path, table, shards=2)
+    batches = list(iter_metadata([s.parquet for s in discover_shards(str(tmp_path))], batch_size=15))
+    assert all(b.schema.names == names for b in batches)
+    assert sum(b.num_rows for b in batches) == 40
+    assert [u for b in batches for u in b.column("url").to_pylist()] == laion_pairs.column("URL").to_pylist()[:40]
+
+
+def test_iter_metadata_of_a_download_saved_with_laions_width_height(laion_pairs, tmp_path):
+    """Before: two `width` and two `height` columns in one batch."""
+    from tests.formats import write_real_photo_shards
+
+    write_real_photo_shards(tmp_path, laion_pairs, per_shard=5, extra={"WIDTH": [7] * 5, "HEIGHT": [9] * 5})
+    [batch] = iter_metadata([str(tmp_path / "00000.parquet")], columns=["url", "width", "laion_width", "laion_height"])
+    assert batch.schema.names == ["url", "width", "laion_width", "laion_height"]
+    assert batch.column("laion_width").to_pylist() == [7] * 5 and batch.column("width").to_pylist()[0] == 512
