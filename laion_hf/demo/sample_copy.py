@@ -283,28 +283,22 @@ def clean_sample_copy(
     workers: int = 1,
     on_report: Callable[[str, str, CleanReport], None] | None = None,
 ) -> dict[str, dict[str, CleanReport]]:
-    """Clean the metadata and the download of ``copy`` into ``output_root/<variant>/{metadata,download}``.
+    """Clean the whole of ``copy`` into ``output_root/<variant>/{download,metadata}``, one run per variant.
 
-    The download is cleaned alongside the metadata (``metadata=``): its sidecar has
-    no punsafe, so flagged rows are found in the metadata by the LAION hash of (url, caption).
+    The download's sidecar has no punsafe, so flagged rows are found in the
+    metadata by the LAION hash of (url, caption); the metadata loses the rows
+    whose image an image list removed from the download.
     """
     reports: dict[str, dict[str, CleanReport]] = {}
     for variant in variants:
-        base = dict(variant=variant, keyword_file=str(copy.keyword_file))
-        # Metadata has no images: image-hash lists only apply to the download.
-        link_lists = tuple((kind, path) for kind, path in copy.removal if not kind.startswith("image-"))
-        jobs = {
-            "metadata": (copy.metadata_dir, CleanOptions(remove=link_lists, **base)),
-            "download": (
-                copy.download_dir,
-                CleanOptions(remove=tuple(copy.removal), metadata=str(copy.metadata_dir), **base),
-            ),
-        }
-        reports[variant] = {}
-        for part, (source, options) in jobs.items():
-            output = Path(output_root) / variant / part
-            report = clean_copy(str(source), str(output), options, workers=workers)
-            reports[variant][part] = report
+        output = Path(output_root) / variant
+        options = CleanOptions(
+            remove=tuple(copy.removal), variant=variant, keyword_file=str(copy.keyword_file),
+            metadata=str(copy.metadata_dir), metadata_output=str(output / "metadata"),
+        )
+        report = clean_copy(str(copy.download_dir), str(output / "download"), options, workers=workers)
+        reports[variant] = {"download": report, "metadata": report.metadata}
+        for part, part_report in reports[variant].items():
             if on_report is not None:
-                on_report(variant, part, report)
+                on_report(variant, part, part_report)
     return reports

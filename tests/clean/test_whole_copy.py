@@ -106,8 +106,8 @@ def test_cli_cleans_the_whole_copy_and_both_halves_verify(sample_copy, tmp_path)
         capture_output=True, text=True, env={"COLUMNS": "200", "PATH": ""},
     )
     assert result.returncode == 0, result.stderr
-    assert "clean metadata: removed by reason" in result.stdout and f"{out_meta}/clean_report.json" in result.stdout.replace("\n", "")
-    for folder in (out, out_meta):
+    assert "clean metadata: per shard" in result.stdout and f"{out_meta}/clean_report.json" in result.stdout.replace("\n", "")
+    for folder, punsafe_from in ((out, ["--metadata", sample_copy.metadata_dir]), (out_meta, [])):
         verified = subprocess.run([*command, "verify-clean", folder, *removes, "--variant", "research-safe",
-                                   "--keyword-file", sample_copy.keyword_file], capture_output=True, text=True)
+                                   "--keyword-file", sample_copy.keyword_file, *punsafe_from], capture_output=True, text=True)
         assert verified.returncode == 0, verified.stdout + verified.stderr

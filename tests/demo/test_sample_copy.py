@@ -89,6 +89,7 @@ def test_clean_sample_copy_gives_verified_research_and_research_safe(copy, tmp_p
             assert verify_clean(str(tmp_path / "out" / variant / part), copy.removal if part == "download" else
                                 [s for s in copy.removal if not s[0].startswith("image-")]) == []
         assert parts["download"].by_reason["image-sha256"] > 0
+        assert parts["metadata"].by_reason["image-sha256"] > 0  # the metadata no longer points at listed images
     safe, research = reports["research-safe"], reports["research"]
     assert safe["metadata"].by_reason["punsafe"] > research["metadata"].by_reason["punsafe"]
     assert safe["download"].total.kept < research["download"].total.kept
