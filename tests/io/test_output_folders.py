@@ -156,3 +156,15 @@ def test_report_json_files_do_not_decide_the_builder(tmp_path):
     for name in ("a_report.json", "b_report.json", "c_report.json"):
         (out / name).write_text(json.dumps({"rows": 1}))
     assert_reads_as_its_data(out, with_tars=False)
+
+
+def test_extract_output_loads_without_its_per_file_scratch(tmp_path):
+    from laion_hf.demo.wat import Image, Page, write_wat
+    from laion_hf.extract import extract
+
+    inputs = [write_wat(str(tmp_path / "in" / f"{name}.warc.wat.gz"),
+                        [Page(url=f"https://{name}.example/", images=[Image(f"https://cdn.example/{name}.jpg", f"picture of {name}")])])
+              for name in ("a", "b")]
+    extract(inputs, str(tmp_path / "out"), show_progress=False, detect_language=False)
+    assert list((tmp_path / "out" / "_files").glob("*.parquet"))  # the per-file scratch `load_dataset` used to add
+    assert_reads_as_its_data(tmp_path / "out", with_tars=False)
