@@ -12,25 +12,28 @@ user's shards (local or fsspec):
 
 Metadata configs read LAION parquet and name columns canonically (``url``,
 ``caption``, ``width`` ... whatever the release calls them); ``-images``
-configs read an img2dataset download (tar + parquet) into the same columns a
-published WebDataset repo carries, with the image bytes untouched.
+configs read an img2dataset download (tar + parquet; ``.jpg``, ``.png`` and
+``.webp`` samples alike) into the same columns a published WebDataset repo
+carries, with the image bytes untouched. The Re-LAION configs are what their
+names say: ``research`` keeps rows with punsafe <= 0.95, ``research-safe``
+<= 0.45 (Re-LAION's cuts, applied with :class:`laion_hf.clean.RemovalStage`),
+and refuse shards without a punsafe column.
 """
 
 from __future__ import annotations
-
-import json
 
 import datasets
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.hub.load import canonical_names, iter_metadata
+from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
+from laion_hf.hub.load import iter_metadata
+from laion_hf.io.samples import IMAGE, IMAGE_EXT, read_sample_batches
 from laion_hf.io.shards import discover_shards
-from laion_hf.io.tar import iter_samples
-from laion_hf.schema import LAION_400M, LAION_5B_BASE, LAION_5B_MULTI, RELAION, require_columns
+from laion_hf.schema import LAION_400M, LAION_5B_BASE, LAION_5B_MULTI, RELAION, canonical_names, require_columns
+from laion_hf.stages.base import split_kept
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 IMAGE_SCHEMA = pa.schema(
     [
@@ -49,22 +52,29 @@ class LaionConfig(datasets.BuilderConfig):
 
     ``schema`` documents the release's columns; the features come from the
     user's shards (canonically named), since copies differ (joined, aesthetic...).
+    ``punsafe_threshold`` removes rows whose punsafe is strictly above it.
     """
 
-    def __init__(self, *, kind: str = "metadata", schema: pa.Schema | None = None, swap_width_height: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        kind: str = "metadata",
+        schema: pa.Schema | None = None,
+        swap_width_height: bool = False,
+        punsafe_threshold: float | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if kind not in ("metadata", "images"):
             raise ValueError(f"config {self.name}: kind must be metadata or images, not {kind!r}")
         self.kind = kind
         self.schema = schema
         self.swap_width_height = swap_width_height
+        self.punsafe_threshold = punsafe_threshold
 
 
 def _canonical_schema(schema: pa.Schema, swap_width_height: bool) -> pa.Schema:
-    renames = canonical_names(schema.names)
-    if swap_width_height:
-        swap = {"width": "height", "height": "width"}
-        renames = {actual: swap.get(name, name) for actual, name in renames.items()}
+    renames = canonical_names(schema.names, swap_width_height)
     return pa.schema([pa.field(renames[f.name], f.type) for f in schema])
 
 
@@ -90,12 +100,23 @@ class LaionBuilder(datasets.ArrowBasedBuilder):
             missing = [s.parquet for s in shards if s.tar is None]
             if missing:
                 raise ValueError(f"{missing[0]}: an images config needs img2dataset shards (a .tar beside each parquet)")
-        else:
-            with fsspec.open(shards[0].parquet, "rb") as f:
-                schema = pq.read_schema(f)
-            require_columns(schema.names, ["url", "caption"], shards[0].parquet)
-            self.info.features = datasets.Features.from_arrow_schema(_canonical_schema(schema, self.config.swap_width_height))
+        for shard in shards:
+            with fsspec.open(shard.parquet, "rb") as f:
+                names = pq.read_schema(f).names
+            needed = ["url", "caption", *(["punsafe"] if self.config.punsafe_threshold is not None else [])]
+            require_columns(names, needed, shard.parquet)
+            if self.config.kind == "metadata" and shard is shards[0]:
+                with fsspec.open(shard.parquet, "rb") as f:
+                    schema = _canonical_schema(pq.read_schema(f), self.config.swap_width_height)
+                self.info.features = datasets.Features.from_arrow_schema(schema)
         return [datasets.SplitGenerator(name=datasets.Split.TRAIN, gen_kwargs={"shards": shards})]
+
+    def _kept(self, table: pa.Table) -> pa.Table:
+        """The rows the config keeps (all of them unless it has a punsafe cut)."""
+        if self.config.punsafe_threshold is None:
+            return table
+        kept, _ = split_kept(RemovalStage(punsafe_threshold=self.config.punsafe_threshold)(table))
+        return kept
 
     def _generate_tables(self, shards):
         for shard in shards:
@@ -103,30 +124,22 @@ class LaionBuilder(datasets.ArrowBasedBuilder):
                 yield from self._image_tables(shard)
                 continue
             for index, batch in enumerate(iter_metadata([shard.parquet], swap_width_height=self.config.swap_width_height, batch_size=self.BATCH_ROWS)):
-                table = pa.Table.from_batches([batch]).cast(self.info.features.arrow_schema)
+                table = self._kept(pa.Table.from_batches([batch])).cast(self.info.features.arrow_schema)
                 yield f"{shard.name}_{index}", table
 
     def _image_tables(self, shard):
-        rows: list[dict] = []
-        index = 0
-        for key, members in iter_samples(shard.tar):
-            meta = json.loads(members["json"]) if "json" in members else {}
-            extension = next((e for e in members if e.lower() in IMAGE_EXTENSIONS), None)
-            rows.append(
-                {
-                    "key": key,
-                    "url": meta.get("url"),
-                    "caption": members["txt"].decode("utf-8") if "txt" in members else meta.get("caption"),
-                    "width": meta.get("width"),
-                    "height": meta.get("height"),
-                    "image": {"bytes": members[extension], "path": f"{key}.{extension}"} if extension else None,
-                }
+        """Samples in tar order: sidecar row (canonical names) + the image bytes as stored, any format."""
+        for index, batch in enumerate(read_sample_batches(shard, batch_size=self.BATCH_ROWS)):
+            batch = self._kept(batch)
+            renames = canonical_names(batch.column_names)
+            columns = {renames[name]: batch[name] for name in batch.column_names}
+            paths = [f"{key}.{ext}" for key, ext in zip(columns["key"].to_pylist(), batch[IMAGE_EXT].to_pylist())]
+            images = pa.StructArray.from_arrays([batch[IMAGE].combine_chunks(), pa.array(paths, pa.string())], fields=list(_IMAGE_TYPE))
+            table = pa.table(
+                {field.name: (images if field.name == "image" else columns.get(field.name, pa.nulls(batch.num_rows)))
+                 for field in IMAGE_SCHEMA}
             )
-            if len(rows) == self.BATCH_ROWS:
-                yield f"{shard.name}_{index}", pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA)
-                rows, index = [], index + 1
-        if rows:
-            yield f"{shard.name}_{index}", pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA)
+            yield f"{shard.name}_{index}", table.cast(IMAGE_SCHEMA)
 
 
 class Laion400M(LaionBuilder):
@@ -155,9 +168,13 @@ class ReLaion5B(LaionBuilder):
     """Re-LAION-5B (August 2024) research and research-safe variants, metadata and images."""
 
     BUILDER_CONFIGS = [
-        LaionConfig(name="research", schema=RELAION, description="Re-LAION-5B research metadata"),
-        LaionConfig(name="research-safe", schema=RELAION, description="Re-LAION-5B research-safe metadata"),
-        LaionConfig(name="research-images", kind="images", description="research variant, img2dataset images"),
-        LaionConfig(name="research-safe-images", kind="images", description="research-safe variant, img2dataset images"),
+        LaionConfig(name="research", schema=RELAION, punsafe_threshold=VARIANT_THRESHOLDS["research"],
+                    description="Re-LAION-5B research metadata (punsafe <= 0.95)"),
+        LaionConfig(name="research-safe", schema=RELAION, punsafe_threshold=VARIANT_THRESHOLDS["research-safe"],
+                    description="Re-LAION-5B research-safe metadata (punsafe <= 0.45)"),
+        LaionConfig(name="research-images", kind="images", punsafe_threshold=VARIANT_THRESHOLDS["research"],
+                    description="research variant, img2dataset images (punsafe <= 0.95 from the sidecar)"),
+        LaionConfig(name="research-safe-images", kind="images", punsafe_threshold=VARIANT_THRESHOLDS["research-safe"],
+                    description="research-safe variant, img2dataset images (punsafe <= 0.45 from the sidecar)"),
     ]
     DEFAULT_CONFIG_NAME = "research-safe"

@@ -55,16 +55,21 @@ def make_loader(args):
 
 
 def run_webdataset(args) -> None:
-    """The same shards through webdataset: HTTP URLs streamed with curl, decoded to PIL, CLIP-preprocessed."""
+    """The same shards through webdataset: HTTP URLs streamed with curl, decoded to PIL, CLIP-preprocessed.
+
+    LAION shards mix ``.jpg``, ``.png`` and ``.webp`` samples: ``"jpg;png;webp"``
+    takes whichever a sample has, and EXIF orientation is applied as ``datasets`` does.
+    """
     import webdataset as wds
+    from PIL import ImageOps
 
     preprocess = clip_preprocess(args.image_size)
     urls = webdataset_urls(args.repo, args.config)
     pipeline = (
         wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker)
         .decode("pil")
-        .to_tuple("jpg", "txt", "__key__")
-        .map_tuple(preprocess, lambda caption: caption, lambda key: key)
+        .to_tuple("jpg;png;webp", "txt", "__key__")
+        .map_tuple(lambda image: preprocess(ImageOps.exif_transpose(image)), lambda caption: caption, lambda key: key)
         .batched(args.batch_size)
     )
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=args.workers)

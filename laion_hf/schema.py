@@ -8,7 +8,7 @@ calls them, case-insensitively, so one code path handles all families.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -139,6 +139,40 @@ def require_columns(names: Iterable[str], fields: Iterable[str], source: str) ->
             f"(has: {', '.join(names) or 'no columns'})"
         )
     return {field: actual for field, actual in resolved.items() if actual is not None}
+
+
+def canonical_names(names: Sequence[str], swap_width_height: bool = False) -> dict[str, str]:
+    """Actual column name -> a unique canonical lower-case name (``TEXT`` -> ``caption``, ``URL`` -> ``url``...).
+
+    Two columns may resolve to one field: an img2dataset download saved with
+    LAION's ``WIDTH``/``HEIGHT`` (``save_additional_columns``) beside its own
+    ``width``/``height``. The column spelled exactly as the field keeps the
+    name; another keeps its own name lower-cased if that is free (``TEXT`` ->
+    ``text`` beside ``caption``), else becomes ``laion_<field>`` (``WIDTH`` ->
+    ``laion_width``). ``swap_width_height`` exchanges LAION's width and height
+    (the original LAION-5B metadata has them swapped): ``laion_width``/
+    ``laion_height`` when a download holds both pairs, else ``width``/``height``.
+    """
+    renamed: dict[str, str] = {}
+    owners = {field: actual for field, actual in resolve_columns(names, ALIASES).items() if actual}
+    for field in owners:
+        exact = next((n for n in names if n == field), None)
+        owners[field] = exact or owners[field]
+    taken = set(owners)
+    for name in names:
+        field = next((f for f, aliases in ALIASES.items() if name.lower() in aliases), None)
+        if field is not None and owners.get(field) == name:
+            renamed[name] = field
+            continue
+        lower = name.lower()
+        candidate = lower if lower not in taken else f"laion_{field or lower}"
+        renamed[name] = candidate if candidate not in taken else name
+        taken.add(renamed[name])
+    if swap_width_height:
+        prefix = "laion_" if {"laion_width", "laion_height"} <= taken else ""
+        swap = {f"{prefix}width": f"{prefix}height", f"{prefix}height": f"{prefix}width"}
+        renamed = {actual: swap.get(name, name) for actual, name in renamed.items()}
+    return renamed
 
 
 def detect_family(schema: pa.Schema) -> str | None:

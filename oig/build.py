@@ -17,7 +17,7 @@ Output, in the layout the Hub and ``datasets`` load without a script::
     OUTPUT/<constituent>/train-00000-of-00001.parquet
     OUTPUT/moderation/train-00000-of-00001.parquet
     OUTPUT/removed/<constituent>.parquet         removed rows: id, reason, duplicate_of (kept member), text
-    OUTPUT/.build/<constituent>.done.json        per-constituent done markers (stats), for resuming
+    OUTPUT/.build/.laion-hf/done/<constituent>.json  per-constituent done markers (stats), for resuming
 
 Every file is written atomically; a constituent with a done marker is not
 rebuilt (its kept rows re-seed the dedup index, so a resumed build equals an

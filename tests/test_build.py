@@ -62,7 +62,7 @@ def test_a_finished_step_is_not_redone_and_counts_are_reused(tmp_path):
     make_image_shards(tmp_path / "in", shards=2, per_shard=5)
     first = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
     research = tmp_path / "out" / "stages" / "06-configs" / "research"
-    marker = research / "_stage.done.json"
+    marker = research / ".laion-hf" / "done" / "_stage.json"
     stamp = marker.stat().st_mtime_ns
     (research / "00000.tar").unlink()  # would be rewritten if the step ran again
     second = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
@@ -77,12 +77,13 @@ def test_an_interrupted_step_resumes_per_shard(tmp_path):
     build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
     safe = tmp_path / "out" / "stages" / "06-configs" / "research-safe"
     # As if the run died after shard 00000 of research-safe: no step marker, shard 00001 unfinished.
-    (safe / "_stage.done.json").unlink()
-    (safe / "00001.done.json").unlink()
-    (tmp_path / "out" / "stages" / "07-publish" / "_stage.done.json").unlink()
-    shard0 = (safe / "00000.done.json").stat().st_mtime_ns
+    done = safe / ".laion-hf" / "done"
+    (done / "_stage.json").unlink()
+    (done / "00001.json").unlink()
+    (tmp_path / "out" / "stages" / "07-publish" / ".laion-hf" / "done" / "_stage.json").unlink()
+    shard0 = (done / "00000.json").stat().st_mtime_ns
     resumed = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
-    assert (safe / "00000.done.json").stat().st_mtime_ns == shard0
+    assert (done / "00000.json").stat().st_mtime_ns == shard0
     assert kept_rows(safe) == kept_rows(tmp_path / "full" / "stages" / "06-configs" / "research-safe")
     assert [(s.stage, s.rows_in, s.kept) for s in resumed.stages] == [(s.stage, s.rows_in, s.kept) for s in full.stages]
 

@@ -46,3 +46,17 @@ def test_detect_family_is_order_and_case_insensitive(family):
     import pyarrow as pa
 
     assert detect_family(pa.schema([(n, pa.string()) for n in names])) == family
+
+
+def test_canonical_names_keep_both_pairs_of_a_download_saved_with_laions_columns():
+    from laion_hf.schema import canonical_names
+
+    names = ["url", "caption", "key", "width", "height", "WIDTH", "HEIGHT", "TEXT"]
+    assert canonical_names(names) == {
+        "url": "url", "caption": "caption", "key": "key", "width": "width", "height": "height",
+        "WIDTH": "laion_width", "HEIGHT": "laion_height", "TEXT": "text",
+    }
+    swapped = canonical_names(names, swap_width_height=True)  # LAION-5B's quirk is in LAION's pair only
+    assert (swapped["width"], swapped["WIDTH"], swapped["HEIGHT"]) == ("width", "laion_height", "laion_width")
+    assert canonical_names(LAION_5B_JOINED.names, swap_width_height=True)["WIDTH"] == "height"
+    assert len(set(canonical_names(names).values())) == len(names)

@@ -4,7 +4,10 @@ Modules: :mod:`lists` (removal lists), :mod:`removal` (the :class:`RemovalStage`
 that marks rows), :mod:`options` (loading sources into a stage), :mod:`shard`
 (one shard's parquet + tar), :mod:`report` (counts and invariant),
 :mod:`verify` (re-reading the output). :func:`clean_copy` ties them to the
-local runner: shards in parallel, resumable through done markers.
+local runner: shards in parallel, resumable through done markers. With
+``metadata_output`` it cleans the whole copy: the download, then the LAION
+metadata it came from, which also loses the rows whose image an image list
+removed from the download.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from __future__ import annotations
 import os
 from functools import partial
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from laion_hf.clean.lists import KINDS, RemovalSets, load_removal_sets, parse_spec
-from laion_hf.clean.options import CleanOptions, build_stage
+from laion_hf.clean.options import CleanOptions, build_stage, metadata_stage
 from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
 from laion_hf.clean.report import REPORT_NAME, CleanReport
 from laion_hf.clean.files import open_parquet
-from laion_hf.clean.shard import check_shard_columns, clean_shard
+from laion_hf.clean.shard import check_shard_columns, clean_shard, image_removals_path
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
 from laion_hf.errors import UserError
-from laion_hf.io.atomic import filesystem, join, read_json, write_json
+from laion_hf.io.atomic import adopt_legacy, bookkeeping_path, filesystem, join, read_json, write_json
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.runners.local import run_shards
 
@@ -48,11 +54,11 @@ def _shard_name(shard: Shard) -> str:
 
 
 def _claim_output(output_dir: str, options: CleanOptions) -> None:
-    """Record the options in OUTPUT; refuse to resume a run that used different ones."""
-    path = join(output_dir, OPTIONS_NAME)
+    """Record the options in OUTPUT's bookkeeping; refuse to resume a run that used different ones."""
+    path = bookkeeping_path(output_dir, OPTIONS_NAME)
     fs, inner = filesystem(path)
     wanted = options.to_dict()
-    if fs.exists(inner):
+    if fs.exists(inner) or adopt_legacy(join(output_dir, OPTIONS_NAME), path):
         recorded = read_json(path)
         if recorded != wanted:
             raise UserError(
@@ -62,6 +68,54 @@ def _claim_output(output_dir: str, options: CleanOptions) -> None:
     write_json(path, wanted)
 
 
+def _same_place(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/") or ("://" not in a and os.path.realpath(a) == os.path.realpath(b))
+
+
+def _shards(directory: str) -> list[Shard]:
+    try:
+        return discover_shards(directory)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def sample_removals(output_dir: str, shards: list[Shard]) -> dict[str, pa.Array]:
+    """reason -> LAION hashes of the rows an image list removed from the cleaned ``shards`` (flagged rows only)."""
+    by_reason: dict[str, list[pa.Array]] = {}
+    for shard in shards:
+        path = image_removals_path(output_dir, shard.name)
+        fs, inner = filesystem(path)
+        if not fs.exists(inner):
+            continue
+        table = open_parquet(path).read()
+        for reason in pc.unique(table["reason"]).to_pylist():
+            by_reason.setdefault(reason, []).append(pc.filter(table["hash"], pc.equal(table["reason"], reason)))
+    return {reason: pc.unique(pa.chunked_array(arrays)) for reason, arrays in by_reason.items()}
+
+
+def _clean_shards(
+    input_dir: str, shards: list[Shard], output_dir: str, options: CleanOptions, stage: RemovalStage,
+    loaded_notes: list[str], removal_lists: list[dict], workers: int, show_progress: bool, description: str,
+) -> CleanReport:
+    """Run :func:`clean_shard` over ``shards`` into ``output_dir`` and write its checked report."""
+    _claim_output(output_dir, options)
+    process = partial(clean_shard, output_dir=output_dir, stage=stage, batch_size=options.batch_size)
+    results = run_shards(
+        shards, process, output_dir=output_dir, name_of=_shard_name, workers=workers,
+        description=description, show_progress=show_progress,
+    )
+    report = CleanReport(
+        input_dir=input_dir,
+        output_dir=output_dir,
+        options=options.to_dict(),
+        shards=[results[s.name] for s in shards],
+        removal_lists=removal_lists,
+        notes=loaded_notes,
+    )
+    report.check()
+    return report
+
+
 def clean_copy(
     input_dir: str, output_dir: str, options: CleanOptions, workers: int = 1, show_progress: bool = True
 ) -> CleanReport:
@@ -69,37 +123,32 @@ def clean_copy(
 
     All sources are loaded and every shard's columns checked before anything is
     written; shards finished by an earlier (possibly killed) run are skipped.
+    With ``options.metadata_output`` the metadata (``options.metadata``) is
+    cleaned into it afterwards (:func:`laion_hf.clean.options.metadata_stage`);
+    its report is ``report.metadata`` and its own ``clean_report.json``.
     """
-    if input_dir.rstrip("/") == output_dir.rstrip("/") or (
-        "://" not in input_dir and os.path.realpath(input_dir) == os.path.realpath(output_dir)
-    ):
+    if _same_place(input_dir, output_dir):
         raise UserError(f"{output_dir}: OUTPUT must differ from INPUT (the input is never modified in place)")
-    try:
-        shards = discover_shards(input_dir)
-    except FileNotFoundError as exc:
-        raise UserError(str(exc)) from exc
+    if options.metadata_output and any(
+        _same_place(options.metadata_output, other) for other in (input_dir, output_dir, options.metadata or "")
+    ):
+        raise UserError(f"{options.metadata_output}: --metadata-output must differ from INPUT, OUTPUT and --metadata")
+    shards = _shards(input_dir)
     loaded = build_stage(options)
     for shard in shards:
         check_shard_columns(shard, open_parquet(shard.parquet).schema_arrow.names, loaded.stage)
-    _claim_output(output_dir, options)
-    process = partial(clean_shard, output_dir=output_dir, stage=loaded.stage, batch_size=options.batch_size)
-    results = run_shards(
-        shards,
-        process,
-        output_dir=output_dir,
-        name_of=_shard_name,
-        workers=workers,
-        description="clean",
-        show_progress=show_progress,
-    )
-    report = CleanReport(
-        input_dir=input_dir,
-        output_dir=output_dir,
-        options=options.to_dict(),
-        shards=[results[s.name] for s in shards],
-        removal_lists=loaded.removal.summary(),
-        notes=loaded.notes,
-    )
-    report.check()
+    metadata_shards = _shards(options.metadata) if options.metadata_output else []
+    for shard in metadata_shards:
+        check_shard_columns(shard, open_parquet(shard.parquet).schema_arrow.names, metadata_stage(loaded.stage, {}))
+    lists = loaded.removal.summary()
+    report = _clean_shards(input_dir, shards, output_dir, options, loaded.stage, loaded.notes, lists, workers,
+                           show_progress, "clean")
+    if options.metadata_output:
+        stage = metadata_stage(loaded.stage, sample_removals(output_dir, shards))
+        notes = [f"{sum(len(v) for v in (stage.sample_removals or {}).values())} LAION hashes of download rows "
+                 f"removed by image lists also removed from the metadata"]
+        report.metadata = _clean_shards(options.metadata, metadata_shards, options.metadata_output, options, stage,
+                                        notes, lists, workers, show_progress, "clean metadata")
+        report.metadata.write()
     report.write()
     return report

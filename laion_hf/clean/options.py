@@ -7,7 +7,7 @@ before OUTPUT gets a single file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +40,7 @@ class CleanOptions:
     keyword_file: str | None = None
     skip_invalid: bool = False
     metadata: str | None = None
+    metadata_output: str | None = None
     batch_size: int = BATCH_SIZE
 
     def to_dict(self) -> dict:
@@ -109,11 +110,14 @@ def build_stage(options: CleanOptions) -> LoadedSources:
     keywords = load_keywords(options.keyword_file) if options.keyword_file else []
     flagged = None
     notes = []
+    if options.metadata_output is not None and options.metadata is None:
+        raise UserError("--metadata-output needs --metadata (the LAION metadata the download came from)")
     if options.metadata is not None:
-        if threshold is None:
-            raise UserError("--metadata is only needed for a punsafe variant; pass --variant as well")
-        flagged = flagged_metadata_hashes(options.metadata, threshold, options.batch_size)
-        notes.append(f"{len(flagged)} metadata rows of {options.metadata} have punsafe > {threshold}")
+        if threshold is None and options.metadata_output is None:
+            raise UserError("--metadata is only needed for a punsafe variant or --metadata-output; pass either as well")
+        if threshold is not None:
+            flagged = flagged_metadata_hashes(options.metadata, threshold, options.batch_size)
+            notes.append(f"{len(flagged)} metadata rows of {options.metadata} have punsafe > {threshold}")
     stage = RemovalStage(
         removal=removal,
         reference_hashes=reference,
@@ -122,3 +126,15 @@ def build_stage(options: CleanOptions) -> LoadedSources:
         keyword_regex=keyword_pattern(keywords),
     )
     return LoadedSources(stage, removal, notes)
+
+
+def metadata_stage(download_stage: RemovalStage, sample_removals: dict[str, pa.Array]) -> RemovalStage:
+    """The stage for the LAION metadata a download came from, cleaned in the same run.
+
+    The same lists, reference, threshold and keywords; punsafe from the
+    metadata's own column; image lists replaced by the hashes of the rows whose
+    downloaded image they removed (metadata has no image to hash).
+    """
+    removal = download_stage.removal or RemovalSets()
+    link_lists = RemovalSets({k: v for k, v in removal.sets.items() if not k.startswith("image-")}, removal.lists)
+    return replace(download_stage, removal=link_lists, flagged_hashes=None, sample_removals=sample_removals)

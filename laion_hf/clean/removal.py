@@ -3,7 +3,11 @@
 Rules, in the order they claim a row (first reason wins):
 
 1. removal lists (``url-md5``, ``url-sha256``, ``laion-hash``, ``sample-id``,
-   ``image-md5``, ``image-sha256``) - exact matches, a NULL never matches;
+   ``image-md5``, ``image-sha256``) - exact matches, a NULL never matches; and,
+   for LAION metadata cleaned together with its download, the rows whose
+   downloaded image an image list removed (matched by the LAION hash of
+   (url, caption), under the image list's reason): the metadata must not keep
+   pointing at those images;
 2. ``not-in-reference`` - with a keep-reference (a Re-LAION-style parquet set),
    rows whose LAION hash of (url, caption) is absent from it;
 3. ``punsafe`` - rows whose punsafe is strictly above the variant's threshold
@@ -116,7 +120,14 @@ class RemovalStage(Stage):
     punsafe_threshold: float | None = None
     flagged_hashes: pa.Array | None = None
     keyword_regex: str | None = None
+    #: reason -> LAION hashes of rows whose downloaded sample that reason removed (image lists).
+    sample_removals: dict[str, pa.Array] | None = None
     name: str = "removal"
+
+    @property
+    def image_reasons(self) -> list[str]:
+        """The reasons image lists give (``image-md5``/``image-sha256``)."""
+        return [f"image-{alg}" for alg in self.image_algorithms]
 
     @property
     def image_algorithms(self) -> list[str]:
@@ -140,7 +151,8 @@ class RemovalStage(Stage):
 
     def _needs_hash(self) -> bool:
         kinds = self.removal.sets if self.removal else {}
-        return "laion-hash" in kinds or self.reference_hashes is not None or self.flagged_hashes is not None
+        return ("laion-hash" in kinds or self.reference_hashes is not None or self.flagged_hashes is not None
+                or bool(self.sample_removals))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         batch = ensure_drop_reason(batch)
@@ -167,6 +179,8 @@ class RemovalStage(Stage):
             if column is not None:
                 digests = _normalized_hex(batch[column])
                 batch = mark_dropped(batch, pc.is_in(digests, value_set=sets[f"image-{algorithm}"]), f"image-{algorithm}")
+        for reason, removed in (self.sample_removals or {}).items():
+            batch = mark_dropped(batch, pc.is_in(hashes, value_set=removed), reason)
 
         if self.reference_hashes is not None:
             batch = mark_dropped(batch, pc.invert(pc.is_in(hashes, value_set=self.reference_hashes)), NOT_IN_REFERENCE)

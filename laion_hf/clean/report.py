@@ -28,6 +28,8 @@ class CleanReport:
     shards: list[dict[str, Any]]
     removal_lists: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The LAION metadata cleaned in the same run (``--metadata-output``), with its own report there.
+    metadata: CleanReport | None = None
 
     @property
     def shard_stats(self) -> list[StageStats]:
@@ -76,6 +78,18 @@ class CleanReport:
             "by_reason": dict(sorted(self.by_reason.items())),
             "invariant": "rows_in == kept + removed (checked per shard and in total)",
             "shards": self.shards,
+            **({"metadata": self.metadata.summary()} if self.metadata is not None else {}),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Where the output is and its counts (how a download's report refers to its metadata's)."""
+        total = self.total
+        return {
+            "input": self.input_dir,
+            "output": self.output_dir,
+            "report": join(self.output_dir, REPORT_NAME),
+            "total": {"rows_in": total.rows_in, "kept": total.kept, "removed": total.removed},
+            "by_reason": dict(sorted(self.by_reason.items())),
         }
 
     def write(self) -> str:

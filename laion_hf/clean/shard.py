@@ -12,7 +12,10 @@ Image digests for the image lists come from the sidecar's ``md5``/``sha256``
 columns (img2dataset computes them on the *original* downloaded bytes, which is
 what partner lists refer to). Only when the sidecar lacks them are they computed
 from the tar's bytes, which are the resized/re-encoded image unless resizing was
-off; the shard's stats say which source was used.
+off; the shard's stats say which source was used. The LAION hashes of the rows
+an image list removed are kept in OUTPUT's bookkeeping
+(``.laion-hf/image-removed/<shard>.parquet``, committed with the shard), so the
+LAION metadata the download came from can lose the rows that point at them.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laion_hf.clean.files import iter_tables, open_parquet, parquet_writer
-from laion_hf.clean.removal import COMPUTED_IMAGE_DIGEST, RemovalStage
+from laion_hf.clean.removal import COMPUTED_IMAGE_DIGEST, RemovalStage, laion_hashes
 from laion_hf.errors import UserError
 from laion_hf.hashing import hex_digest
-from laion_hf.io.atomic import atomic_path, join, read_json, write_json
+from laion_hf.io.atomic import atomic_path, bookkeeping_path, join, read_json, write_json
 from laion_hf.io.samples import IMAGE_EXTENSIONS
 from laion_hf.io.shards import Shard
 from laion_hf.io.tar import iter_samples, rewrite_tar
@@ -39,6 +42,8 @@ from laion_hf.schema import require_columns, resolve_columns
 from laion_hf.stages.base import StageStats, count_reasons, split_kept
 
 SUCCESS = "success"
+IMAGE_REMOVED_DIR = "image-removed"
+IMAGE_REMOVED_SCHEMA = pa.schema([pa.field("hash", pa.int64()), pa.field("reason", pa.string())])
 
 
 class ShardMismatchError(UserError, ValueError):
@@ -152,6 +157,18 @@ def rewrite_shard_tar(shard: Shard, out_tar: str, index: SampleIndex) -> dict[st
     return {"kept": len(rewritten.kept), "removed": len(rewritten.removed)}
 
 
+def image_removals_path(output_dir: str, shard_name: str) -> str:
+    """Where a cleaned shard records the LAION hashes of the rows its image lists removed."""
+    return bookkeeping_path(output_dir, IMAGE_REMOVED_DIR, f"{shard_name}.parquet")
+
+
+def image_removals(removed: pa.Table, reasons: list[str]) -> pa.Table:
+    """``(hash, reason)`` of the removed rows whose reason is one of ``reasons``."""
+    hit = pc.is_in(removed["drop_reason"], value_set=pa.array(reasons, pa.string()))
+    rows = removed.filter(hit)
+    return pa.table([pc.cast(laion_hashes(rows), pa.int64()), rows["drop_reason"]], schema=IMAGE_REMOVED_SCHEMA)
+
+
 def check_shard_columns(shard: Shard, names: list[str], stage: RemovalStage) -> None:
     """Refuse a shard lacking what cleaning needs: url, the stage's columns, and ``key`` beside a tar."""
     require_columns(names, ["url", *(["key"] if shard.tar is not None else [])], shard.parquet)
@@ -174,6 +191,7 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
     stats = StageStats(shard.name)
     index = SampleIndex()
     kept_status: list[pa.Table] = []
+    removed_images: list[pa.Table] = []
     parquet_name = shard.parquet.rsplit("/", 1)[-1]
     with ExitStack() as stack:
         out_parquet = stack.enter_context(atomic_path(join(output_dir, parquet_name)))
@@ -193,8 +211,11 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
             marked = stage(table)
             kept, removed = split_kept(marked)
             kept = kept.select(names)
-            writer.write_table(kept)
+            if kept.num_rows:  # an empty row group makes the file unreadable for `datasets` (batch size 0)
+                writer.write_table(kept)
             stats.add_batch(table.num_rows, kept.num_rows, count_reasons(removed))
+            if stage.image_reasons and removed.num_rows:
+                removed_images.append(image_removals(removed, stage.image_reasons))
             if keys is not None:
                 statuses = table[cols["status"]].to_pylist() if cols["status"] else [SUCCESS] * len(keys)
                 index.add(keys, pc.is_null(marked["drop_reason"]).to_pylist(), statuses)
@@ -205,6 +226,12 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
             stack.enter_context(parquet_writer(out_parquet, schema, compression=parquet_compression(parquet)))
 
         tar_counts = rewrite_shard_tar(shard, out_tar, index) if shard.tar is not None else None
+        if stage.image_reasons:
+            removals = pa.concat_tables([IMAGE_REMOVED_SCHEMA.empty_table(), *removed_images])
+            with parquet_writer(stack.enter_context(atomic_path(image_removals_path(output_dir, shard.name))),
+                                IMAGE_REMOVED_SCHEMA) as recorded:
+                if removals.num_rows:
+                    recorded.write_table(removals)
 
         stats.seconds = time.perf_counter() - started
         stats.check()

@@ -49,6 +49,7 @@ def clean_command(
     punsafe_threshold: Optional[float] = typer.Option(None, "--punsafe-threshold", help="Override the variant's punsafe threshold."),
     keyword_file: Optional[str] = typer.Option(None, "--keyword-file", help="Remove rows whose caption holds one of these words (one a line)."),
     metadata: Optional[str] = typer.Option(None, "--metadata", help="LAION metadata the img2dataset download in INPUT came from (punsafe looked up by LAION hash)."),
+    metadata_output: Optional[str] = typer.Option(None, "--metadata-output", help="Also clean --metadata into this directory: the same rules, and rows whose image an image list removed from the download go too."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Count and skip invalid list values instead of refusing to start."),
     workers: int = typer.Option(1, "--workers", min=1, help="Shards cleaned in parallel."),
     batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per streamed batch."),
@@ -62,6 +63,7 @@ def clean_command(
         keyword_file=keyword_file,
         skip_invalid=skip_invalid,
         metadata=metadata,
+        metadata_output=metadata_output,
         batch_size=batch_size,
     )
     report = clean_copy(input_dir, output_dir, options, workers=workers)
@@ -69,19 +71,33 @@ def clean_command(
         if item["invalid_skipped"]:
             console.print(f"[yellow]{item['path']}: skipped {item['invalid_skipped']} invalid {item['kind']} value(s)[/]")
     print_report(report)
+    if report.metadata is not None:
+        print_report(report.metadata, title="clean metadata")
 
 
 @app.command("verify-clean")
 def verify_clean_command(
     output_dir: str = typer.Argument(..., metavar="OUTPUT", help="A cleaned copy."),
     remove: list[str] = typer.Option([], "--remove", help=_REMOVE_HELP),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Also check no row has punsafe above the variant's threshold."),
+    punsafe_threshold: Optional[float] = typer.Option(None, "--punsafe-threshold", help="Override the variant's punsafe threshold."),
+    keyword_file: Optional[str] = typer.Option(None, "--keyword-file", help="Also check no caption holds one of these words."),
+    metadata: Optional[str] = typer.Option(None, "--metadata", help="LAION metadata a cleaned download came from (its punsafe, by LAION hash)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Count and skip invalid list values."),
 ) -> None:
-    """Re-read OUTPUT and prove that no value of the removal lists remains (exit 1 and a list if one does)."""
-    result = verify_copy(output_dir, [parse_spec(spec) for spec in remove], skip_invalid=skip_invalid)
+    """Re-read OUTPUT and prove that nothing the rules remove remains (exit 1 and a list if something does).
+
+    Checks the removal lists, and with --variant / --keyword-file the punsafe and keyword rules; every
+    downloaded row must have its sample in the tar (a tar cut short is reported); an unreadable tar or
+    parquet is an error naming the file (exit 2).
+    """
+    result = verify_copy(
+        output_dir, [parse_spec(spec) for spec in remove], skip_invalid=skip_invalid, variant=variant,
+        punsafe_threshold=punsafe_threshold, keyword_file=keyword_file, metadata=metadata,
+    )
     if result.violations:
         for violation in result.violations:
             console.print(str(violation), highlight=False, markup=False)
-        console.print(f"[bold red]{len(result.violations)} removed value(s) remain in {output_dir}[/]")
+        console.print(f"[bold red]{len(result.violations)} removed value(s) or missing sample(s) in {output_dir}[/]")
         raise typer.Exit(1)
     console.print(f"clean: {result.rows:,} rows and {result.samples:,} tar samples checked, no removed value remains")

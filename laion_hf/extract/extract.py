@@ -42,6 +42,7 @@ from laion_hf.extract.language import LanguageDetector
 from laion_hf.extract.wat import MalformedLog, iter_metadata_payloads
 from laion_hf.hashing import laion_hash_array
 from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
+from laion_hf.io.data_card import write_data_card
 from laion_hf.runners.local import run_shards
 from laion_hf.stages.base import StageStats
 
@@ -385,6 +386,7 @@ def extract(
         report.response_pages += record["response_pages"]
         report.malformed.update(record["malformed"])
     write_json(join(output_dir, REPORT_FILE), report.to_dict())
+    write_data_card(output_dir)  # names the final shards, not _files/ (which `load_dataset` would add)
     return report
 
 

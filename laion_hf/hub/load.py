@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import PIL.Image
+import PIL.ImageOps
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.schema import ALIASES, resolve_columns
+from laion_hf.schema import canonical_names
 
 #: OpenAI CLIP normalisation (open_clip's OPENAI_DATASET_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,9 +68,10 @@ class ClipCollate:
     """Batch rows into ``{"pixel_values", "caption", "key"}``; runs in the DataLoader workers.
 
     Images arrive decoded (PIL) from ``datasets``' Image feature, or as
-    ``{"bytes": ...}`` where a repo does not declare the feature. A row
-    without an image is an error, not a silent skip: a published repo holds
-    successful samples only.
+    ``{"bytes": ...}`` where a repo does not declare the feature. LAION shards
+    mix formats, so each row's image is whichever of ``jpg``/``png``/``webp``...
+    it holds (:func:`row_image`). A row without an image is an error, not a
+    silent skip: a published repo holds successful samples only.
     """
 
     def __init__(self, preprocess: Callable, image_column: str | None = None, caption_column: str | None = None) -> None:
@@ -80,21 +82,31 @@ class ClipCollate:
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        image_column = self.image_column or _first_present(rows[0], IMAGE_COLUMNS, "image")
         caption_column = self.caption_column or _first_present(rows[0], CAPTION_COLUMNS, "caption")
-        pixels = []
-        for row in rows:
-            image = row[image_column]
-            if image is None:
-                raise ValueError(f"sample {row.get('__key__') or row.get('key')} has no {image_column!r}")
-            if isinstance(image, dict):  # undecoded (a repo without pinned features, or decode=False)
-                image = PIL.Image.open(io.BytesIO(image["bytes"]))
-            pixels.append(self.preprocess(image.convert("RGB")))
+        pixels = [self.preprocess(row_image(row, self.image_column).convert("RGB")) for row in rows]
         return {
             "pixel_values": torch.stack(pixels),
             "caption": [row[caption_column] for row in rows],
             "key": [row.get("__key__") or row.get("key") for row in rows],
         }
+
+
+def row_image(row: dict[str, Any], image_column: str | None = None) -> PIL.Image.Image:
+    """The row's image: ``image_column``, else the first of :data:`IMAGE_COLUMNS` that holds one.
+
+    A WebDataset row has a column per extension seen in the repo (``jpg``,
+    ``png``, ``webp``) and only its own is set. Undecoded bytes are opened and
+    turned upright by their EXIF orientation, as ``datasets``' Image feature does.
+    """
+    names = [image_column] if image_column else [n for n in IMAGE_COLUMNS if n in row]
+    if not names:
+        raise KeyError(f"no image column among {list(row)} (expected one of {', '.join(IMAGE_COLUMNS)})")
+    image = next((row[n] for n in names if row.get(n) is not None), None)
+    if image is None:
+        raise ValueError(f"sample {row.get('__key__') or row.get('key')} has no image (looked in {', '.join(names)})")
+    if isinstance(image, dict):  # undecoded (a repo without pinned features, or decode=False)
+        image = PIL.ImageOps.exif_transpose(PIL.Image.open(io.BytesIO(image["bytes"])))
+    return image
 
 
 def _first_present(row: dict, candidates: Sequence[str], what: str) -> str:
@@ -164,13 +176,6 @@ def laion_metadata_files(repo_id: str, *, revision: str | None = None, token: st
     return sorted(f"hf://{path}" for path in fs.glob(f"{root}/{pattern}"))
 
 
-def canonical_names(names: Sequence[str]) -> dict[str, str]:
-    """Actual column name -> canonical lower-case name (``TEXT`` -> ``caption``, ``URL`` -> ``url``...)."""
-    resolved = resolve_columns(names, ALIASES)
-    mapping = {actual: canonical for canonical, actual in resolved.items() if actual}
-    return {name: mapping.get(name, name.lower()) for name in names}
-
-
 def iter_metadata(
     paths: Sequence[str],
     *,
@@ -180,16 +185,18 @@ def iter_metadata(
 ) -> Iterator[pa.RecordBatch]:
     """Stream LAION metadata parquet (local or ``hf://``) as batches with canonical column names.
 
-    ``columns`` are canonical names (``url``, ``caption``, ``width``...);
-    ``swap_width_height`` exchanges the two columns, as LAION's own join
-    scripts do for the original LAION-5B metadata.
+    ``columns`` are canonical names (``url``, ``caption``, ``width``...; see
+    :func:`laion_hf.schema.canonical_names`, which keeps both pairs of a download
+    saved with LAION's ``WIDTH``/``HEIGHT`` beside its own); ``swap_width_height``
+    exchanges LAION's width and height, as LAION's own join scripts do for the
+    original LAION-5B metadata.
     """
     import fsspec
 
     for path in paths:
         with fsspec.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)
-            renames = canonical_names(parquet.schema_arrow.names)
+            renames = canonical_names(parquet.schema_arrow.names, swap_width_height)
             wanted = None
             if columns is not None:
                 by_canonical = {canonical: actual for actual, canonical in renames.items()}
@@ -200,7 +207,4 @@ def iter_metadata(
                     raise SchemaError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(parquet.schema_arrow.names)})")
                 wanted = [by_canonical[c] for c in columns]
             for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
-                names = [renames[n] for n in batch.schema.names]
-                if swap_width_height and "width" in names and "height" in names:
-                    names = ["height" if n == "width" else "width" if n == "height" else n for n in names]
-                yield pa.RecordBatch.from_arrays(batch.columns, names=names)
+                yield pa.RecordBatch.from_arrays(batch.columns, names=[renames[n] for n in batch.schema.names])

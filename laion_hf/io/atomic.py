@@ -5,6 +5,12 @@ renamed into place when complete; a shard's *done marker* is written last and
 carries the shard's stats, so a resumed run skips the shard and still reports
 its counts. Paths may be local or any fsspec URL (rename is then the
 filesystem's ``mv``).
+
+laion-hf's own bookkeeping lives in the hidden folder ``OUTPUT/.laion-hf/``
+(done markers in ``done/``), out of the data's way: ``datasets``, DuckDB and
+``webdataset`` globs skip hidden paths, so an output folder reads as its data.
+Runs from before that kept ``<shard>.done.json`` beside the data; those markers
+are still honoured and moved into place when first read.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TMP_SUFFIX = ".tmp"
-DONE_SUFFIX = ".done.json"
+#: Hidden folder of an output directory holding laion-hf's bookkeeping (never data).
+BOOKKEEPING_DIR = ".laion-hf"
+DONE_DIR = "done"
+#: Where runs before the hidden folder wrote done markers: ``OUTPUT/<shard>.done.json``.
+LEGACY_DONE_SUFFIX = ".done.json"
 
 
 def filesystem(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -64,8 +74,24 @@ def read_json(path: str) -> Any:
         return json.load(f)
 
 
+def bookkeeping_path(output_dir: str, *parts: str) -> str:
+    """A path inside ``output_dir``'s hidden bookkeeping folder."""
+    return join(output_dir, BOOKKEEPING_DIR, *parts)
+
+
 def done_marker(output_dir: str, shard: str) -> str:
-    return join(output_dir, f"{shard}{DONE_SUFFIX}")
+    return bookkeeping_path(output_dir, DONE_DIR, f"{shard}.json")
+
+
+def adopt_legacy(legacy: str, current: str) -> bool:
+    """Move a bookkeeping file an older run left beside the data to ``current``; True if there was one."""
+    fs, legacy_inner = filesystem(legacy)
+    if not fs.exists(legacy_inner):
+        return False
+    _, current_inner = filesystem(current)
+    fs.makedirs(current_inner.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(legacy_inner, current_inner)
+    return True
 
 
 def mark_done(output_dir: str, shard: str, stats: dict[str, Any]) -> None:
@@ -74,18 +100,24 @@ def mark_done(output_dir: str, shard: str, stats: dict[str, Any]) -> None:
 
 
 def read_done(output_dir: str, shard: str) -> dict[str, Any] | None:
-    """The stats a finished shard recorded, or None if the shard is not finished."""
+    """The stats a finished shard recorded, or None if the shard is not finished.
+
+    A marker an older run wrote beside the data is moved into the hidden folder first.
+    """
     path = done_marker(output_dir, shard)
     fs, inner = filesystem(path)
-    return read_json(path) if fs.exists(inner) else None
+    if fs.exists(inner) or adopt_legacy(join(output_dir, f"{shard}{LEGACY_DONE_SUFFIX}"), path):
+        return read_json(path)
+    return None
 
 
 def remove_stale_temporaries(output_dir: str) -> int:
-    """Delete temporaries a crashed run left behind; returns how many there were."""
-    fs, inner = filesystem(output_dir)
-    if not fs.exists(inner):
-        return 0
-    stale = [p for p in fs.ls(inner, detail=False) if p.endswith(TMP_SUFFIX)]
-    for p in stale:
+    """Delete temporaries a crashed run left behind (beside the data and among its markers); how many."""
+    stale = []
+    for directory in (output_dir, bookkeeping_path(output_dir, DONE_DIR)):
+        fs, inner = filesystem(directory)
+        if fs.exists(inner):
+            stale.extend((fs, p) for p in fs.ls(inner, detail=False) if p.endswith(TMP_SUFFIX))
+    for fs, p in stale:
         fs.rm(p)
     return len(stale)

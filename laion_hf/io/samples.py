@@ -146,7 +146,8 @@ class SampleShardWriter:
             add_member(self._tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, default=str).encode("utf-8"))
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._parquet_tmp, metadata.schema)
-        self._parquet.write_table(metadata)
+        if metadata.num_rows:  # an empty row group makes the file unreadable for `datasets` (batch size 0)
+            self._parquet.write_table(metadata)
         self.kept += kept.num_rows
         if removed.num_rows:
             removed = removed.drop_columns([IMAGE]) if IMAGE in removed.column_names else removed

@@ -1,18 +1,22 @@
 """Find the shards of a LAION copy: metadata parquet, optionally with img2dataset tars beside it.
 
 Two layouts occur in the wild and both are a directory of shards:
-- LAION's metadata: ``part-00000-<uuid>-c000.snappy.parquet`` (Spark output);
+- LAION's metadata: ``part-00000-<uuid>-c000.snappy.parquet`` (Spark output,
+  with a hidden Hadoop checksum ``.part-...parquet.crc`` beside each part and
+  an empty ``_SUCCESS``);
 - an img2dataset download: ``00000.parquet`` + ``00000.tar`` + ``00000_stats.json``.
 A shard is named by its parquet file's stem, which is also its output name.
-``NNNNN_removed.parquet`` (the removed rows a stage run audits beside its
-output shard) is not a shard.
+Hidden and ``_``-prefixed files are never shards (Hadoop's convention, which
+pyarrow and Spark follow too: checksums, ``_SUCCESS``, ``_metadata`` summaries),
+nor is ``NNNNN_removed.parquet`` (the removed rows a stage run audits beside
+its output shard).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from laion_hf.io.atomic import TMP_SUFFIX, filesystem, join
+from laion_hf.io.atomic import filesystem, join
 
 REMOVED_SUFFIX = "_removed.parquet"
 
@@ -42,7 +46,7 @@ def discover_shards(directory: str) -> list[Shard]:
     names = {p.rsplit("/", 1)[-1] for p in fs.ls(inner, detail=False)}
     shards = []
     for filename in sorted(names):
-        if not filename.endswith(".parquet") or filename.endswith(TMP_SUFFIX) or filename.endswith(REMOVED_SUFFIX):
+        if not filename.endswith(".parquet") or filename.startswith((".", "_")) or filename.endswith(REMOVED_SUFFIX):
             continue
         stem = _stem(filename)
         tar = f"{stem}.tar" if f"{stem}.tar" in names else None

@@ -4,7 +4,8 @@ A runner schedules; it holds no dataset logic. Each shard is processed by a
 function that writes its outputs atomically and returns its stats; the runner
 then writes the shard's done marker (carrying those stats). On a re-run,
 shards with a marker are skipped and their recorded stats reused, so a resumed
-run reports the same totals as an uninterrupted one.
+run reports the same totals as an uninterrupted one. Once every shard is done,
+the folder's README.md names its data files (:mod:`laion_hf.io.data_card`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from laion_hf.io.atomic import mark_done, read_done, remove_stale_temporaries
+from laion_hf.io.data_card import write_data_card
 
 ShardT = TypeVar("ShardT")
 ShardStats = dict[str, Any]
@@ -83,4 +85,5 @@ def run_shards(
                     progress.advance(task)
     if errors:
         raise errors[0]
+    write_data_card(output_dir)
     return {name_of(s): results[name_of(s)] for s in shards}

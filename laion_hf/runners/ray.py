@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from laion_hf.io.atomic import mark_done, read_done, remove_stale_temporaries
+from laion_hf.io.data_card import write_data_card
 from laion_hf.io.samples import SampleShardWriter, SidecarFactory, read_sample_batches
 from laion_hf.io.shards import Shard
 from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, count_reasons, ensure_drop_reason
@@ -220,6 +221,7 @@ class RayRunner:
             )
             for row in ds.take_all():
                 records[row["shard"]] = json.loads(row["record"])
+        write_data_card(output_dir)
         return {s.name: records[s.name] for s in shards}
 
     def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:

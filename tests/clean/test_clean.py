@@ -18,6 +18,7 @@ from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.errors import UserError
 from laion_hf.hashing import laion_hash
 from laion_hf.io.tar import iter_samples
+from tests.formats import image_bytes
 
 THRESHOLDS = {"research": 0.95, "research-safe": 0.45}
 
@@ -146,7 +147,7 @@ def test_image_hashes_are_computed_from_tar_bytes_when_the_sidecar_has_none(samp
     for sidecar in download.glob("*.parquet"):
         pq.write_table(pq.read_table(sidecar).drop_columns(["sha256"]), sidecar)
         for key, members in iter_samples(str(sidecar.with_suffix(".tar"))):
-            tar_digests[key] = hashlib.sha256(members["jpg"]).hexdigest()
+            tar_digests[key] = hashlib.sha256(image_bytes(members)).hexdigest()
     listed_keys = sorted(tar_digests)[::25]
     image_list = tmp_path / "stored.txt"
     image_list.write_text("".join(tar_digests[k] + "\n" for k in listed_keys))

@@ -45,7 +45,7 @@ def test_clean_then_verify_clean_as_a_real_process(sample_copy, tmp_path):
 def test_verify_clean_lists_what_remains_and_exits_1(sample_copy, monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "verify-clean", sample_copy.download_dir, *removes(sample_copy))
     assert code == 1
-    assert "removed value(s) remain" in out and "00000.parquet: row" in out
+    assert "removed value(s) or missing sample(s) in" in out and "00000.parquet: row" in out
 
 
 def test_bad_list_is_one_line_error_with_exit_2(sample_copy, tmp_path, monkeypatch, capsys):

@@ -33,12 +33,12 @@ def kill_when_done(command: list[str], out: Path, done_shards: int) -> int:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and len(list(out.glob("*.done.json"))) >= done_shards:
+        if out.exists() and len(list(out.glob(".laion-hf/done/*.json"))) >= done_shards:
             os.killpg(process.pid, signal.SIGKILL)  # the whole group: pool workers die too, like a crash
             break
         time.sleep(0.002)
     process.wait()
-    return len(list(out.glob("*.done.json")))
+    return len(list(out.glob(".laion-hf/done/*.json")))
 
 
 def comparable_report(out: Path) -> dict:

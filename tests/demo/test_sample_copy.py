@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -22,8 +23,11 @@ def copy(tmp_path_factory):
 
 
 def test_metadata_is_laion_5b_joined_with_real_world_quirks(copy):
-    files = sorted(copy.metadata_dir.iterdir())
-    assert all(re.fullmatch(r"part-\d{5}-[0-9a-f-]{36}-c000\.snappy\.parquet", f.name) for f in files)
+    names = sorted(f.name for f in copy.metadata_dir.iterdir())
+    parts = [n for n in names if re.fullmatch(r"part-\d{5}-[0-9a-f-]{36}-c000\.snappy\.parquet", n)]
+    assert len(parts) == 2  # Spark's output, as LAION published it: parts, hidden checksums, _SUCCESS
+    assert names == sorted([*parts, *(f".{p}.crc" for p in parts), "_SUCCESS", "._SUCCESS.crc"])
+    files = [copy.metadata_dir / p for p in parts]
     table = pq.read_table(files[0])
     assert table.schema.equals(LAION_5B_JOINED)
     rows = table.to_pylist()
@@ -38,7 +42,7 @@ def test_metadata_is_laion_5b_joined_with_real_world_quirks(copy):
 
 
 def test_download_is_an_img2dataset_layout_in_completion_order(copy):
-    metadata_pairs = {(r["URL"], r["TEXT"]) for f in copy.metadata_dir.iterdir() for r in pq.read_table(f).to_pylist()}
+    metadata_pairs = {(r["URL"], r["TEXT"]) for f in copy.metadata_dir.glob("part-*.parquet") for r in pq.read_table(f).to_pylist()}
     for sidecar in sorted(copy.download_dir.glob("*.parquet")):
         table = pq.read_table(sidecar)
         assert table.schema.equals(IMG2DATASET)
@@ -51,11 +55,14 @@ def test_download_is_an_img2dataset_layout_in_completion_order(copy):
         assert 0 < len(success) < len(rows)  # failed samples exist, only in the sidecar
         samples = dict(iter_samples(str(sidecar.with_suffix(".tar"))))
         assert set(samples) == set(success)
+        formats = Counter()
         for key, members in samples.items():
-            assert set(members) == {"jpg", "txt", "json"}
+            [image] = set(members) - {"txt", "json"}
+            formats[image] += 1
             # the sidecar hashes the original download; the tar holds re-encoded bytes
-            assert hashlib.sha256(members["jpg"]).hexdigest() != success[key]["sha256"]
+            assert hashlib.sha256(members[image]).hexdigest() != success[key]["sha256"]
             assert json.loads(members["json"])["key"] == key
+        assert set(formats) == {"jpg", "png", "webp"}  # the formats LAION shards hold, mixed in one shard
         stats = json.loads(sidecar.with_name(f"{sidecar.stem}_stats.json").read_text())
         assert stats["count"] == len(rows) and stats["successes"] == len(success)
 
@@ -82,6 +89,7 @@ def test_clean_sample_copy_gives_verified_research_and_research_safe(copy, tmp_p
             assert verify_clean(str(tmp_path / "out" / variant / part), copy.removal if part == "download" else
                                 [s for s in copy.removal if not s[0].startswith("image-")]) == []
         assert parts["download"].by_reason["image-sha256"] > 0
+        assert parts["metadata"].by_reason["image-sha256"] > 0  # the metadata no longer points at listed images
     safe, research = reports["research-safe"], reports["research"]
     assert safe["metadata"].by_reason["punsafe"] > research["metadata"].by_reason["punsafe"]
     assert safe["download"].total.kept < research["download"].total.kept

@@ -130,11 +130,12 @@ def test_parallel_workers_and_resume_give_the_same_result(tmp_path):
     with pytest.raises(UnreadableInputError, match="s2.warc.wat.gz"):
         extract(inputs, out, show_progress=False)
     os.rename(broken, inputs[2])
-    finished = sorted(p for p in os.listdir(os.path.join(out, "_files")) if p.endswith(".done.json"))
-    assert finished == ["s0.warc.wat.done.json", "s1.warc.wat.done.json"]  # the serial runner stops at the error
-    marker_times = {p: os.path.getmtime(os.path.join(out, "_files", p)) for p in finished}
+    markers = os.path.join(out, "_files", ".laion-hf", "done")
+    finished = sorted(p for p in os.listdir(markers) if p.endswith(".json"))
+    assert finished == ["s0.warc.wat.json", "s1.warc.wat.json"]  # the serial runner stops at the error
+    marker_times = {p: os.path.getmtime(os.path.join(markers, p)) for p in finished}
     resumed = extract(inputs, out, show_progress=False)
-    assert {p: os.path.getmtime(os.path.join(out, "_files", p)) for p in finished} == marker_times
+    assert {p: os.path.getmtime(os.path.join(markers, p)) for p in finished} == marker_times
     assert [rows(s) for s in resumed.shards] == [rows(s) for s in serial.shards]
     assert resumed.total.to_dict() | {"seconds": 0} == serial.total.to_dict() | {"seconds": 0}
 
@@ -176,7 +177,7 @@ def test_a_re_extracted_file_redoes_the_global_dedup(tmp_path):
     assert again.total.kept == 1 and again.files["b.warc.wat"]["dropped"] == {"duplicate_global": 1}
 
     _site(tmp_path, "b", [("https://cdn.example/y.jpg", "picture of y")])  # b changed, its marker removed
-    os.remove(os.path.join(out, "_files", "b.warc.wat.done.json"))
+    os.remove(os.path.join(out, "_files", ".laion-hf", "done", "b.warc.wat.json"))
     redone = extract([a, b], out, show_progress=False)
     assert redone.total.kept == 2
     assert [r["caption"] for r in rows(redone.shards[1])] == ["picture of y"]

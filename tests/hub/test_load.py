@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from huggingface_hub import HfApi
 
 from laion_hf.hub.layout import write_hub_folder
@@ -101,7 +102,7 @@ def test_laion_metadata_repos_read_with_canonical_columns(hub, tmp_path):
 
     assert [shard.parquet for shard in discover_shards("hf://datasets/laion/laion2B-en")] == files
     batch = next(iter_metadata(files, columns=["url", "caption", "width", "height"], swap_width_height=True))
-    assert batch.schema.names == ["url", "caption", "height", "width"]
+    assert batch.schema.names == ["url", "caption", "width", "height"]
     assert batch.column("width").to_pylist() == [10, 20] and batch.column("height").to_pylist() == [30, 40]
     unswapped = next(iter_metadata(files))
     assert unswapped.schema.names == ["sample_id", "url", "caption", "height", "width", "nsfw"]
@@ -128,5 +129,80 @@ def test_clip_collate_accepts_decoded_and_undecoded_images():
     assert batch["pixel_values"].shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert bool((batch["pixel_values"][0] == batch["pixel_values"][1]).all())
     assert batch["caption"] == ["decoded", "bytes"] and batch["key"] == ["a", "b"]
-    with pytest.raises(ValueError, match="sample c has no 'jpg'"):
+    with pytest.raises(ValueError, match=r"sample c has no image \(looked in jpg\)"):
         ClipCollate(clip_preprocess(IMAGE_SIZE))([{"jpg": None, "txt": "x", "__key__": "c"}])
+
+
+def test_clip_collate_takes_each_rows_own_format_upright():
+    """A WebDataset row has a column per extension in the repo; only its own is set (real photos, five formats)."""
+    import io
+
+    from PIL import Image
+
+    from laion_hf.demo.photos import real_photos
+    from laion_hf.hub.load import ClipCollate, clip_preprocess
+
+    rows = []
+    for index, photo in enumerate(real_photos()):
+        row = {"jpg": None, "png": None, "webp": None, "txt": photo.name, "__key__": str(index)}
+        undecoded = index % 2 or photo.name == "exif-rotated"  # decoded by datasets = already upright
+        row[photo.extension] = {"bytes": photo.data, "path": f"{index}.{photo.extension}"} if undecoded else Image.open(io.BytesIO(photo.data))
+        rows.append(row)
+    batch = ClipCollate(clip_preprocess(IMAGE_SIZE))(rows)
+    assert batch["pixel_values"].shape == (5, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert batch["caption"] == ["jpeg", "png-alpha", "cmyk-jpeg", "webp", "exif-rotated"]
+    upright, rotated = batch["pixel_values"][0], batch["pixel_values"][4]
+    assert (upright - rotated).abs().mean() < 0.05  # turned by its EXIF orientation, like datasets' Image feature
+    sideways = ClipCollate(clip_preprocess(IMAGE_SIZE))([{"jpg": Image.open(io.BytesIO(real_photos()[4].data)), "txt": "", "__key__": "s"}])
+    assert (upright - sideways["pixel_values"][0]).abs().mean() > 0.3  # the check above can fail
+
+
+@pytest.mark.slow
+def test_training_loader_streams_real_photos_of_every_format(hub, tmp_path, laion_pairs):
+    from tests.formats import write_real_photo_shards
+
+    rows = write_real_photo_shards(tmp_path / "out", laion_pairs, shards=2, per_shard=5)
+    layout = write_hub_folder({"mixed": str(tmp_path / "out")}, str(tmp_path / "hub"), target_shard_bytes=1)
+    (tmp_path / "hub" / "README.md").write_text(f"---\n{yaml.safe_dump(layout.card_data())}---\n")
+    push_folder(tmp_path / "hub", "laion-hf/mixed", token=hub.token)
+    loader = training_loader("laion-hf/mixed", "mixed", batch_size=3, num_workers=2, image_size=IMAGE_SIZE)
+    seen, captions = [], []
+    for batch in loader:
+        assert batch["pixel_values"].shape[1:] == (3, IMAGE_SIZE, IMAGE_SIZE)
+        seen.extend(batch["key"])
+        captions.extend(batch["caption"])
+    assert sorted(seen) == sorted(r["key"] for r in rows)
+    assert sorted(captions) == sorted(r["caption"] for r in rows)  # real LAION captions
+
+
+@pytest.mark.parametrize(
+    ("family", "names"),
+    [
+        ("laion5b-base", ["sample_id", "url", "caption", "height", "width", "license", "nsfw", "similarity"]),
+        ("laion5b-multi", ["sample_id", "url", "caption", "height", "width", "license", "nsfw", "similarity", "language"]),
+        ("laion5b-joined", ["url", "caption", "width", "height", "similarity", "hash", "punsafe", "pwatermark"]),
+        ("laion5b-aesthetic", ["url", "caption", "width", "height", "similarity", "hash", "punsafe", "pwatermark", "aesthetic"]),
+        ("relaion5b", ["url", "caption", "key", "status", "error_message", "width", "height", "original_width",
+                       "original_height", "exif", "sha256", "similarity", "hash", "punsafe", "pwatermark"]),
+    ],
+)
+def test_iter_metadata_reads_each_release_as_published(family, names, laion_pairs, tmp_path):
+    from laion_hf.demo.sample_copy import release_table, write_spark_output
+    from laion_hf.io.shards import discover_shards
+
+    table = release_table(laion_pairs.slice(0, 40), family)
+    write_spark_output(tmp_path, table, shards=2)
+    batches = list(iter_metadata([s.parquet for s in discover_shards(str(tmp_path))], batch_size=15))
+    assert all(b.schema.names == names for b in batches)
+    assert sum(b.num_rows for b in batches) == 40
+    assert [u for b in batches for u in b.column("url").to_pylist()] == laion_pairs.column("URL").to_pylist()[:40]
+
+
+def test_iter_metadata_of_a_download_saved_with_laions_width_height(laion_pairs, tmp_path):
+    """Before: two `width` and two `height` columns in one batch."""
+    from tests.formats import write_real_photo_shards
+
+    write_real_photo_shards(tmp_path, laion_pairs, per_shard=5, extra={"WIDTH": [7] * 5, "HEIGHT": [9] * 5})
+    [batch] = iter_metadata([str(tmp_path / "00000.parquet")], columns=["url", "width", "laion_width", "laion_height"])
+    assert batch.schema.names == ["url", "width", "laion_width", "laion_height"]
+    assert batch.column("laion_width").to_pylist() == [7] * 5 and batch.column("width").to_pylist()[0] == 512

@@ -22,3 +22,13 @@ def test_train_example_demo_resumes_exactly():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "checkpoint at step 2" in result.stdout
     assert "the same 32 samples followed" in result.stdout
+
+
+@pytest.mark.slow
+def test_train_example_webdataset_reads_every_format():
+    """The demo copy's shards mix .jpg, .png and .webp samples, as LAION shards do."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--demo", "--webdataset", "--image-size", "32"], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "webdataset: 136 samples from 4 shards" in result.stdout

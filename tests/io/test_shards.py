@@ -24,3 +24,17 @@ def test_spark_metadata_layout(tmp_path):
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no parquet shards"):
         discover_shards(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["laion400m", "laion5b-base", "laion5b-multi", "laion5b-joined", "laion5b-aesthetic", "relaion5b"])
+def test_laion_releases_as_published(family, laion_pairs, tmp_path):
+    """Spark parts of real pairs with their hidden .crc files and _SUCCESS: the parts, in order, nothing else."""
+    from laion_hf.demo.sample_copy import release_table, write_spark_output
+
+    parts = write_spark_output(tmp_path, release_table(laion_pairs.slice(0, 50), family), shards=3)
+    (tmp_path / "_metadata.parquet").write_bytes(b"")  # a Parquet summary file some writers leave
+    (tmp_path / ".part-00003-x-c000.snappy.parquet").write_bytes(b"")  # an upload in progress
+    shards = discover_shards(str(tmp_path))
+    assert [s.parquet for s in shards] == [str(p) for p in parts]
+    assert [s.name for s in shards] == [p.name.removesuffix(".snappy.parquet") for p in parts]
+    assert all(s.tar is None and s.stats is None for s in shards)

@@ -2,12 +2,14 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from laion_hf.io.atomic import done_marker
 from oig.build import build, data_file
 from oig.recipe import RecipeError
 from oig.schema import OUTPUT_SCHEMA
@@ -99,12 +101,12 @@ def test_an_interrupted_build_resumes_to_the_same_bytes(sample_build, tmp_path):
     # as if the build died while writing `math`: its files and every later marker are gone
     (resumed / data_file("math")).unlink()
     for name in ["math", "code", "lists", "moderation"]:
-        (resumed / ".build" / f"{name}.done.json").unlink()
+        Path(done_marker(str(resumed / ".build"), name)).unlink()
     (resumed / "README.md").unlink()
     (resumed / "math" / "train-00000-of-00001.parquet.0badc0de.tmp").write_bytes(b"half a file")
     report = build(SAMPLE_RECIPE, str(resumed))
     assert dataset_files(resumed) == dataset_files(output)
-    assert json.loads((resumed / ".build" / "squad_v2.done.json").read_text())["conversations"] == 8
+    assert json.loads(Path(done_marker(str(resumed / ".build"), "squad_v2")).read_text())["conversations"] == 8
     assert report.constituents[0].kept == 6
 
 

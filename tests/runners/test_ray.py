@@ -56,7 +56,7 @@ def test_ray_and_local_runners_write_the_same_rows_and_counts(tmp_path, ray_runn
 
     local = LocalRunner(batch_size=3, show_progress=False).run_stages(shards, stages(), str(tmp_path / "local"))
     first = ray_runner.run_stages(shards[:1], stages(), str(tmp_path / "ray"))  # as if the run stopped here
-    marker = tmp_path / "ray" / "00000.done.json"
+    marker = tmp_path / "ray" / ".laion-hf" / "done" / "00000.json"
     stamp = marker.stat().st_mtime_ns
     remote = ray_runner.run_stages(shards, stages(), str(tmp_path / "ray"))
     assert marker.stat().st_mtime_ns == stamp and remote["00000"] == first["00000"]  # resumed, not redone
