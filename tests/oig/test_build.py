@@ -12,7 +12,7 @@ from oig.build import build, data_file
 from oig.recipe import RecipeError
 from oig.schema import OUTPUT_SCHEMA
 
-from .conftest import SAMPLE_RECIPE, dataset_files
+from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow
 CONSTITUENTS = ["squad_v2", "summarization", "dialogue", "math", "code", "lists"]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from laion_hf.cli import app
 
-from .conftest import SAMPLE_RECIPE, dataset_files
+from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow
 

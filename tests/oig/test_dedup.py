@@ -1,7 +1,7 @@
 from laion_hf.stages.base import count_reasons, split_kept
 from oig.dedup import Deduplicator
 
-from .helpers import batch, conversation
+from tests.oig.helpers import batch, conversation
 
 ARTICLE = (
     "Students at a secondary school have built a small weather station on the roof of their science block. "
