@@ -126,7 +126,7 @@ def test_dedup_across_constituents_points_at_the_first(tmp_path):
 def test_recipe_errors_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"constituents": [{"name": "All", "source": {"path": "x.jsonl"}}]}))
-    with pytest.raises(RecipeError, match=r"bad\.yaml: constituents\[0\]: name 'All' must be lower-case"):
+    with pytest.raises(RecipeError, match=r"bad\.yaml:2: constituents\[0\]: name 'All' must be lower-case"):
         build(path, str(tmp_path / "out"))
     path.write_text(yaml.safe_dump({"constituents": [{"name": "all", "source": {"path": "x.jsonl"}}]}))
     with pytest.raises(RecipeError, match="reserved"):
