@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/oig.py [--rows 100000] [--runs 3] [--workers 1,2] [--stage-rows 100000]
 
+With ``--dedup-rows N`` it instead times the dedup index alone (the part that
+used to grow ~1.5 KB per kept row) on N synthetic signed rows (random MinHash
+signatures, 3 % exact repeats, 5 % near copies with 10 % of the values changed),
+in a fresh process: index, resolve, mark, commit, with peak RSS.
+
 Prints CPU rows/s per stage (on the first ``--stage-rows`` rows), textstat's
 (and py3langid's) share of quality scoring, PII precision / recall on the
 labelled set of tests/oig/data, then the whole build of ``--rows`` rows in a
@@ -116,6 +121,74 @@ print(json.dumps({"seconds": seconds, "main_rss_mib": own.ru_maxrss / 1024, "wor
 """
 
 
+DEDUP_SCRIPT = """
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import importlib.util
+import oig.build  # noqa: F401  (the imports a build has, for a comparable RSS)
+spec = importlib.util.spec_from_file_location("bench_oig", sys.argv[1] + "/bench/oig.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+print(json.dumps(bench.dedup_scale(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
+"""
+
+
+def synthetic_signed_batches(rows: int, batch_rows: int = 10_000, num_perm: int = 128, seed: int = 0):
+    """Batches shaped like the Signer's output: 3 % exact repeats and 5 % near copies of recent rows."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    recent_keys = recent_signatures = None
+    for start in range(0, rows, batch_rows):
+        n = min(batch_rows, rows - start)
+        keys = rng.integers(0, 2**63, (n, 2), dtype=np.uint64)
+        signatures = rng.integers(0, 2**32, (n, num_perm), dtype=np.uint64).astype(np.uint32)
+        if recent_keys is not None:
+            exact = rng.random(n) < 0.03
+            source = rng.integers(0, len(recent_keys), n)
+            keys[exact], signatures[exact] = recent_keys[source[exact]], recent_signatures[source[exact]]
+            near = ~exact & (rng.random(n) < 0.05)
+            copies = recent_signatures[source[near]].copy()
+            changed = rng.random(copies.shape) < 0.10
+            copies[changed] = rng.integers(0, 2**32, int(changed.sum()), dtype=np.uint64).astype(np.uint32)
+            signatures[near] = copies
+        recent_keys, recent_signatures = keys, signatures
+        offsets = pa.array(np.arange(0, (n + 1) * num_perm, num_perm, dtype=np.int32))
+        yield pa.table(
+            {
+                "id": pa.array([f"x-{i:08d}" for i in range(start, start + n)]),
+                "drop_reason": pa.nulls(n, pa.string()),
+                DEDUP_KEY: pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(keys.tobytes())]),
+                MINHASH: pa.ListArray.from_arrays(offsets, pa.array(signatures.ravel())),
+            }
+        )
+
+
+def dedup_scale(rows: int, folder: str, workers: int) -> dict:
+    """Index, resolve (partitions in a pool of ``workers``), mark and commit ``rows`` synthetic rows."""
+    from collections import Counter
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    scope = DedupScope(Path(folder), DedupOptions())
+    index = scope.open("synthetic")
+    for batch in synthetic_signed_batches(rows):
+        index.add(batch)
+    indexed = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        decisions = index.resolve(pool.map if workers > 1 else map)
+    resolved = time.perf_counter()
+    marker, reasons = DuplicateMarker(decisions, scope, index), Counter()
+    for batch in synthetic_signed_batches(rows):
+        reasons.update(marker(batch.drop_columns([DEDUP_KEY, MINHASH]))["drop_reason"].drop_null().to_pylist())
+    index.commit(decisions)
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"rows": rows, "index_s": indexed - started, "resolve_s": resolved - indexed,
+            "mark_commit_s": time.perf_counter() - resolved, "main_rss_mib": own.ru_maxrss / 1024,
+            "worker_rss_mib": children.ru_maxrss / 1024, "removed": dict(reasons)}
+
+
 def timed_build(recipe: Path, output: Path, workers: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", BUILD_SCRIPT, str(REPO), str(recipe), str(output), str(workers)],
@@ -218,8 +291,21 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to build with")
     parser.add_argument("--stage-rows", type=int, default=100_000, help="rows for the per-stage CPU figures (0: skip)")
     parser.add_argument("--share-rows", type=int, default=10_000, help="rows for the textstat / langid A/B")
+    parser.add_argument("--dedup-rows", type=int, default=0, help="time only the dedup index on this many synthetic rows")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
+    if args.dedup_rows:
+        for workers in worker_counts:
+            with tempfile.TemporaryDirectory(prefix="oig-dedup-") as tmp:
+                done = subprocess.run([sys.executable, "-c", DEDUP_SCRIPT, str(REPO), str(args.dedup_rows), tmp, str(workers)],
+                                      capture_output=True, text=True, check=True)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                total = result["index_s"] + result["resolve_s"] + result["mark_commit_s"]
+                print(f"dedup index, {args.dedup_rows:,} rows, {workers} worker(s): {args.dedup_rows / total:,.0f} rows/s "
+                      f"(index {result['index_s']:.0f} s, resolve {result['resolve_s']:.0f} s, mark + commit "
+                      f"{result['mark_commit_s']:.0f} s); peak RSS main {result['main_rss_mib']:,.0f} MiB, largest worker "
+                      f"{result['worker_rss_mib']:,.0f} MiB; removed {result['removed']}", flush=True)
+        return
     with tempfile.TemporaryDirectory(prefix="oig-bench-") as tmp:
         work = Path(tmp)
         source = work / "source.jsonl"
