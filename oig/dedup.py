@@ -140,6 +140,8 @@ class Signer(Stage):
 
 @dataclass(frozen=True)
 class DedupOptions:
+    """How a build dedups: near duplicates or exact only, the Jaccard threshold, MinHash permutations, shingle words."""
+
     near: bool = True
     threshold: float = 0.8
     num_perm: int = 128
