@@ -117,6 +117,7 @@ seconds = time.perf_counter() - started
 own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": seconds, "main_rss_mib": own.ru_maxrss / 1024, "worker_rss_mib": children.ru_maxrss / 1024,
                   "cpu_seconds": own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime,
+                  "main_cpu_seconds": own.ru_utime + own.ru_stime,
                   "kept": report.constituents[0].kept, "conversations": report.constituents[0].conversations}))
 """
 
@@ -343,7 +344,8 @@ def main() -> None:
                 print(
                     f"build run {run}, {workers} worker(s): {args.rows / result['seconds']:,.0f} rows/s, "
                     f"{result['seconds']:.0f} s, peak RSS main {result['main_rss_mib']:,.0f} MiB / largest worker "
-                    f"{result['worker_rss_mib']:,.0f} MiB, CPU {result['cpu_seconds']:.0f} s (kept {result['kept']:,} of "
+                    f"{result['worker_rss_mib']:,.0f} MiB, CPU {result['cpu_seconds']:.0f} s of which main process "
+                    f"{result['main_cpu_seconds']:.0f} s (kept {result['kept']:,} of "
                     f"{result['conversations']:,})",
                     flush=True,
                 )
