@@ -201,8 +201,14 @@ class _Store:
         return read_done(str(self.folder), "store") is not None
 
 
-def _read_entries(paths: Iterable[Path], dtype: np.dtype) -> np.ndarray:
-    parts = [np.fromfile(p, dtype=dtype) for p in paths if p.exists()]
+def _read_entries(folders: Iterable[Path], name: str, dtype: np.dtype, first_number: int = 0) -> np.ndarray:
+    """One partition file of each store folder, its refs renumbered to the folder's place in the scope."""
+    parts = []
+    for number, folder in enumerate(folders, start=first_number):
+        if (folder / name).exists():
+            entries = np.fromfile(folder / name, dtype=dtype)
+            entries["ref"] = (number << _REF_BITS) + _row_of(entries["ref"])
+            parts.append(entries)
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
@@ -346,8 +352,8 @@ def _exact_partition(job: tuple[list[Path], Path, int, int]) -> tuple[np.ndarray
     earlier, folder, number, partition = job
     entries = np.concatenate(
         [
-            _read_entries([f / f"exact-{partition:02d}.bin" for f in earlier], _EXACT_ENTRY),
-            _read_entries([folder / f"new-exact-{partition:02d}.bin"], _EXACT_ENTRY),
+            _read_entries(earlier, f"exact-{partition:02d}.bin", _EXACT_ENTRY),
+            _read_entries([folder], f"new-exact-{partition:02d}.bin", _EXACT_ENTRY, number),
         ]
     )
     if len(entries) == 0:
@@ -363,10 +369,10 @@ def _exact_partition(job: tuple[list[Path], Path, int, int]) -> tuple[np.ndarray
 def _near_partition(job: tuple[list[Path], list[Path], Path, int, int, DedupOptions]) -> np.ndarray:
     """Verified candidate pairs (new row, earlier row, similarity) from the band groups of one partition."""
     earlier, folders, folder, number, partition, options = job
-    new = _read_entries([folder / f"new-bands-{partition:02d}.bin"], _BAND_ENTRY)
+    new = _read_entries([folder], f"new-bands-{partition:02d}.bin", _BAND_ENTRY, number)
     if len(new) == 0:
         return np.zeros(0, _EDGE)
-    entries = np.concatenate([_read_entries([f / f"bands-{partition:02d}.bin" for f in earlier], _BAND_ENTRY), new])
+    entries = np.concatenate([_read_entries(earlier, f"bands-{partition:02d}.bin", _BAND_ENTRY), new])
     entries = entries[np.lexsort((entries["ref"], entries["key"]))]
     starts = np.flatnonzero(np.r_[True, entries["key"][1:] != entries["key"][:-1]])
     ends = np.r_[starts[1:], len(entries)]

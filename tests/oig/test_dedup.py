@@ -111,3 +111,14 @@ def test_disk_partitions_give_the_same_decisions_as_the_plain_rule(tmp_path):
     expected = [(reason, None if j is None else ids[j]) for reason, j in reference_decisions(formatted, options, scope.signer)]
     assert got == expected
     assert {reason for reason, _ in got} == {None, "exact_duplicate", "near_duplicate"}
+
+
+def test_a_store_loaded_at_another_place_in_the_scope_still_resolves(tmp_path):
+    first = DedupScope(tmp_path, DedupOptions())
+    deduplicate(first, "a", [batch([conversation("What is two plus two?", "Four, because two and two make four.")], "a")])
+    deduplicate(first, "b", [batch([conversation("Summarise this.", ARTICLE)], "b")])
+    later = DedupScope(tmp_path, DedupOptions())
+    assert later.load("b")  # now the scope's first store, not its second
+    (marked,) = deduplicate(later, "c", [batch([conversation("Summarise this.", ARTICLE), conversation("Q", ARTICLE.replace("ten", "five"))], "c")])
+    assert marked["drop_reason"].to_pylist() == ["exact_duplicate", "near_duplicate"]
+    assert marked["duplicate_of"].to_pylist() == ["b-00000000", "b-00000000"]
