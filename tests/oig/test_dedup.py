@@ -119,6 +119,6 @@ def test_a_store_loaded_at_another_place_in_the_scope_still_resolves(tmp_path):
     deduplicate(first, "b", [batch([conversation("Summarise this.", ARTICLE)], "b")])
     later = DedupScope(tmp_path, DedupOptions())
     assert later.load("b")  # now the scope's first store, not its second
-    (marked,) = deduplicate(later, "c", [batch([conversation("Summarise this.", ARTICLE), conversation("Q", ARTICLE.replace("ten", "five"))], "c")])
+    (marked,) = deduplicate(later, "c", [batch([conversation("Summarise this.", ARTICLE), conversation("Summarise this.", ARTICLE.replace("ten", "five"))], "c")])
     assert marked["drop_reason"].to_pylist() == ["exact_duplicate", "near_duplicate"]
     assert marked["duplicate_of"].to_pylist() == ["b-00000000", "b-00000000"]
