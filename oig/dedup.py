@@ -321,17 +321,20 @@ class ConstituentIndex:
         return Decisions(reason, target)
 
     def _write_band_entries(self, candidates: np.ndarray, chunk: int = 65_536) -> None:
+        """LSH band keys of the rows that may be near duplicates, partitioned; signatures read a chunk at a time."""
         bands, rows = self.scope.options.bands
-        signatures = self.store.signatures()
-        for start in range(0, self.rows, chunk):
-            selected = np.flatnonzero(candidates[start : start + chunk]) + start
-            if len(selected) == 0:
-                continue
-            keys = band_keys(np.asarray(signatures[selected]), bands, rows)
-            entries = np.empty(keys.size, _BAND_ENTRY)
-            entries["key"] = keys.ravel()
-            entries["ref"] = np.repeat((self.store.number << _REF_BITS) + selected, bands)
-            _write_partitions(self.store.folder, "new-bands", entries, entries["key"])
+        row_bytes = 4 * self.scope.options.num_perm
+        with open(self.store.path("signatures.u32"), "rb") as f:
+            for start in range(0, self.rows, chunk):
+                block = np.fromfile(f, dtype=np.uint32, count=chunk * self.scope.options.num_perm).reshape(-1, row_bytes // 4)
+                selected = np.flatnonzero(candidates[start : start + len(block)])
+                if len(selected) == 0:
+                    continue
+                keys = band_keys(block[selected], bands, rows)
+                entries = np.empty(keys.size, _BAND_ENTRY)
+                entries["key"] = keys.ravel()
+                entries["ref"] = np.repeat((self.store.number << _REF_BITS) + start + selected, bands)
+                _write_partitions(self.store.folder, "new-bands", entries, entries["key"])
 
     def commit(self, decisions: Decisions) -> None:
         """Keep the kept rows' entries as this constituent's store, for later constituents of the scope."""
