@@ -56,7 +56,7 @@ from oig.moderation import ModerationTemplate
 from oig.pii import PiiScrubber
 from oig.quality import QualityScorer, QualityThresholds
 from oig.recipe import ConstituentSpec, Recipe
-from oig.render import Template, _group_key
+from oig.render import Template, group_key, template_path
 from oig.schema import OUTPUT_SCHEMA, SCORED_SCHEMA, format_text, to_output, work_table
 from oig.sources import SourceRecord, iter_records
 
@@ -208,12 +208,14 @@ def process_chunk(records: list[SourceRecord], job: ChunkJob) -> tuple[pa.Table,
 
 
 def _render(records: list[SourceRecord], job: ChunkJob) -> Iterator[tuple[list[dict[str, str]], str, str | None, list[str]]]:
+    path = template_path(job.template, job.base_dir)
+    version = (path, path.stat().st_mtime_ns if path.exists() else None)  # an edited template is loaded again
     if job.moderation:
-        template = _cached(("moderation", job.template, job.base_dir), lambda: ModerationTemplate.load(job.template, job.base_dir))
+        template = _cached(("moderation", *version), lambda: ModerationTemplate.load(job.template, job.base_dir))
         for conversation, label, tags in template.render(records):
             yield conversation.messages, conversation.template_id, label, tags
     else:
-        template = _cached(("template", job.template, job.base_dir), lambda: Template.load(job.template, job.base_dir))
+        template = _cached(("template", *version), lambda: Template.load(job.template, job.base_dir))
         for conversation in template.render(records, job.seed):
             yield conversation.messages, conversation.template_id, None, []
 
@@ -251,7 +253,7 @@ def record_chunks(records: Iterable[SourceRecord], size: int, group_by: str | No
     """Records in chunks of about ``size``, cut only between ``group_by`` groups (packing needs whole groups)."""
     chunk: list[SourceRecord] = []
     for record in records:
-        if len(chunk) >= size and (group_by is None or _group_key(record, group_by, path) != _group_key(chunk[-1], group_by, path)):
+        if len(chunk) >= size and (group_by is None or group_key(record, group_by, path) != group_key(chunk[-1], group_by, path)):
             yield chunk
             chunk = []
         chunk.append(record)

@@ -230,7 +230,7 @@ class Template:
     def render(self, records: Iterable[Mapping[str, Any]], seed: int) -> Iterator[Conversation]:
         """Conversations from a record stream; consecutive records with the same ``group_by`` value are packed."""
         if self.group_by:
-            groups = groupby(records, key=lambda r: _group_key(r, self.group_by, self.path))
+            groups = groupby(records, key=lambda r: group_key(r, self.group_by, self.path))
         else:
             groups = ((None, [r]) for r in records)
         for _, group in groups:
@@ -331,7 +331,7 @@ def chat_turns(messages: Any, field: str) -> list[tuple[str, str]]:
     return [(contents[i], contents[i + 1]) for i in range(0, len(contents), 2)]
 
 
-def _group_key(record: Mapping[str, Any], field: str, path: Path) -> Any:
+def group_key(record: Mapping[str, Any], field: str, path: Path) -> Any:
     if field not in record:
         raise TemplateSpecError(f"{path}: group_by field {field!r} missing from a record (has {sorted(record)})")
     return record[field]
