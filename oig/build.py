@@ -1,28 +1,37 @@
 """The recipe-driven builder: every constituent through the same stages into one Hub-layout folder.
 
-Data flow per constituent (streaming, one batch of conversations at a time)::
+Data flow per constituent (streaming, bounded memory)::
 
-    source records -> template -> [PII scrub -> quality -> dedup signatures] -> decontaminate -> dedup -> parquet
-                                  (process pool, results in submission order)  (main process, stateful)
+    source records -> [template -> PII scrub -> quality -> decontaminate -> dedup signatures] -> spool + dedup index
+    (main: read,       (process pool over chunks of records, results in submission order)
+     cut in chunks)
+    dedup index -> resolve (per partition, in the pool) -> spool re-read -> mark duplicates -> parquet
 
-PII scrubbing, quality scoring (the slowest stage) and MinHash signing are
-per-row and stateless, so with ``workers > 1`` they run in a process pool over
-batches (results consumed in submission order, so the output does not depend
-on the number of workers); the dedup index must see rows in build order and
-decontamination is a set lookup, so both stay in the main process.
+Everything per row is stateless, so with ``workers > 1`` it runs in a process
+pool over chunks of records (chunks end between ``group_by`` groups, so packing
+sees whole groups; results are consumed in submission order, so the output does
+not depend on the number of workers). The main process reads records, numbers
+the conversations, appends signatures to the disk-backed dedup index
+(:mod:`oig.dedup`) and spools the scored rows; once the constituent is read, the
+index resolves duplicates partition by partition and the spool is re-read and
+written out.
 
 Output, in the layout the Hub and ``datasets`` load without a script::
 
     OUTPUT/README.md                             card with YAML `configs:` (all = every constituent)
     OUTPUT/<constituent>/train-00000-of-00001.parquet
     OUTPUT/moderation/train-00000-of-00001.parquet
-    OUTPUT/removed/<constituent>.parquet         removed rows: id, reason, duplicate_of (kept member), text
+    OUTPUT/removed/<constituent>.parquet         removed rows: id, reason, duplicate_of (kept member); no text
+    OUTPUT/.audit/<constituent>.parquet          removed rows with their text: local only (`laion-hf push` never
+                                                 uploads dot-folders), so decontamination never publishes a benchmark
     OUTPUT/.build/.laion-hf/done/<constituent>.json  per-constituent done markers (stats), for resuming
+    OUTPUT/.build/dedup/<scope>/<constituent>/   the dedup index (signatures, partitions of kept rows)
 
-Every file is written atomically; a constituent with a done marker is not
-rebuilt (its kept rows re-seed the dedup index, so a resumed build equals an
-uninterrupted one). Nothing time- or machine-dependent enters the dataset files,
-so two builds of one recipe are byte-for-byte identical.
+Every file is written atomically; a constituent with a done marker (and a
+complete dedup store) is not rebuilt, and its kept rows stay in the dedup index,
+so a resumed build equals an uninterrupted one. Nothing time- or
+machine-dependent enters the dataset files, so two builds of one recipe are
+byte-for-byte identical.
 """
 
 from __future__ import annotations
@@ -32,7 +41,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +48,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laion_hf.io.atomic import atomic_path, join, mark_done, read_done, remove_stale_temporaries
-from laion_hf.stages.base import DROP_REASON, StageStats, alive_mask, split_kept
+from laion_hf.stages.base import DROP_REASON, StageStats, alive_mask, ensure_drop_reason, split_kept
 from oig.card import render_card
 from oig.decontaminate import BenchmarkIndex, Decontaminator
-from oig.dedup import DUPLICATE_OF, Deduplicator, Signer
+from oig.dedup import DEDUP_KEY, DUPLICATE_OF, MINHASH, DedupOptions, DedupScope, DuplicateMarker, Signer
 from oig.moderation import ModerationTemplate
 from oig.pii import PiiScrubber
 from oig.quality import QualityScorer, QualityThresholds
 from oig.recipe import ConstituentSpec, Recipe
-from oig.render import Template
-from oig.schema import OUTPUT_SCHEMA, format_text, to_output, work_table
-from oig.sources import iter_records
+from oig.render import Template, group_key, template_path
+from oig.schema import OUTPUT_SCHEMA, SCORED_SCHEMA, format_text, to_output, work_table
+from oig.sources import SourceRecord, iter_records
 
 STATE_DIR = ".build"
 REMOVED_DIR = "removed"
+AUDIT_DIR = ".audit"
 REMOVED_SCHEMA = pa.schema(
-    [("id", pa.string()), ("constituent", pa.string()), (DROP_REASON, pa.string()),
-     (DUPLICATE_OF, pa.string()), ("text", pa.string())]
+    [("id", pa.string()), ("constituent", pa.string()), (DROP_REASON, pa.string()), (DUPLICATE_OF, pa.string())]
 )
+AUDIT_SCHEMA = pa.schema([*REMOVED_SCHEMA, ("text", pa.string())])
 STAGE_ORDER = ("pii", "quality", "decontaminate", "dedup")
 
 
@@ -136,33 +145,95 @@ class BuildReport:
 
 # ---- the stateless part, run in-process or in pool workers -------------------------------------------
 
-_WORKER_SCORERS: dict[QualityThresholds, QualityScorer] = {}
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What a worker needs to turn a chunk of one constituent's records into scored, signed rows."""
+
+    constituent: str
+    template: str
+    moderation: bool
+    base_dir: Path
+    source: str
+    seed: int
+    thresholds: QualityThresholds
+    phone_regions: tuple[str, ...] | None
+    signer: Signer
 
 
-def score_batch(
-    batch: pa.Table, thresholds: QualityThresholds, pii: bool, signer: Signer
-) -> tuple[pa.Table, list[StageStats], float]:
-    """PII-scrub, quality-score and dedup-sign one batch: the stateless, per-row work the pool shares.
+_WORKER_CACHE: dict[Any, Any] = {}
+_DECONTAMINATOR: list[Decontaminator | None] = [None]
 
-    Returns the batch, the pii and quality stage counts, and the signing seconds
-    (counted as dedup time). Scorers (language model, CMUdict) load once per process.
+
+def install_decontaminator(decontaminator: Decontaminator | None) -> None:
+    """Give this process the build's benchmark index (a pool initializer: sent once per worker, not per chunk)."""
+    _DECONTAMINATOR[0] = decontaminator
+
+
+def _cached(key: Any, make: Callable[[], Any]) -> Any:
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE[key] = make()
+    return _WORKER_CACHE[key]
+
+
+def process_chunk(records: list[SourceRecord], job: ChunkJob) -> tuple[pa.Table, list[StageStats], float, int]:
+    """Template, PII-scrub, quality-score, decontaminate and dedup-sign one chunk of records.
+
+    Returns the rows (ids left empty: the main process numbers them in order),
+    the pii / quality / decontaminate counts, the signing seconds (counted as
+    dedup time) and the number of records. Templates, scorers (language model,
+    CMUdict) and the PII detector load once per process.
     """
-    scorer = _WORKER_SCORERS.get(thresholds)
-    if scorer is None:
-        scorer = _WORKER_SCORERS[thresholds] = QualityScorer(thresholds)
-        scorer.setup()
+    rows = work_table([_row(job, messages, template_id, label, tags) for messages, template_id, label, tags in _render(records, job)])
     stats = []
-    if pii:
-        batch, pii_stats = run_stage(PiiScrubber(), batch)
+    if job.phone_regions is not None:
+        scrubber = _cached(("pii", job.phone_regions), lambda: PiiScrubber(job.phone_regions))
+        rows, pii_stats = run_stage(scrubber, rows)
     else:
-        live = sum(alive_mask(batch).to_pylist())
-        pii_stats = StageStats(stage="pii", rows_in=live, kept=live)
+        pii_stats = StageStats(stage="pii", rows_in=rows.num_rows, kept=rows.num_rows)
     stats.append(pii_stats)
-    batch, quality_stats = run_stage(scorer, batch)
+    scorer = _cached(("quality", job.thresholds), lambda: QualityScorer(job.thresholds))
+    rows, quality_stats = run_stage(scorer, rows)
     stats.append(quality_stats)
+    if _DECONTAMINATOR[0] is not None:
+        rows, decontaminate_stats = run_stage(_DECONTAMINATOR[0], rows)
+    else:
+        decontaminate_stats = StageStats(stage="decontaminate", rows_in=quality_stats.kept, kept=quality_stats.kept)
+    stats.append(decontaminate_stats)
+    rows = ensure_drop_reason(rows)
+    scored = pa.Table.from_arrays([rows[name] for name in SCORED_SCHEMA.names], schema=SCORED_SCHEMA)
     started = time.perf_counter()
-    batch = signer(batch)
-    return batch, stats, time.perf_counter() - started
+    signed = job.signer(scored)
+    return signed, stats, time.perf_counter() - started, len(records)
+
+
+def _render(records: list[SourceRecord], job: ChunkJob) -> Iterator[tuple[list[dict[str, str]], str, str | None, list[str]]]:
+    path = template_path(job.template, job.base_dir)
+    version = (path, path.stat().st_mtime_ns if path.exists() else None)  # an edited template is loaded again
+    if job.moderation:
+        template = _cached(("moderation", *version), lambda: ModerationTemplate.load(job.template, job.base_dir))
+        for conversation, label, tags in template.render(records):
+            yield conversation.messages, conversation.template_id, label, tags
+    else:
+        template = _cached(("template", *version), lambda: Template.load(job.template, job.base_dir))
+        for conversation in template.render(records, job.seed):
+            yield conversation.messages, conversation.template_id, None, []
+
+
+def _row(job: ChunkJob, messages: list[dict[str, str]], template_id: str, label: str | None, tags: list[str]) -> dict[str, Any]:
+    return {
+        "id": "",
+        "text": format_text(messages),
+        "messages": messages,
+        "source": job.source,
+        "constituent": job.constituent,
+        "template_id": template_id,
+        "seed": job.seed,
+        "flags": [],
+        "pii_replaced": 0,
+        "moderation_label": label,
+        "moderation_tags": tags,
+    }
 
 
 def run_stage(stage: Callable[[pa.Table], pa.Table], batch: pa.Table) -> tuple[pa.Table, StageStats]:
@@ -176,6 +247,18 @@ def run_stage(stage: Callable[[pa.Table], pa.Table], batch: pa.Table) -> tuple[p
     stats = StageStats(stage=stage.name, rows_in=sum(before), kept=sum(after), dropped=dropped)
     stats.seconds = time.perf_counter() - started
     return batch, stats
+
+
+def record_chunks(records: Iterable[SourceRecord], size: int, group_by: str | None, path: Path) -> Iterator[list[SourceRecord]]:
+    """Records in chunks of about ``size``, cut only between ``group_by`` groups (packing needs whole groups)."""
+    chunk: list[SourceRecord] = []
+    for record in records:
+        if len(chunk) >= size and (group_by is None or group_key(record, group_by, path) != group_key(chunk[-1], group_by, path)):
+            yield chunk
+            chunk = []
+        chunk.append(record)
+    if chunk:
+        yield chunk
 
 
 def ordered_map(
@@ -207,12 +290,12 @@ class Builder:
         self.workers = workers
         self.on_rows = on_rows or (lambda name, rows: None)
         dedup = recipe.dedup
-        self._dedup_options = {
-            "near": bool(dedup.get("near", True)),
-            "threshold": float(dedup.get("threshold", 0.8)),
-            "num_perm": int(dedup.get("num_perm", 128)),
-            "shingle_size": int(dedup.get("shingle_size", 5)),
-        }
+        self.dedup_options = DedupOptions(
+            near=bool(dedup.get("near", True)),
+            threshold=float(dedup.get("threshold", 0.8)),
+            num_perm=int(dedup.get("num_perm", 128)),
+            shingle_size=int(dedup.get("shingle_size", 5)),
+        )
         self._global_scope = dedup.get("scope", "global") == "global"
         decontaminate = recipe.decontaminate
         if decontaminate and decontaminate.get("benchmarks"):
@@ -222,112 +305,117 @@ class Builder:
             self.decontaminator = None
 
     def run(self) -> BuildReport:
-        pool = ProcessPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        install_decontaminator(self.decontaminator)
+        pool = None
+        if self.workers > 1:
+            pool = ProcessPoolExecutor(self.workers, initializer=install_decontaminator, initargs=(self.decontaminator,))
         try:
             return self._run(pool)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
 
+    def _scope(self, name: str) -> DedupScope:
+        return DedupScope(Path(self.output) / STATE_DIR / "dedup" / name, self.dedup_options)
+
     def _run(self, pool: ProcessPoolExecutor | None) -> BuildReport:
         configs = [c.name for c in self.recipe.constituents] + (["moderation"] if self.recipe.moderation else [])
-        for folder in ["", STATE_DIR, REMOVED_DIR, *configs]:  # what a killed build left half-written
+        for folder in ["", STATE_DIR, REMOVED_DIR, AUDIT_DIR, *configs]:  # what a killed build left half-written
             remove_stale_temporaries(join(self.output, folder) if folder else self.output)
-        shared = Deduplicator(**self._dedup_options)
+        shared = self._scope("global")
         reports = []
         for spec in self.recipe.constituents:
-            dedup = shared if self._global_scope else Deduplicator(**self._dedup_options)
+            scope = shared if self._global_scope else self._scope(spec.name)
             template = Template.load(spec.template, self.recipe.base_dir)
-            records = _Counted(iter_records(spec.source, self.recipe.base_dir))
-            rows = self._conversations(spec, template, records)
-            reports.append(self._constituent(spec, template.description, records, rows, dedup, pool))
+            reports.append(self._constituent(spec, template.description, template.group_by, False, scope, pool))
         moderation = None
         if self.recipe.moderation is not None:
             spec = self.recipe.moderation
             template = ModerationTemplate.load(spec.template, self.recipe.base_dir)
-            records = _Counted(iter_records(spec.source, self.recipe.base_dir))
-            rows = self._moderation_rows(spec, template, records)
-            dedup = Deduplicator(**self._dedup_options)
-            moderation = self._constituent(spec, template.description, records, rows, dedup, pool)
+            moderation = self._constituent(spec, template.description, None, True, self._scope("moderation"), pool)
         report = BuildReport(output=self.output, constituents=reports, moderation=moderation)
         with atomic_path(join(self.output, "README.md")) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.write(render_card(self.recipe, report, self.output))
         return report
 
-    def _conversations(self, spec: ConstituentSpec, template: Template, records: Iterable) -> Iterator[dict[str, Any]]:
-        for index, conversation in enumerate(template.render(records, self.recipe.seed)):
-            yield self._row(spec, index, conversation.messages, conversation.template_id)
-
-    def _moderation_rows(self, spec: ConstituentSpec, template: ModerationTemplate, records: Iterable) -> Iterator[dict[str, Any]]:
-        for index, (conversation, label, tags) in enumerate(template.render(records)):
-            row = self._row(spec, index, conversation.messages, conversation.template_id)
-            yield row | {"moderation_label": label, "moderation_tags": tags}
-
-    def _row(self, spec: ConstituentSpec, index: int, messages: list[dict[str, str]], template_id: str) -> dict[str, Any]:
-        return {
-            "id": f"{spec.name}-{index:08d}",
-            "text": format_text(messages),
-            "messages": messages,
-            "source": str(spec.source.get("path")),
-            "constituent": spec.name,
-            "template_id": template_id,
-            "seed": self.recipe.seed,
-            "flags": [],
-            "pii_replaced": 0,
-            "moderation_label": None,
-            "moderation_tags": [],
-        }
-
     def _constituent(
         self,
         spec: ConstituentSpec,
         description: str,
-        records: _Counted,
-        rows: Iterator[dict[str, Any]],
-        dedup: Deduplicator,
+        group_by: str | None,
+        moderation: bool,
+        scope: DedupScope,
         pool: ProcessPoolExecutor | None,
     ) -> ConstituentReport:
         state_dir = join(self.output, STATE_DIR)
         recorded = read_done(state_dir, spec.name)
-        if recorded is not None:
-            self._reindex(spec.name, dedup)
+        if recorded is not None and scope.load(spec.name):
             return ConstituentReport.from_dict(recorded)
         started = time.perf_counter()
         report = ConstituentReport(name=spec.name, description=description, stages={s: StageStats(stage=s) for s in STAGE_ORDER})
-
-        def batches() -> Iterator[pa.Table]:
-            while chunk := list(islice(rows, self.recipe.batch_size)):
-                yield work_table(chunk)
-
-        data_path = join(self.output, data_file(spec.name))
-        removed_path = join(self.output, REMOVED_DIR, f"{spec.name}.parquet")
-        with atomic_path(data_path) as data_tmp, atomic_path(removed_path) as removed_tmp:
-            with pq.ParquetWriter(data_tmp, OUTPUT_SCHEMA) as kept_writer, pq.ParquetWriter(removed_tmp, REMOVED_SCHEMA) as removed_writer:
-                scored = ordered_map(
-                    score_batch, batches(), spec.quality, self.recipe.pii, dedup.signer, pool=pool, window_size=2 * self.workers
-                )
-                for batch, stats, signing_seconds in scored:
-                    report.stages["dedup"].seconds += signing_seconds
-                    main_stages = [s for s in (self.decontaminator, dedup) if s is not None]
-                    for stage in main_stages:
-                        batch, stage_stats = run_stage(stage, batch)
-                        stats.append(stage_stats)
-                    if self.decontaminator is None:
-                        stats.insert(2, StageStats(stage="decontaminate", rows_in=stats[1].kept, kept=stats[1].kept))
-                    for stage_stats in stats:
-                        report.stages[stage_stats.stage].merge(stage_stats)
-                    report.conversations += batch.num_rows
-                    self._count_flags(batch, report)
-                    kept, removed = split_kept(batch)
-                    kept_writer.write_table(to_output(kept))
-                    removed_writer.write_table(_removed_rows(removed))
-                    self.on_rows(spec.name, batch.num_rows)
-        report.records = records.count
+        job = ChunkJob(
+            constituent=spec.name,
+            template=spec.template,
+            moderation=moderation,
+            base_dir=self.recipe.base_dir,
+            source=str(spec.source.get("path")),
+            seed=self.recipe.seed,
+            thresholds=spec.quality,
+            phone_regions=self.recipe.phone_regions,
+            signer=scope.signer,
+        )
+        records = iter_records(spec.source, self.recipe.base_dir)
+        chunks = record_chunks(records, self.recipe.batch_size, group_by, Path(spec.template))
+        index = scope.open(spec.name)
+        spool = Path(state_dir) / "spool" / f"{spec.name}.parquet"
+        spool.parent.mkdir(parents=True, exist_ok=True)
+        with pq.ParquetWriter(spool, SCORED_SCHEMA) as spool_writer:
+            results = ordered_map(process_chunk, chunks, job, pool=pool, window_size=2 * self.workers)
+            for batch, stats, signing_seconds, records_read in results:
+                first = report.conversations
+                ids = pa.array([f"{spec.name}-{i:08d}" for i in range(first, first + batch.num_rows)], pa.string())
+                batch = batch.set_column(batch.column_names.index("id"), "id", ids)
+                index.add(batch)
+                spool_writer.write_table(batch.drop_columns([DEDUP_KEY, MINHASH]))
+                for stage_stats in stats:
+                    report.stages[stage_stats.stage].merge(stage_stats)
+                report.stages["dedup"].seconds += signing_seconds
+                report.conversations += batch.num_rows
+                report.records += records_read
+                self.on_rows(spec.name, batch.num_rows)
+        resolving = time.perf_counter()
+        decisions = index.resolve(pool.map if pool is not None else map)
+        report.stages["dedup"].seconds += time.perf_counter() - resolving
+        self._write(spec.name, spool, DuplicateMarker(decisions, scope, index), report)
+        index.commit(decisions)
+        spool.unlink()
         report.seconds = time.perf_counter() - started
         for stats in report.stages.values():
             stats.check()
         mark_done(state_dir, spec.name, report.to_dict())
         return report
+
+    def _write(self, name: str, spool: Path, marker: DuplicateMarker, report: ConstituentReport) -> None:
+        """Re-read the spooled rows in order, mark duplicates, write kept rows, the published removal list and the audit."""
+        paths = (
+            join(self.output, data_file(name)),
+            join(self.output, REMOVED_DIR, f"{name}.parquet"),
+            join(self.output, AUDIT_DIR, f"{name}.parquet"),
+        )
+        with atomic_path(paths[0]) as data_tmp, atomic_path(paths[1]) as removed_tmp, atomic_path(paths[2]) as audit_tmp:
+            with (
+                pq.ParquetWriter(data_tmp, OUTPUT_SCHEMA) as kept_writer,
+                pq.ParquetWriter(removed_tmp, REMOVED_SCHEMA) as removed_writer,
+                pq.ParquetWriter(audit_tmp, AUDIT_SCHEMA) as audit_writer,
+            ):
+                for record_batch in pq.ParquetFile(spool).iter_batches(batch_size=self.recipe.batch_size):
+                    batch, dedup_stats = run_stage(marker, pa.Table.from_batches([record_batch]))
+                    report.stages["dedup"].merge(dedup_stats)
+                    self._count_flags(batch, report)
+                    kept, removed = split_kept(batch)
+                    kept_writer.write_table(to_output(kept))
+                    removed_writer.write_table(removed.select(REMOVED_SCHEMA.names).cast(REMOVED_SCHEMA))
+                    audit_writer.write_table(removed.select(AUDIT_SCHEMA.names).cast(AUDIT_SCHEMA))
 
     @staticmethod
     def _count_flags(batch: pa.Table, report: ConstituentReport) -> None:
@@ -339,34 +427,6 @@ class Builder:
                 elif live:
                     report.flags[flag] += 1
             report.pii["values_replaced"] += replaced or 0
-
-    def _reindex(self, name: str, dedup: Deduplicator) -> None:
-        """Feed a finished constituent's kept rows to the dedup index (resume = uninterrupted run)."""
-        parquet = pq.ParquetFile(join(self.output, data_file(name)))
-        for batch in parquet.iter_batches(columns=["text", "metadata"]):
-            for text, metadata in zip(batch["text"].to_pylist(), batch["metadata"].to_pylist(), strict=True):
-                dedup.add(metadata["id"], text)
-
-
-class _Counted:
-    """An iterator that counts the records it has handed out (records read, for the report)."""
-
-    def __init__(self, items: Iterable[Any]):
-        self._items = iter(items)
-        self.count = 0
-
-    def __iter__(self) -> _Counted:
-        return self
-
-    def __next__(self) -> Any:
-        item = next(self._items)
-        self.count += 1
-        return item
-
-
-def _removed_rows(removed: pa.Table) -> pa.Table:
-    columns = {name: removed[name] if name in removed.column_names else pa.nulls(removed.num_rows, REMOVED_SCHEMA.field(name).type) for name in REMOVED_SCHEMA.names}
-    return pa.Table.from_pydict(columns, schema=REMOVED_SCHEMA)
 
 
 def build(recipe: str | Path | Recipe, output: str, *, workers: int = 1, on_rows: Callable[[str, int], None] | None = None) -> BuildReport:

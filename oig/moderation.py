@@ -43,12 +43,12 @@ class ModerationTemplate:
         path = template_path(name_or_path, base_dir)
         return cls(load_yaml(path), path)
 
-    def label(self, record: Mapping[str, Any], position: int) -> tuple[str, list[str]]:
+    def label(self, record: Mapping[str, Any]) -> tuple[str, list[str]]:
         """The OIG-moderation label and tags of one record (fields ``prompt``, ``label``, optional ``tags``)."""
         raw = str(record.get("label"))
         if raw not in self.labels:
             raise TemplateSpecError(
-                f"{self.path}: record {position} has label {raw!r}, which `labels` does not map "
+                f"{getattr(record, 'where', 'record')}: label {raw!r} is not mapped by `labels` in {self.path} "
                 f"(known: {sorted(self.labels)})"
             )
         label = self.labels[raw]
@@ -61,8 +61,8 @@ class ModerationTemplate:
 
     def render(self, records: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Conversation, str, list[str]]]:
         """(conversation, label, tags) per record; the bot turn is the label and its tags."""
-        for position, record in enumerate(records):
-            label, tags = self.label(record, position)
+        for record in records:
+            label, tags = self.label(record)
             answer = ", ".join([label, *tags])
             messages = [
                 {"role": USER_ROLE, "content": str(record.get("prompt") or "")},

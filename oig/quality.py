@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,15 +50,61 @@ class QualityThresholds:
     require_final_bot_turn: bool = True
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None, where: str, base: QualityThresholds | None = None):
-        """Thresholds from a recipe mapping (unknown keys are an error naming ``where``)."""
+    def from_mapping(
+        cls, values: dict[str, Any] | None, where: str, base: QualityThresholds | None = None,
+        locate: Callable[[str], str] | None = None,
+    ):
+        """Thresholds from a recipe mapping; an unknown key or a value of the wrong type is an error naming it.
+
+        ``locate(key)`` names a key in messages (a recipe passes ``file:line: quality.key``).
+        """
+        locate = locate or (lambda key: where)
+        if values is not None and not isinstance(values, dict):
+            raise UserError(f"{where}: expected a mapping of thresholds, got {values!r}")
         merged = asdict(base or cls())
         known = {f.name for f in fields(cls)}
         for key, value in (values or {}).items():
             if key not in known:
-                raise UserError(f"{where}: unknown quality threshold {key!r} (known: {', '.join(sorted(known))})")
+                raise UserError(f"{locate(key)}: unknown quality threshold {key!r} (known: {', '.join(sorted(known))})")
+            expected = _THRESHOLD_TYPES[key]
+            if not _fits(value, expected):
+                raise UserError(f"{locate(key)}: quality threshold {key!r} expects {_describe(expected)}, got {value!r}")
             merged[key] = tuple(value) if isinstance(value, list) else value
         return cls(**merged)
+
+
+#: What each threshold accepts: number kinds, ``None`` (check off), or a list of strings.
+_THRESHOLD_TYPES: dict[str, tuple[Any, ...]] = {
+    "min_words": (int, None),
+    "max_chars": (int, None),
+    "min_unique_word_ratio": (float, None),
+    "languages": (list, None),
+    "min_language_score": (float,),
+    "max_grade": (float, None),
+    "min_grade": (float, None),
+    "min_reading_ease": (float, None),
+    "banned_phrases": (list,),
+    "require_final_bot_turn": (bool,),
+}
+
+
+def _fits(value: Any, expected: tuple[Any, ...]) -> bool:
+    if value is None:
+        return None in expected
+    if isinstance(value, bool):
+        return bool in expected
+    if isinstance(value, int):
+        return int in expected or float in expected
+    if isinstance(value, float):
+        return float in expected
+    if isinstance(value, list):
+        return list in expected and all(isinstance(v, str) for v in value)
+    return False
+
+
+def _describe(expected: tuple[Any, ...]) -> str:
+    names = {int: "an integer", float: "a number", list: "a list of strings", bool: "true or false", None: "null (off)"}
+    return " or ".join(names[kind] for kind in expected)
 
 
 def ensure_cmudict(cache_dir: str | None = None) -> None:

@@ -11,7 +11,13 @@ The patterns OIG built with f-strings, as data:
   that chain further tasks on the same source (skipped when their ``when`` is false);
 - ``unanswerable``: when its ``when`` holds, the bot answers with a refusal from a pool;
 - ``bot`` pools: answer augmentations (several phrasings of the same answer);
-- ``dialogue``: a list field of alternating human/bot utterances becomes turns as is.
+- ``dialogue``: a list field of alternating human/bot utterances becomes turns as is;
+- ``messages``: a list field of ``{role, content}`` messages (the chat form of most
+  Hub chat sets) becomes turns as is; roles are validated (``system`` content opens
+  the next user turn, since OIG has no system tag).
+
+A template value that renders a dict, a list or ``None`` is an error naming the
+record (``file:line``), never a row holding ``"{'role': 'user', ...}"`` or ``"None"``.
 
 Every choice comes from a ``random.Random`` seeded by the recipe seed, the
 constituent and the record's own content, so the same inputs give the same
@@ -44,7 +50,23 @@ class TemplateSpecError(UserError):
     """A template file that is malformed, or a record it cannot render."""
 
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+#: Chat roles as sources spell them -> ours (``system`` is folded into the next user turn).
+ROLES = {"user": USER_ROLE, "human": USER_ROLE, "assistant": ASSISTANT_ROLE, "bot": ASSISTANT_ROLE, "gpt": ASSISTANT_ROLE,
+         "model": ASSISTANT_ROLE, "system": "system"}
+
+
+class UnrenderableValue(TemplateError):
+    """A ``{{ expression }}`` whose value has no text form fit for a conversation."""
+
+
+def _text_only(value: Any) -> Any:
+    if value is None or isinstance(value, Mapping | list | tuple | set):
+        kind = "None (a missing value; guard it with `when:`)" if value is None else f"a {type(value).__name__} ({value!r:.60})"
+        raise UnrenderableValue(f"a template value rendered {kind}; index into it, join it, or use a `messages:` turn")
+    return value
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False, finalize=_text_only)
 
 
 def template_path(name_or_path: str, base_dir: Path | None = None) -> Path:
@@ -114,7 +136,8 @@ class _TurnSpec:
     when: Any
     unanswerable_when: Any
     refusals: _Pool | None
-    dialogue_field: str | None
+    dialogue_field: str | None = None
+    messages_field: str | None = None
 
 
 @dataclass
@@ -161,9 +184,11 @@ class Template:
         if not isinstance(spec, Mapping):
             raise TemplateSpecError(f"{where}: expected a mapping")
         if "dialogue" in spec:
-            return _TurnSpec(None, None, _condition(spec.get("when"), where), None, None, str(spec["dialogue"]))
+            return _TurnSpec(None, None, _condition(spec.get("when"), where), None, None, dialogue_field=str(spec["dialogue"]))
+        if "messages" in spec:
+            return _TurnSpec(None, None, _condition(spec.get("when"), where), None, None, messages_field=str(spec["messages"]))
         if "human" not in spec or "bot" not in spec:
-            raise TemplateSpecError(f"{where}: a turn needs `human` and `bot` (or `dialogue: FIELD`)")
+            raise TemplateSpecError(f"{where}: a turn needs `human` and `bot` (or `dialogue: FIELD` / `messages: FIELD`)")
         unanswerable = spec.get("unanswerable") or {}
         return _TurnSpec(
             human=_Pool(spec["human"], f"{where}.human"),
@@ -182,10 +207,15 @@ class Template:
             if not _test(spec.when, record, f"{self.path}: turns[{index}].when"):
                 continue
             if spec.dialogue_field is not None:
-                utterances = record.get(spec.dialogue_field) or []
-                pairs = [(str(utterances[i]), str(utterances[i + 1])) for i in range(0, len(utterances) - 1, 2)]
+                utterances = _utterances(record, spec.dialogue_field)
+                pairs = [(utterances[i], utterances[i + 1]) for i in range(0, len(utterances) - 1, 2)]
                 turns.extend(pairs)
                 codes.append(f"d{len(pairs)}")
+                continue
+            if spec.messages_field is not None:
+                pairs = chat_turns(record.get(spec.messages_field), spec.messages_field)
+                turns.extend(pairs)
+                codes.append(f"m{len(pairs)}")
                 continue
             h, human = spec.human.render(rng, record)
             if spec.refusals is not None and _test(spec.unanswerable_when, record, f"{self.path}: unanswerable"):
@@ -200,7 +230,7 @@ class Template:
     def render(self, records: Iterable[Mapping[str, Any]], seed: int) -> Iterator[Conversation]:
         """Conversations from a record stream; consecutive records with the same ``group_by`` value are packed."""
         if self.group_by:
-            groups = groupby(records, key=lambda r: _group_key(r, self.group_by, self.path))
+            groups = groupby(records, key=lambda r: group_key(r, self.group_by, self.path))
         else:
             groups = ((None, [r]) for r in records)
         for _, group in groups:
@@ -210,7 +240,10 @@ class Template:
         pending: list[tuple[Mapping[str, Any], list[tuple[str, str]], str]] = []
         count = 0
         for position, record in enumerate(records):
-            turns, code = self.record_turns(record, _rng(seed, self.name, record, position))
+            try:
+                turns, code = self.record_turns(record, _rng(seed, self.name, record, position))
+            except TemplateSpecError as exc:
+                raise TemplateSpecError(f"{_where(record)}: {exc}") from exc
             turns = turns[: self.max_turns]
             if not turns:
                 continue
@@ -223,6 +256,12 @@ class Template:
             yield self._conversation(pending, seed)
 
     def _conversation(self, parts: list[tuple[Mapping[str, Any], list[tuple[str, str]], str]], seed: int) -> Conversation:
+        try:
+            return self._assemble(parts, seed)
+        except TemplateSpecError as exc:
+            raise TemplateSpecError(f"{_where(parts[0][0])}: {exc}") from exc
+
+    def _assemble(self, parts: list[tuple[Mapping[str, Any], list[tuple[str, str]], str]], seed: int) -> Conversation:
         first = parts[0][0]
         rng = _rng(seed, self.name, first, -1)
         pieces: list[str] = []
@@ -246,7 +285,53 @@ class Template:
         return Conversation(messages=messages, template_id="/".join(id_parts))
 
 
-def _group_key(record: Mapping[str, Any], field: str, path: Path) -> Any:
+def _where(record: Mapping[str, Any]) -> str:
+    return getattr(record, "where", "record")
+
+
+def _utterances(record: Mapping[str, Any], field: str) -> list[str]:
+    utterances = record.get(field) or []
+    if not isinstance(utterances, list) or not all(isinstance(u, str) for u in utterances):
+        raise TemplateSpecError(
+            f"`dialogue: {field}` needs a list of strings; for role/content messages use `messages: {field}`"
+        )
+    return utterances
+
+
+def chat_turns(messages: Any, field: str) -> list[tuple[str, str]]:
+    """(human, bot) turns from role/content messages.
+
+    ``system`` content opens the next user turn; consecutive messages of one role
+    are joined; a conversation ending on a user message gets an empty bot turn
+    (which quality counts as ``empty_turn``, instead of losing the message).
+    """
+    if not isinstance(messages, list):
+        raise TemplateSpecError(f"`messages: {field}` needs a list of {{role, content}} mappings, got {type(messages).__name__}")
+    merged: list[list[str]] = []
+    system: list[str] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not isinstance(message.get("content"), str) or "role" not in message:
+            raise TemplateSpecError(f"{field}[{index}]: expected {{role, content}} with string content, got {message!r:.80}")
+        role = ROLES.get(str(message["role"]).lower())
+        if role is None:
+            raise TemplateSpecError(f"{field}[{index}]: unknown role {message['role']!r} (known: {', '.join(ROLES)})")
+        content = message["content"]
+        if role == "system":
+            system.append(content)
+            continue
+        if role == USER_ROLE and system:
+            content, system = "\n\n".join([*system, content]), []
+        if merged and merged[-1][0] == role:
+            merged[-1][1] += "\n\n" + content
+        else:
+            merged.append([role, content])
+    if merged and merged[0][0] == ASSISTANT_ROLE:
+        raise TemplateSpecError(f"`messages: {field}` starts with an assistant message")
+    contents = [content for _, content in merged] + ([""] if len(merged) % 2 else [])
+    return [(contents[i], contents[i + 1]) for i in range(0, len(contents), 2)]
+
+
+def group_key(record: Mapping[str, Any], field: str, path: Path) -> Any:
     if field not in record:
         raise TemplateSpecError(f"{path}: group_by field {field!r} missing from a record (has {sorted(record)})")
     return record[field]

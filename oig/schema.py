@@ -65,6 +65,10 @@ WORK_SCHEMA = pa.schema(
 )
 
 
+#: A working batch after PII, quality and decontamination: what a build spools before dedup decides.
+SCORED_SCHEMA = pa.schema([*WORK_SCHEMA, *QUALITY, ("drop_reason", pa.string())])
+
+
 def format_text(messages: list[dict[str, str]]) -> str:
     """OIG's text form: one ``<human>: ...`` / ``<bot>: ...`` line group per turn."""
     tags = {USER_ROLE: HUMAN, ASSISTANT_ROLE: BOT}

@@ -17,7 +17,7 @@ app.add_typer(oig_app, name="oig")
 def build_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML (constituents, sources, templates, thresholds)."),
     output: str = typer.Argument(..., help="Output folder (Hub layout: one config per constituent, all, moderation)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes for PII scrubbing, quality scoring and dedup signatures."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes for templating, PII, quality, decontamination, dedup signatures and dedup partitions."),
 ) -> None:
     """Build every config of RECIPE into OUTPUT; an interrupted build resumes."""
     from oig.build import build
@@ -41,3 +41,4 @@ def build_command(
             pii[kind] = pii.get(kind, 0) + count
     console.print(f"PII scrubbed: {', '.join(f'{k}={v:,}' for k, v in sorted(pii.items()) if v) or 'none'}")
     console.print(f"Wrote {output} (README.md with configs: all, {', '.join(r.name for r in report.all_reports())})")
+    console.print(f"Removed rows with their text: {output}/.audit/ (local only; `laion-hf push` does not upload it)")

@@ -29,3 +29,18 @@ def batch(conversations: list[list[dict[str, str]]], constituent: str = "test", 
             for i, messages in enumerate(conversations)
         ]
     )
+
+
+def deduplicate(scope, name: str, batches: list):
+    """Run one constituent's batches through a dedup scope as the builder does: sign, index, resolve, mark, commit."""
+    from oig.dedup import DEDUP_KEY, MINHASH, DuplicateMarker
+
+    index = scope.open(name)
+    signed = [scope.signer(b) for b in batches]
+    for signed_batch in signed:
+        index.add(signed_batch)
+    decisions = index.resolve()
+    marker = DuplicateMarker(decisions, scope, index)
+    marked = [marker(b.drop_columns([MINHASH, DEDUP_KEY])) for b in signed]
+    index.commit(decisions)
+    return marked

@@ -11,10 +11,11 @@ import yaml
 
 from laion_hf.io.atomic import done_marker
 from oig.build import build, data_file
+from laion_hf.errors import UserError
 from oig.recipe import RecipeError
 from oig.schema import OUTPUT_SCHEMA
 
-from .conftest import SAMPLE_RECIPE, dataset_files
+from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow
 CONSTITUENTS = ["squad_v2", "summarization", "dialogue", "math", "code", "lists"]
@@ -128,7 +129,7 @@ def test_dedup_across_constituents_points_at_the_first(tmp_path):
 def test_recipe_errors_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"constituents": [{"name": "All", "source": {"path": "x.jsonl"}}]}))
-    with pytest.raises(RecipeError, match=r"bad\.yaml: constituents\[0\]: name 'All' must be lower-case"):
+    with pytest.raises(RecipeError, match=r"bad\.yaml:2: constituents\[0\]: name 'All' must be lower-case"):
         build(path, str(tmp_path / "out"))
     path.write_text(yaml.safe_dump({"constituents": [{"name": "all", "source": {"path": "x.jsonl"}}]}))
     with pytest.raises(RecipeError, match="reserved"):
@@ -139,3 +140,91 @@ def test_recipe_errors_name_the_file_and_key(tmp_path):
     path.write_text(yaml.safe_dump({"dedup": {"treshold": 0.5}, "constituents": [{"name": "a", "source": {"path": "x.jsonl"}}]}))
     with pytest.raises(RecipeError, match=r"bad\.yaml: dedup: unknown keys \['treshold'\]"):
         build(path, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seed: twelve\n", r"bad\.yaml:1: seed: expected an integer, got 'twelve'"),
+        ("seed: 1\nbatch_size: 0\n", r"bad\.yaml:2: batch_size: expected an integer >= 1, got 0"),
+        ("quality:\n  min_words: five\n", r"bad\.yaml:2: quality\.min_words: quality threshold 'min_words' expects an integer or null \(off\), got 'five'"),
+        ("quality:\n  languages: en\n", r"bad\.yaml:2: quality\.languages: .* expects a list of strings or null \(off\), got 'en'"),
+        ("dedup:\n  threshold: high\n", r"bad\.yaml:2: dedup\.threshold: expected a number in \(0, 1\], got 'high'"),
+        ("pii:\n  phone_regions: [US, XX]\n", r"bad\.yaml:2: pii\.phone_regions: .*unknown region codes \['XX'\]"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_name_file_line_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    constituent = "constituents:\n  - name: a\n    source: {path: x.jsonl}\n"
+    path.write_text(text + constituent)
+    with pytest.raises(RecipeError if "quality" not in text else UserError, match=message):
+        build(path, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_constituent_thresholds_of_the_wrong_type_name_their_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("seed: 3\nconstituents:\n  - name: a\n    source: {path: x.jsonl}\n    quality:\n      max_grade: [12]\n")
+    with pytest.raises(UserError, match=r"bad\.yaml:6: constituents\[0\]\.quality\.max_grade: .* expects a number or null"):
+        build(path, str(tmp_path / "out"))
+
+
+PLANTED = {
+    "email": ["jane.doe@example.com", "J.O.Baker+news@mail.example.co.uk"],
+    "phone": ["07700 900123", "+14155552671", "+44 (0)28 7128 1337", "(415) 555-2671", "+49 30 901820", "01 42 68 53 00"],
+    "ip_address": ["192.168.10.25", "2001:db8::1", "fe80::1ff:fe23:4567:890a"],
+    "credit_card": ["4111 1111 1111 1111", "3782 822463 10005"],
+}
+
+
+def test_planted_pii_in_every_format_leaves_the_build_as_placeholders(tmp_path):
+    rows = []
+    names = iter("Ada Ben Cleo Dev Eli Fay Gus Hal Ivy Jon Kai Lea Mo".split())
+    for kind, values in PLANTED.items():
+        for value in values:
+            user = f"Please keep this safe for me, {next(names)}: {value}. Thank you very much."
+            bot = f"I will not repeat {value} to anyone, but I have noted it for you."
+            rows.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": bot}]})
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "r.yaml").write_text(
+        yaml.safe_dump({"constituents": [{"name": "chat", "source": {"path": "chat.jsonl"}}], "dedup": {"near": False}})
+    )
+    report = build(tmp_path / "r.yaml", str(tmp_path / "out"))
+    (chat,) = report.constituents
+    assert chat.kept == len(rows)
+    assert dict(chat.pii) == {kind: len(values) for kind, values in PLANTED.items()} | {"values_replaced": 2 * len(rows)}
+    published = "\n".join(path.read_bytes().decode("utf-8", "replace") for path in (tmp_path / "out").rglob("*.md"))
+    texts = pq.read_table(tmp_path / "out" / data_file("chat"))["text"].to_pylist()
+    placeholders = {"email": "[EMAIL]", "phone": "[PHONE]", "ip_address": "[IP_ADDRESS]", "credit_card": "[CREDIT_CARD]"}
+    expected = [placeholders[kind] for kind, values in PLANTED.items() for _ in values]
+    assert [t.split(": ", 2)[2] for t in texts] == [
+        f"{p}. Thank you very much.\n<bot>: I will not repeat {p} to anyone, but I have noted it for you." for p in expected
+    ]
+    assert not any(value in published for values in PLANTED.values() for value in values)
+
+
+def test_real_files_build_every_config_and_load_with_datasets(shared_dir, tmp_path, monkeypatch):
+    """Issue 12's done-when: nested SQuAD v2 with refusals, XSum (JSON Lines named .json), chat as dialogue."""
+    real = shared_dir / "data" / "real"
+    if not (real / "squad_v2_dev-v2.0.json").exists():
+        pytest.skip(f"{real} is absent")
+    monkeypatch.setenv("OIG_REAL_DATA", str(real))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    output = tmp_path / "real"
+    report = build(SAMPLE_RECIPE.parent / "real.yaml", str(output), workers=2)
+    counts = {c.name: (c.records, c.conversations, c.kept) for c in report.constituents}
+    assert counts == {"squad_v2": (14, 6, 6), "xsum": (10, 10, 10), "chat": (32, 32, 32)}
+    squad = pq.read_table(output / data_file("squad_v2")).to_pylist()
+    bot_turns = [m["content"] for row in squad for m in row["messages"] if m["role"] == "assistant"]
+    refusals = ("The passage does not say.", "I cannot answer that from the passage; it does not mention it.", "That information is not in the text.")
+    assert len(bot_turns) == 14 and sum(turn in refusals for turn in bot_turns) == 6  # the 6 `is_impossible` questions
+    assert squad[0]["messages"][0]["content"].count("Normans") >= 1
+    xsum = "\n".join(pq.read_table(output / data_file("xsum"))["text"].to_pylist())
+    assert "€78bn (£57bn)" in xsum and "â‚¬" not in xsum
+    chat = pq.read_table(output / data_file("chat")).to_pylist()
+    source = [json.loads(line)["messages"] for line in (real / "sft_chat.jsonl").read_text().splitlines()]
+    assert [row["messages"] for row in chat] == source
+    for name in ["all", "squad_v2", "xsum", "chat"]:
+        ds = datasets.load_dataset(str(output), name, split="train")
+        assert ds.num_rows == (48 if name == "all" else counts[name][2])
+        assert set(ds.features) == {"text", "messages", "metadata"}

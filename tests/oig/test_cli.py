@@ -4,16 +4,22 @@ import os
 import subprocess
 import sys
 
+import json
+from pathlib import Path
+
 import datasets
+import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from typer.testing import CliRunner
 
 from laion_hf.cli import app
+from laion_hf.hub.push import push_folder
 
-from .conftest import SAMPLE_RECIPE, dataset_files
+from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow
+CONFIGS = ["squad_v2", "summarization", "dialogue", "math", "code", "lists", "moderation"]
 
 
 def test_cli_builds_the_sample_recipe_with_a_summary(sample_build, tmp_path):
@@ -34,16 +40,44 @@ def test_cli_bad_recipe_is_one_line_and_exit_2(tmp_path):
     assert "nope.yaml: recipe not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_pushed_build_loads_each_config_from_the_hub(sample_build, hub):
+def test_pushed_build_loads_each_config_and_never_publishes_removed_text(sample_build, hub):
+    """`laion-hf push` of a build: every config loads from the Hub; no removed row's text is in any pushed file."""
     output, report = sample_build
+    removed = pq.read_table(output / ".audit" / "squad_v2.parquet").to_pylist()
+    assert [r["drop_reason"] for r in removed] == ["contaminated", "contaminated"]  # the planted benchmark passage
+    audited = [r["text"] for name in CONFIGS for r in pq.read_table(output / ".audit" / f"{name}.parquet").to_pylist()]
+    assert len(audited) == sum(c.overall().removed for c in report.all_reports()) and all(audited)
+    result = push_folder(output, "tester/oig-sample")
+    assert result.uploaded and not any(path.startswith((".audit", ".build")) for path in result.uploaded)
     api = HfApi()
-    api.create_repo("tester/oig-sample", repo_type="dataset")
-    api.upload_folder(repo_id="tester/oig-sample", repo_type="dataset", folder_path=str(output), ignore_patterns=[".build/*"])
+    pushed = api.list_repo_files("tester/oig-sample", repo_type="dataset")
+    assert set(pushed) == set(result.uploaded) and "removed/squad_v2.parquet" in pushed
+    published = []
+    for path in pushed:
+        local = hf_hub_download("tester/oig-sample", path, repo_type="dataset", cache_dir=str(output.parent / "hub-cache"))
+        published.append(readable_text(Path(local)))
+    everything = "\n".join(published)
+    # the benchmark passage and the contaminated rows are nowhere; no removed row's text is in a published
+    # file (a duplicate's text may equal its kept member's, so kept data files are left out of that check)
+    benchmark = json.loads((SAMPLE_RECIPE.parent.parent / "samples" / "benchmarks" / "qa_test.jsonl").read_text().splitlines()[0])
+    assert benchmark["context"] in audited[0] and benchmark["context"] not in everything
+    assert [text for text in (r["text"] for r in removed) if text in everything] == []
+    not_kept_data = "\n".join(text for path, text in zip(pushed, published, strict=True) if not path.endswith("train-00000-of-00001.parquet"))
+    assert [text for text in audited if text in not_kept_data] == []
+    assert pq.read_schema(hf_hub_download("tester/oig-sample", "removed/math.parquet", repo_type="dataset")).names == [
+        "id", "constituent", "drop_reason", "duplicate_of"
+    ]
     for name in ["all", "squad_v2", "moderation"]:
-        ds = datasets.load_dataset("tester/oig-sample", name, split="train", streaming=True)
-        rows = list(ds)
+        rows = list(datasets.load_dataset("tester/oig-sample", name, split="train", streaming=True))
         expected = sum(c.kept for c in report.constituents) if name == "all" else next(
             c.kept for c in report.all_reports() if c.name == name
         )
         assert len(rows) == expected
         assert set(rows[0]) == {"text", "messages", "metadata"}
+
+
+def readable_text(path: Path) -> str:
+    """A pushed file's text as a reader would see it: parquet decoded (its pages are compressed), others as UTF-8."""
+    if path.suffix == ".parquet":
+        return json.dumps(pq.read_table(path).to_pylist(), ensure_ascii=False, default=str)
+    return path.read_bytes().decode("utf-8", errors="replace")

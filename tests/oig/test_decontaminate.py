@@ -6,7 +6,7 @@ from laion_hf.errors import UserError
 from laion_hf.stages.base import count_reasons, split_kept
 from oig.decontaminate import BenchmarkIndex, Decontaminator
 
-from .helpers import batch, conversation
+from tests.oig.helpers import batch, conversation
 
 HELD_OUT = "Which gas do plants take in from the air to make their food through photosynthesis in sunlight"
 WORDS = HELD_OUT.split()

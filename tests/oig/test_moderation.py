@@ -26,7 +26,7 @@ def test_string_labels_and_unknown_labels(tmp_path):
     template = ModerationTemplate.load(str(path))
     (_, label, _), = template.render([{"prompt": "p", "label": "toxic"}])
     assert label == "needs caution"
-    with pytest.raises(TemplateSpecError, match="record 0 has label 'spam'"):
+    with pytest.raises(TemplateSpecError, match="record: label 'spam' is not mapped"):
         list(template.render([{"prompt": "p", "label": "spam"}]))
     path.write_text(yaml.safe_dump({"labels": {"0": "fine"}}), encoding="utf-8")
     with pytest.raises(TemplateSpecError, match="not OIG-moderation labels: \\['fine'\\]"):

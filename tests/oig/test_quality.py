@@ -4,7 +4,7 @@ from laion_hf.errors import UserError
 from laion_hf.stages.base import count_reasons, split_kept
 from oig.quality import QualityScorer, QualityThresholds
 
-from .helpers import batch, conversation
+from tests.oig.helpers import batch, conversation
 
 GOOD = conversation(
     "Can you tell me why the sky looks blue on a clear day?",

@@ -1,9 +1,10 @@
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from oig.render import TEMPLATES_DIR, Template, TemplateSpecError
+from oig.render import TEMPLATES_DIR, Template, TemplateSpecError, chat_turns
 from oig.sources import iter_records
 
 QA_SPEC = {
@@ -111,3 +112,58 @@ def test_template_errors_name_the_file(tmp_path):
         list(broken.render([{"question": "q"}], seed=0))
     with pytest.raises(TemplateSpecError, match="cannot read"):
         Template.load(str(Path(tmp_path) / "absent.yaml"))
+
+
+CHAT = {"constituent": "chat", "turns": [{"messages": "messages"}]}
+
+
+def test_chat_messages_become_turns_as_they_are(tmp_path, shared_dir):
+    """The role/content form of the real sft_chat.jsonl maps onto our messages one for one."""
+    path = shared_dir / "data" / "real" / "sft_chat.jsonl"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    records = list(iter_records({"path": str(path)}))
+    conversations = list(template(CHAT, tmp_path).render(records, seed=0))
+    assert len(conversations) == 32
+    assert [c.messages for c in conversations] == [r["messages"] for r in records]
+    assert conversations[2].text == "<human>: What is the capital of France?\n<bot>: The capital of France is Paris."
+
+
+def test_chat_roles_system_prompts_and_repeated_roles():
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "human", "content": "Hi."},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "gpt", "content": "Blue."},
+        {"role": "user", "content": "Another?"},
+    ]
+    assert chat_turns(messages, "m") == [("Be brief.\n\nHi.\n\nName a colour.", "Blue."), ("Another?", "")]
+    with pytest.raises(TemplateSpecError, match=r"m\[1\]: unknown role 'tool'"):
+        chat_turns([{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"}], "m")
+    with pytest.raises(TemplateSpecError, match="starts with an assistant message"):
+        chat_turns([{"role": "assistant", "content": "x"}], "m")
+
+
+def test_unknown_role_names_the_file_and_line(tmp_path):
+    lines = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+             {"messages": [{"role": "user", "content": "a"}, {"role": "function", "content": "b"}]}]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    chat = template(CHAT, tmp_path)
+    with pytest.raises(TemplateSpecError, match=r"chat\.jsonl:2: `?messages\[1\]: unknown role 'function'"):
+        list(chat.render(iter_records({"path": "chat.jsonl"}, tmp_path), seed=0))
+
+
+def test_a_template_rendering_a_python_repr_is_an_error_not_a_row(tmp_path):
+    """The shipped dialogue template over role/content data used to make rows of "{'role': 'user', ...}"."""
+    record = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"situation": "s", "utterances": record["messages"]}) + "\n", encoding="utf-8")
+    with pytest.raises(TemplateSpecError, match=r"chat\.jsonl:1: `dialogue: utterances` needs a list of strings; .*`messages: utterances`"):
+        list(Template.load("dialogue").render(iter_records({"path": "chat.jsonl"}, tmp_path), seed=0))
+    whole = template({"turns": [{"human": "{{ messages }}", "bot": "ok"}]}, tmp_path, "whole.yaml")
+    with pytest.raises(TemplateSpecError, match=r"chat\.jsonl:1: .*whole\.yaml: turns\[0\]\.human\[0\]: a template value rendered a list"):
+        list(whole.render(iter_records({"path": "chat.jsonl", "fields": {"messages": "utterances"}}, tmp_path), seed=0))
+    one = template({"turns": [{"human": "{{ m }}", "bot": "ok"}]}, tmp_path, "one.yaml")
+    with pytest.raises(TemplateSpecError, match="rendered a dict"):
+        list(one.render([{"m": record["messages"][0]}], seed=0))
+    with pytest.raises(TemplateSpecError, match="rendered None"):
+        list(one.render([{"m": None}], seed=0))

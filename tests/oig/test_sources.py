@@ -64,3 +64,73 @@ def test_unknown_type_and_missing_file(tmp_path):
         list(iter_records({"path": "data.xml"}, tmp_path))
     with pytest.raises(SourceError, match="cannot open source"):
         list(iter_records({"path": "absent.jsonl"}, tmp_path))
+
+
+def real_file(shared_dir, name):
+    path = shared_dir / "data" / "real" / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+SQUAD_FIELDS = {"title": "title", "context": "context", "question": "question", "answer": "answers.0.text", "impossible": "is_impossible"}
+
+
+def test_official_squad_v2_json_unpacks_with_parents_carried(shared_dir):
+    path = real_file(shared_dir, "squad_v2_dev-v2.0.json")
+    spec = {"path": str(path), "record_path": "data[].paragraphs[].qas[]", "fields": SQUAD_FIELDS}
+    records = list(iter_records(spec))
+    assert len(records) == 14 and sum(r["impossible"] for r in records) == 6
+    assert records[0] == {
+        "title": "Normans",
+        "context": json.loads(path.read_text())["data"][0]["paragraphs"][0]["context"],
+        "question": "In what country is Normandy located?",
+        "answer": "France",
+        "impossible": False,
+    }
+    assert all(r["answer"] is None for r in records if r["impossible"])  # unanswerables have `answers: []`
+    assert records[0].where == f"{path} data[0].paragraphs[0].qas[0]"
+
+
+def test_datasets_source_passes_field_and_unpacks_the_same_records(shared_dir):
+    path = real_file(shared_dir, "squad_v2_dev-v2.0.json")
+    by_file = list(iter_records({"path": str(path), "record_path": "data[].paragraphs[].qas[]", "fields": SQUAD_FIELDS}))
+    spec = {"type": "hf", "path": "json", "data_files": str(path), "field": "data", "record_path": "paragraphs[].qas[]", "fields": SQUAD_FIELDS}
+    assert list(iter_records(spec)) == by_file
+
+
+def test_json_lines_named_json_is_detected_and_mojibake_can_be_fixed(shared_dir):
+    path = real_file(shared_dir, "xsum_sample.json")  # JSON Lines, CRLF, the source's own mojibake
+    assert b"\r\n" in path.read_bytes()
+    raw = list(iter_records({"path": str(path), "fields": {"article": "document", "summary": "summary"}}))
+    assert len(raw) == 10 and raw[3].where == f"{path}:4"
+    assert sum("â‚¬78bn (Â£57bn)" in r["article"] for r in raw) == 1
+    fixed = list(iter_records({"path": str(path), "fix_text": True, "fields": {"article": "document"}}))
+    assert sum("€78bn (£57bn)" in r["article"] for r in fixed) == 1 and not any("â‚¬" in r["article"] for r in fixed)
+
+
+def test_record_path_on_jsonl_lines_limits_carried_fields_and_reports_clashes(tmp_path):
+    article = {"title": "T", "id": "a1", "paragraphs": [{"context": "C", "qas": [{"id": "q1", "question": "Q?"}]}]}
+    (tmp_path / "a.jsonl").write_text(json.dumps(article) + "\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"a\.jsonl:1 paragraphs\[0\]\.qas\[0\]: fields \['id'\] exist at two levels"):
+        list(iter_records({"path": "a.jsonl", "record_path": "paragraphs[].qas[]"}, tmp_path))
+    spec = {"path": "a.jsonl", "record_path": "paragraphs[].qas[]", "carry": ["title", "context"]}
+    assert list(iter_records(spec, tmp_path)) == [{"title": "T", "context": "C", "id": "q1", "question": "Q?"}]
+    with pytest.raises(SourceError, match=r"a\.jsonl:1: no field 'sections'"):
+        list(iter_records({"path": "a.jsonl", "record_path": "sections[]"}, tmp_path))
+    with pytest.raises(SourceError, match=r"a\.jsonl:1 title: expected a list"):
+        list(iter_records({"path": "a.jsonl", "record_path": "title[]"}, tmp_path))
+    with pytest.raises(SourceError, match="must end in a list"):
+        list(iter_records({"path": "a.jsonl", "record_path": "paragraphs"}, tmp_path))
+
+
+def test_json_document_without_record_path_and_unknown_keys(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps({"version": 2, "data": RECORDS}, indent=1), encoding="utf-8")
+    with pytest.raises(SourceError, match=r"d\.json: expected a JSON array of records \(or set `record_path:`"):
+        list(iter_records({"path": "d.json"}, tmp_path))
+    assert len(list(iter_records({"path": "d.json", "record_path": "data[]"}, tmp_path))) == 2
+    with pytest.raises(SourceError, match=r"unknown keys \['records_key'\]"):
+        list(iter_records({"path": "d.json", "records_key": "data"}, tmp_path))
+    (tmp_path / "broken.json").write_text('[\n{"a": 1},\n{"a": \n', encoding="utf-8")
+    with pytest.raises(SourceError, match=r"broken\.json:4: not valid JSON"):
+        list(iter_records({"path": "broken.json"}, tmp_path))
