@@ -18,9 +18,11 @@ from laion_hf.models.heads import (
     load_aesthetic_v2,
     load_head,
     load_watermark,
+    published_checkpoint,
     save_head,
     watermark_pixels,
 )
+from laion_hf.models.checkpoints import ModelLoadError
 
 
 def _unit(n: int, dim: int) -> torch.Tensor:
@@ -161,9 +163,9 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
         load_aesthetic_v2(path)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(ModelLoadError, match="garbage.pth: not a readable torch state dict"):
         load_aesthetic_v1(garbage)
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(ModelLoadError, match="garbage.pth: not a readable laion-hf head checkpoint"):
         load_head(garbage)
 
 
