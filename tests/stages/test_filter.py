@@ -17,7 +17,7 @@ from laion_hf.cli import app
 from laion_hf.io.samples import read_sample_batches
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples
-from laion_hf.models.clip import tiny_thresholds
+from laion_hf.models.clip import TINY, tiny_thresholds
 from laion_hf.stages.base import split_kept
 from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
 from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
@@ -30,7 +30,7 @@ def english_run(tmp_path_factory):
     source = tmp_path_factory.mktemp("shards")
     truth = write_shards(str(source), shards=2, per_shard=24, languages=("en",), seed=1)
     output = tmp_path_factory.mktemp("filtered")
-    report = filter_shards(str(source), str(output), batch_size=16, workers=2, show_progress=False)
+    report = filter_shards(str(source), str(output), model=TINY, batch_size=16, workers=2, show_progress=False)
     return source, output, truth, report
 
 
@@ -91,7 +91,7 @@ def test_embeddings_are_saved_like_clip_retrieval(english_run):
 def test_rerun_resumes_from_done_markers(english_run):
     source, output, _, report = english_run
     stamp = (output / "00000.tar").stat().st_mtime_ns
-    again = filter_shards(str(source), str(output), batch_size=16, show_progress=False)
+    again = filter_shards(str(source), str(output), model=TINY, batch_size=16, show_progress=False)
     assert (output / "00000.tar").stat().st_mtime_ns == stamp
     assert [s.to_dict() | {"seconds": 0} for s in again.stages] == [
         s.to_dict() | {"seconds": 0} for s in report.stages
@@ -100,7 +100,7 @@ def test_rerun_resumes_from_done_markers(english_run):
 
 @pytest.fixture(scope="module")
 def embed_stage():
-    stage = ClipEmbed(multilingual=True, batch_size=8, workers=2)
+    stage = ClipEmbed(TINY, multilingual=True, batch_size=8, workers=2)
     stage.setup()
     return stage
 
@@ -162,7 +162,7 @@ def test_undecodable_images_are_counted_and_dropped_rows_skipped(embed_stage):
 def test_cli_filters_and_prints_a_summary(tmp_path):
     source, output = tmp_path / "in", tmp_path / "out"
     write_shards(str(source), shards=1, per_shard=12, languages=("en", "de"), seed=7)
-    result = CliRunner().invoke(app, ["filter", str(source), str(output), "--batch-size", "8"])
+    result = CliRunner().invoke(app, ["filter", str(source), str(output), "--model", TINY, "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     assert "clip-filter" in result.output and "of 12 samples kept" in result.output and "sha256" in result.output
     kept = sum(b.num_rows for s in discover_shards(str(output)) if s.tar for b in read_sample_batches(s))

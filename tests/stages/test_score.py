@@ -14,11 +14,13 @@ import torch
 from laion_hf.errors import UserError
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
+from laion_hf.models.clip import TINY
 from laion_hf.stages.base import DROP_REASON, mark_dropped
 from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
 from laion_hf.synthetic import sample
 
 HELD_OUT = 9_000_000  # seeds no tiny model was trained on
+TINY_MODELS = {"nsfw": "tiny", "aesthetic": "tiny", "watermark": "tiny", "clip": TINY}  # the synthetic domain's
 KINDS = {"clean": {}, "unsafe": {"unsafe": True}, "watermark": {"watermark": True}}
 
 
@@ -47,8 +49,7 @@ def _batch(rows) -> pa.Table:
 @pytest.fixture(scope="module")
 def scored():
     rows = _scenes()
-    stage = ScoreStage()
-    stage.setup()
+    stage = ScoreStage(**TINY_MODELS)
     return rows, stage, stage(_batch(rows))
 
 
@@ -112,22 +113,22 @@ def test_reuses_the_embedding_clip_embed_left_in_the_batch(scored):
     from laion_hf.stages.embed import ClipEmbed
 
     rows, _, table = scored
-    embedded = ClipEmbed(multilingual=False)(_batch(rows))
+    embedded = ClipEmbed(TINY, multilingual=False)(_batch(rows))
     assert EMBEDDING_COLUMN in embedded.column_names
-    out = ScoreStage(watermark=None)(embedded.drop_columns(["image"]))
+    out = ScoreStage(**{**TINY_MODELS, "watermark": None})(embedded.drop_columns(["image"]))
     assert "pwatermark" not in out.column_names
     np.testing.assert_allclose(out["punsafe"].to_numpy(), table["punsafe"].to_numpy(), atol=0.05)
     np.testing.assert_allclose(out["aesthetic"].to_numpy(), table["aesthetic"].to_numpy(), atol=0.3)
 
     wrong = _batch(rows[:2]).append_column(EMBEDDING_COLUMN, pa.array([[0.1] * 512] * 2, pa.list_(pa.float32())))
     with pytest.raises(UserError, match="64-d CLIP embeddings but the images' are 512-d"):
-        ScoreStage(watermark=None)(wrong)
+        ScoreStage(**{**TINY_MODELS, "watermark": None})(wrong)
 
 
 def test_stage_pickles_without_its_models(scored):
     _, stage, _ = scored
     restored = pickle.loads(pickle.dumps(stage))
-    assert restored._models is None and stage._models is not None
+    assert restored._models == {} and set(stage._models) == {"punsafe", "pwatermark", "aesthetic", "clip"}
     assert restored == stage
 
 
@@ -187,8 +188,8 @@ def test_score_shards_end_to_end_with_limits_and_cli(tmp_path):
     rows = _scenes(per_kind=4, size=64)
     _write_shard(tmp_path / "in", rows)
     report = score_shards(
-        str(tmp_path / "in"), str(tmp_path / "out"), drop_above={"punsafe": 0.5, "pwatermark": 0.5}, batch_size=5,
-        show_progress=False,
+        str(tmp_path / "in"), str(tmp_path / "out"), **TINY_MODELS, drop_above={"punsafe": 0.5, "pwatermark": 0.5},
+        batch_size=5, show_progress=False,
     )
     score, limits = report["stages"]
     assert score == {**score, "stage": "score", "rows_in": 12, "kept": 12, "dropped": {}}
@@ -205,7 +206,8 @@ def test_score_shards_end_to_end_with_limits_and_cli(tmp_path):
         assert members["jpg"] == originals[key]
         assert set(json.loads(members["json"])) >= {"punsafe", "pwatermark", "aesthetic"}
 
-    result = CliRunner().invoke(app, ["score", str(tmp_path / "in"), str(tmp_path / "cli"), "--drop-above", "punsafe=0.5"])
+    tiny = ["--nsfw", "tiny", "--watermark", "tiny", "--aesthetic", "tiny", "--clip", TINY]
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "in"), str(tmp_path / "cli"), *tiny, "--drop-above", "punsafe=0.5"])
     assert result.exit_code == 0, result.output
     assert "score" in result.output and len(discover_shards(str(tmp_path / "cli"))) == 1
     bad = CliRunner().invoke(app, ["score", str(tmp_path / "in"), str(tmp_path / "x"), "--drop-above", "colour=1"])
