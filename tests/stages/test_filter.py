@@ -23,6 +23,7 @@ from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
 from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
 from laion_hf.synthetic import mismatched_caption, sample
 from laion_hf.synthetic.shards import write_shards
+from tests.models import real_images
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +157,21 @@ def test_undecodable_images_are_counted_and_dropped_rows_skipped(embed_stage):
     out = embed_stage(batch)
     assert out["drop_reason"].to_pylist() == [None, DECODE_ERROR, "language"]
     assert out[SIMILARITY].null_count == 2 and out[SIMILARITY][0].as_py() is not None
+
+
+def test_real_image_formats_embed_as_they_are_displayed(embed_stage):
+    """JPEG, PNG with alpha, CMYK JPEG, WebP, EXIF-rotated JPEG of a large real photo: the same embedding as the
+    picture they show (a full decode, as open_clip's preprocess expects); a PNG broken mid-decode is marked."""
+    batch, names = real_images.format_batch(real_images.photo())
+    out = embed_stage(batch)
+    n = len(names)
+    assert out["drop_reason"].to_pylist() == [None] * (2 * n) + [DECODE_ERROR]
+    assert out[SIMILARITY].null_count == 1
+    embeddings = np.array(out["image_embedding"].to_pylist()[: 2 * n], dtype=np.float32)
+    for i, name in enumerate(names):
+        # Identical pixels give identical embeddings; the alpha matting may round one level differently.
+        atol = 2e-3 if name == "png-alpha" else 0
+        np.testing.assert_allclose(embeddings[i], embeddings[n + i], atol=atol, err_msg=name)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from laion_hf.models.clip import TINY
 from laion_hf.stages.base import DROP_REASON, mark_dropped
 from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
 from laion_hf.synthetic import sample
+from tests.models import real_images
 
 HELD_OUT = 9_000_000  # seeds no tiny model was trained on
 TINY_MODELS = {"nsfw": "tiny", "aesthetic": "tiny", "watermark": "tiny", "clip": TINY}  # the synthetic domain's
@@ -123,6 +124,19 @@ def test_reuses_the_embedding_clip_embed_left_in_the_batch(scored):
     wrong = _batch(rows[:2]).append_column(EMBEDDING_COLUMN, pa.array([[0.1] * 512] * 2, pa.list_(pa.float32())))
     with pytest.raises(UserError, match="64-d CLIP embeddings but the images' are 512-d"):
         ScoreStage(**{**TINY_MODELS, "watermark": None})(wrong)
+
+
+def test_real_image_formats_score_as_they_are_displayed(scored):
+    """Every real format scores like the picture it shows; the PNG that breaks while decoding is marked, not fatal."""
+    _, stage, _ = scored
+    batch, names = real_images.format_batch(real_images.photo())
+    out = stage(batch)
+    n = len(names)
+    assert out[DROP_REASON].to_pylist() == [None] * (2 * n) + [UNDECODABLE]
+    for column in ("punsafe", "pwatermark", "aesthetic"):
+        values = np.array(out[column].to_pylist()[: 2 * n], dtype=np.float32)
+        assert out[column][2 * n].as_py() is None
+        np.testing.assert_allclose(values[:n], values[n:], atol=2e-3, err_msg=column)
 
 
 def test_stage_pickles_without_its_models(scored):
