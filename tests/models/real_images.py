@@ -11,12 +11,17 @@ with an EXIF orientation tag, and a PNG that opens but breaks while decoding.
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
+
+from laion_hf.io.tar import write_samples
 
 EXIF_ORIENTATION = 0x0112
 ROTATE_90_CW = 6  # EXIF orientation: the stored picture must be turned 90 degrees clockwise to display
@@ -122,3 +127,29 @@ def format_batch(image: Image.Image) -> tuple[pa.Table, list[str]]:
         "image": pa.array([files[name] for name in names] + shown + [broken_png(image)], pa.binary()),
         "image_ext": ["jpg"] * len(keys),
     }), names
+
+
+def real_format_files(count: int) -> list[tuple[str, bytes]]:
+    """``count`` (extension, bytes) image files cycling through the real formats at several sizes."""
+    sizes = [(1200, 1400), (640, 480), (300, 420), (1024, 768)]
+    by_size = {size: list(formats(photo(*size)).values()) for size in sizes[: min(count, len(sizes))]}
+    return [by_size[sizes[i % len(sizes)]][i % 5] for i in range(count)]
+
+
+def write_shard(directory: Path, rows: list[dict], files: list[tuple[str, bytes]], name: str = "00000") -> list[str]:
+    """One img2dataset-layout shard: ``KEY.<ext>``/``.txt``/``.json`` members and the sidecar parquet.
+
+    ``rows`` are the metadata (e.g. LAION's columns, with ``caption`` or ``TEXT``); a
+    ``key`` and ``status`` are added as img2dataset writes them. Returns the keys.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = [f"{name}{i:04d}" for i in range(len(rows))]
+    captions = [str(row.get("caption", row.get("TEXT", ""))) for row in rows]
+    write_samples(
+        str(directory / f"{name}.tar"),
+        ((key, {extension: data, "txt": caption.encode(), "json": json.dumps({"key": key}).encode()})
+         for key, caption, (extension, data) in zip(keys, captions, files)),
+    )
+    table = pa.Table.from_pylist([{**row, "key": key, "status": "success"} for row, key in zip(rows, keys)])
+    pq.write_table(table, directory / f"{name}.parquet")
+    return keys
