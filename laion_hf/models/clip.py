@@ -343,18 +343,21 @@ def load_clip(
 
         multilingual = REAL_MULTILINGUAL
     weights = resolve_weights(name, pretrained, cache_dir)
+    text_folder = None
+    if multilingual:  # found (or refused) before the CLIP is built
+        from laion_hf.models.multilingual import multilingual_folder
+
+        text_folder = multilingual_folder(multilingual)
     model, preprocess = _build(weights, device, precision, cache_dir)
     if weights.tag is not None and weights.file is None:  # downloaded just now: find the file for the card
         weights = resolve_weights(name, pretrained, cache_dir)
     checksums = {weights.file: file_sha256(weights.file)} if weights.file else {}
     encoder = None
-    if multilingual:
+    if text_folder is not None:
         from laion_hf.models.multilingual import MultilingualTextEncoder
 
-        encoder = MultilingualTextEncoder.from_pretrained(multilingual).to(device)
-        folder = Path(multilingual)
-        if folder.is_dir():
-            checksums.update(_sha256_tree(folder))
+        encoder = MultilingualTextEncoder.from_pretrained(text_folder).to(device)
+        checksums.update(_sha256_tree(text_folder))
     model.eval()
     return ClipModel(
         name=weights.arch,

@@ -45,10 +45,14 @@ def _load_module_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise MultilingualCheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
 
 
-def _snapshot(repo_id: str) -> Path:
-    """A Hub repo's folder from the Hugging Face cache, or downloaded when online (never a long offline retry)."""
+def multilingual_folder(name_or_path: str | Path) -> Path:
+    """The checkpoint folder: a local folder, else the Hub repo's snapshot from the Hugging Face cache, else
+    downloaded when online (never a long offline retry)."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
     from huggingface_hub import snapshot_download
 
+    repo_id = str(name_or_path)
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception as cached_exc:  # not cached (or not a repo id at all)
@@ -94,9 +98,7 @@ class MultilingualTextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> MultilingualTextEncoder:
         """Load a sentence-transformers folder, or a Hub repo id (downloaded once, when online)."""
-        folder = Path(name_or_path)
-        if not folder.is_dir():
-            folder = _snapshot(str(name_or_path))
+        folder = multilingual_folder(name_or_path)
         import_torchvision()  # transformers imports torchvision when present
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging

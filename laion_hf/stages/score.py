@@ -173,6 +173,13 @@ class ScoreStage(Stage):
         specs = self.specs()
         return {score: head_path(HEAD_OF[score], specs[score], self.clip, self.models_dir) for score in scores}
 
+    def load(self, scores) -> None:
+        """Load the heads ``scores`` need (and the CLIP, for an embedding score) now, not at the first batch."""
+        for score in scores:
+            self._head(score)
+        if set(scores) & set(EMBEDDING_SCORES):
+            self._clip()
+
     def _head(self, score: str) -> torch.nn.Module:
         if score not in self._models:
             self._models[score] = LOADERS[HEAD_OF[score]](self.head_paths([score])[score])
@@ -328,9 +335,9 @@ def score_shards(
 ) -> dict[str, Any]:
     """Score every img2dataset-layout shard of ``input_dir`` into ``output_dir`` (resumable per shard).
 
-    Before anything is written, every model a shard needs is located (LAION's
-    heads and ViT-L/14 by default), and a missing one stops the run with a
-    message saying how to supply it. Returns ``{"shards": n, "stages": [merged
+    Before anything is written, every model a shard needs is located and loaded
+    (LAION's heads and ViT-L/14 by default), and a missing or unreadable one
+    stops the run with a message saying which file and how to supply it. Returns ``{"shards": n, "stages": [merged
     StageStats dicts], "columns": {score: {"column": name, "computed": shards,
     "kept": shards}}, "output_dir": ...}``: which scores were computed and
     which the input already had and kept.
@@ -344,12 +351,13 @@ def score_shards(
     if unknown:
         raise UserError(f"output column for {', '.join(sorted(unknown))}: not a score ({', '.join(SCORE_COLUMNS)})")
     plans = [score.plan(_parquet_columns(shard.parquet)) for shard in shards]
-    computed = {name for plan in plans for name, what in plan.items() if what == COMPUTED}
-    score.head_paths(computed)  # every head found, or a clear error, before any output
-    if computed & set(EMBEDDING_SCORES):
+    computed = [name for name in score.specs() if any(plan[name] == COMPUTED for plan in plans)]
+    score.head_paths(computed)  # every checkpoint located (or a clear error) before any model loads ...
+    if set(computed) & set(EMBEDDING_SCORES):
         from laion_hf.models.clip import resolve_weights
 
         resolve_weights(clip, clip_pretrained, cache_dir)
+    score.load(computed)  # ... and read before any output is written
     stages: list[Stage] = [score]
     if drop_above or drop_below:
         stages.append(ThresholdStage(dict(drop_above or {}), dict(drop_below or {})))
