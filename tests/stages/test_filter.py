@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 
 import numpy as np
@@ -183,3 +184,74 @@ def test_cli_filters_and_prints_a_summary(tmp_path):
     assert "clip-filter" in result.output and "of 12 samples kept" in result.output and "sha256" in result.output
     kept = sum(b.num_rows for s in discover_shards(str(output)) if s.tar for b in read_sample_batches(s))
     assert kept == sum(1 for _ in iter_samples(str(output / "00000.tar")))
+
+
+# --- thresholds that belong to the weights; a similarity the input already has --------------------------------------
+
+
+def test_thresholds_belong_to_the_weights(tmp_path):
+    from laion_hf.errors import UserError
+    from laion_hf.models.clip import TINY_WEIGHTS, Weights, resolve_weights
+    from laion_hf.stages.filter import choose_thresholds
+
+    calibrated = tiny_thresholds()
+    assert choose_thresholds(resolve_weights(TINY, "default"), None, None) == (
+        calibrated["threshold"], calibrated["multilingual_threshold"],
+        "calibrated for laion-hf-tiny on held-out synthetic data")
+    openai_b32 = Weights("ViT-B-32-quickgelu", tag="openai", origin="openai", quick_gelu=True)
+    assert choose_thresholds(openai_b32, None, None) == (0.28, 0.26, "LAION-5B's, for OpenAI ViT-B/32")
+    assert choose_thresholds(openai_b32, 0.30, None) == (0.30, None, "given")  # LAION-400M's, when asked
+    copy = tmp_path / "tiny-copy.safetensors"
+    shutil.copyfile(TINY_WEIGHTS, copy)
+    assert resolve_weights(TINY, str(copy)).origin == "laion-hf"  # byte-identical: still the shipped weights
+    with copy.open("ab") as f:
+        f.write(b" ")  # any other file is not
+    for weights in (resolve_weights(TINY, str(copy)), Weights("ViT-L-14-quickgelu", tag="openai", origin="openai"),
+                    Weights("ViT-B-32")):
+        with pytest.raises(UserError, match="no published similarity threshold for these weights; pass --threshold"):
+            choose_thresholds(weights, None, None)
+
+
+def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    from laion_hf.cli import main
+
+    monkeypatch.setattr("sys.argv", ["laion-hf", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "250")
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    return exited.value.code or 0, " ".join(out.out.split()), " ".join(out.err.split())
+
+
+@pytest.fixture(scope="module")
+def with_laion_similarity(tmp_path_factory):
+    """Synthetic-domain shards whose sidecar already carries a ``similarity`` (as LAION's metadata does)."""
+    source = tmp_path_factory.mktemp("with-similarity")
+    write_shards(str(source), shards=1, per_shard=12, languages=("en",), seed=11)
+    table = pq.read_table(source / "00000.parquet")
+    laion = np.round(np.random.default_rng(0).uniform(0.28, 0.4, table.num_rows), 4)
+    pq.write_table(table.append_column("similarity", pa.array(laion, pa.float64())), source / "00000.parquet")
+    return source, dict(zip(table["key"].to_pylist(), laion.tolist()))
+
+
+@pytest.mark.slow
+def test_a_similarity_the_input_has_is_never_replaced_silently(with_laion_similarity, tmp_path, monkeypatch, capsys):
+    source, laion = with_laion_similarity
+    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "refused", "--model", TINY)
+    assert code == 2
+    assert f"{source}/00000.parquet: already has a 'similarity' column" in err
+    assert "--overwrite" in err and "--similarity-column NAME" in err and not (tmp_path / "refused").exists()
+
+    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "own", "--model", TINY,
+                          "--similarity-column", "similarity_tiny")
+    assert code == 0, err
+    assert "similarity_tiny >= 0.7154" in out
+    kept = pq.read_table(tmp_path / "own" / "00000.parquet").to_pylist()
+    assert kept and all(row["similarity"] == laion[row["key"]] for row in kept)  # LAION's values, untouched
+    assert all(row["similarity_tiny"] >= tiny_thresholds()["threshold"] for row in kept)
+
+    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "over", "--model", TINY, "--overwrite")
+    assert code == 0, err
+    replaced = pq.read_table(tmp_path / "over" / "00000.parquet").to_pylist()
+    assert [row["key"] for row in replaced] == [row["key"] for row in kept]
+    assert [row["similarity"] for row in replaced] == pytest.approx([row["similarity_tiny"] for row in kept])
