@@ -25,6 +25,7 @@ from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
 from laion_hf.synthetic import mismatched_caption, sample
 from laion_hf.synthetic.shards import write_shards
 from tests.models import real_images
+from tests.models.cli_entry import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -212,17 +213,6 @@ def test_thresholds_belong_to_the_weights(tmp_path):
             choose_thresholds(weights, None, None)
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    from laion_hf.cli import main
-
-    monkeypatch.setattr("sys.argv", ["laion-hf", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return exited.value.code or 0, " ".join(out.out.split()), " ".join(out.err.split())
-
-
 @pytest.fixture(scope="module")
 def with_laion_similarity(tmp_path_factory):
     """Synthetic-domain shards whose sidecar already carries a ``similarity`` (as LAION's metadata does)."""
@@ -237,12 +227,12 @@ def with_laion_similarity(tmp_path_factory):
 @pytest.mark.slow
 def test_a_similarity_the_input_has_is_never_replaced_silently(with_laion_similarity, tmp_path, monkeypatch, capsys):
     source, laion = with_laion_similarity
-    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "refused", "--model", TINY)
+    code, out, err = run_cli(monkeypatch, capsys, "filter", source, tmp_path / "refused", "--model", TINY)
     assert code == 2
     assert f"{source}/00000.parquet: already has a 'similarity' column" in err
     assert "--overwrite" in err and "--similarity-column NAME" in err and not (tmp_path / "refused").exists()
 
-    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "own", "--model", TINY,
+    code, out, err = run_cli(monkeypatch, capsys, "filter", source, tmp_path / "own", "--model", TINY,
                           "--similarity-column", "similarity_tiny")
     assert code == 0, err
     assert "similarity_tiny >= 0.7154" in out
@@ -250,7 +240,7 @@ def test_a_similarity_the_input_has_is_never_replaced_silently(with_laion_simila
     assert kept and all(row["similarity"] == laion[row["key"]] for row in kept)  # LAION's values, untouched
     assert all(row["similarity_tiny"] >= tiny_thresholds()["threshold"] for row in kept)
 
-    code, out, err = _cli(monkeypatch, capsys, "filter", source, tmp_path / "over", "--model", TINY, "--overwrite")
+    code, out, err = run_cli(monkeypatch, capsys, "filter", source, tmp_path / "over", "--model", TINY, "--overwrite")
     assert code == 0, err
     replaced = pq.read_table(tmp_path / "over" / "00000.parquet").to_pylist()
     assert [row["key"] for row in replaced] == [row["key"] for row in kept]

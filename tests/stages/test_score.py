@@ -5,7 +5,6 @@ from __future__ import annotations
 import fractions
 import json
 import pickle
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +20,7 @@ from laion_hf.stages.base import DROP_REASON, mark_dropped
 from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
 from laion_hf.synthetic import sample
 from tests.models import real_images
+from tests.models.cli_entry import run_cli
 
 HELD_OUT = 9_000_000  # seeds no tiny model was trained on
 TINY_MODELS = {"nsfw": "tiny", "aesthetic": "tiny", "watermark": "tiny", "clip": TINY}  # the synthetic domain's
@@ -235,18 +235,6 @@ def test_score_shards_end_to_end_with_limits_and_cli(tmp_path):
 JOINED_PUNSAFE = [0.97, 0.02, 0.5, 0.1, 0.3, 0.46, 0.01, 0.2]  # LAION-joined values; > 0.45 at rows 0, 2, 5
 
 
-def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """``laion-hf ARGS`` through the entry point in this process: exit code, stdout, stderr (one line each)."""
-    from laion_hf.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["laion-hf", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "250")
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    return exited.value.code or 0, " ".join(out.out.split()), " ".join(out.err.split())
-
-
 @pytest.fixture(scope="module")
 def joined_download(laion_pairs, tmp_path_factory):
     """An img2dataset shard of 8 real LAION pairs carrying LAION's joined columns, with real-format photos."""
@@ -285,13 +273,13 @@ def test_score_keeps_laions_scores_and_clean_still_removes_the_unsafe_rows(joine
     monkeypatch.setenv("LAION_HF_MODELS", str(tmp_path / "no-models"))  # LAION's heads are not on this machine
 
     # Every requested score is already there: nothing to compute, so no model is even looked for.
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "kept", "--aesthetic", "none")
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "kept", "--aesthetic", "none")
     assert code == 0, err
     assert "punsafe: kept in 1 shard(s) (the input's own values)" in out and "pwatermark: kept in 1 shard(s)" in out
     assert _column(tmp_path / "kept", "punsafe") == laion
 
     # The tiny heads fill only what is missing (aesthetic); LAION's punsafe 0.97 and pwatermark stay.
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "scored", *TINY_FLAGS)
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "scored", *TINY_FLAGS)
     assert code == 0, err
     assert "aesthetic: computed in 1 shard(s)" in out and "punsafe: kept in 1 shard(s)" in out
     assert _column(tmp_path / "scored", "punsafe") == laion
@@ -299,17 +287,17 @@ def test_score_keeps_laions_scores_and_clean_still_removes_the_unsafe_rows(joine
     assert None not in _column(tmp_path / "scored", "aesthetic")
 
     # ... so Re-LAION's research-safe variant still removes the rows LAION scored above 0.45.
-    code, out, err = _cli(monkeypatch, capsys, "clean", tmp_path / "scored", tmp_path / "clean", "--variant",
+    code, out, err = run_cli(monkeypatch, capsys, "clean", tmp_path / "scored", tmp_path / "clean", "--variant",
                           "research-safe")
     assert code == 0, err
     keys = _column(joined_download, "key")
     assert _column(tmp_path / "clean", "key") == [k for k, p in zip(keys, JOINED_PUNSAFE) if p <= 0.45]
 
     # Replacing LAION's values is a choice: --overwrite, or the new score under a name of one's own.
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "over", *TINY_FLAGS, "--overwrite")
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "over", *TINY_FLAGS, "--overwrite")
     assert code == 0, err
     assert "punsafe: computed in 1 shard(s)" in out and _column(tmp_path / "over", "punsafe") != laion
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "renamed", *TINY_FLAGS,
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "renamed", *TINY_FLAGS,
                           "--output-column", "punsafe=punsafe_tiny")
     assert code == 0, err
     assert "punsafe_tiny: computed in 1 shard(s)" in out
@@ -320,7 +308,7 @@ def test_score_keeps_laions_scores_and_clean_still_removes_the_unsafe_rows(joine
 def test_default_heads_are_laions_and_a_missing_one_says_how_to_get_it(joined_download, tmp_path, monkeypatch,
                                                                         capsys):
     models = tmp_path / "models"
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "out", "--overwrite",
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "out", "--overwrite",
                           "--models-dir", models)
     assert code == 2
     assert f"{models}/clip_autokeras_binary_nsfw.zip: LAION's nsfw checkpoint is not on this machine" in err
@@ -373,7 +361,7 @@ def test_an_unreadable_checkpoint_is_exit_2_naming_the_file(joined_download, tmp
     _not_a_checkpoint(path)
     flags = dict(zip(TINY_FLAGS[::2], TINY_FLAGS[1::2])) | {option: str(path)}
     args = [a for pair in flags.items() for a in pair]
-    code, out, err = _cli(monkeypatch, capsys, "score", joined_download, tmp_path / "out", "--overwrite", *args)
+    code, out, err = run_cli(monkeypatch, capsys, "score", joined_download, tmp_path / "out", "--overwrite", *args)
     assert code == 2
     assert f"{path}: not a readable" in err and loader_error in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
