@@ -231,12 +231,16 @@ def _hub_reachable(repo: str) -> str | None:
     try:
         HfApi().model_info(repo, timeout=10)
     except Exception as exc:  # DNS failure, proxy, gated or unknown repo: all mean "cannot download now"
-        return f"the Hub cannot be reached ({type(exc).__name__})"
+        return f"the Hub did not answer for {repo} ({type(exc).__name__})"
     return None
 
 
 def resolve_weights(name: str, pretrained: str | None, cache_dir: str | None = None) -> Weights:
-    """Decide which architecture and weights ``name`` + ``pretrained`` mean, reading only local files."""
+    """Decide which architecture and weights ``name`` + ``pretrained`` mean, before anything is loaded.
+
+    Reads local files only, except for a tag that is in no cache while the Hub is not
+    switched off (``HF_HUB_OFFLINE``): then one quick request says whether open_clip can download it.
+    """
     import_torchvision()
     import open_clip
     from open_clip.pretrained import get_pretrained_cfg
