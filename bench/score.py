@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from laion_hf.models.heads import NSFW_L14, AestheticV2, NsfwDetector, WatermarkDetector, save_head  # noqa: E402
-from laion_hf.stages.score import EMBEDDING_COLUMN, ScoreStage, load_watermark  # noqa: E402
+from laion_hf.stages.score import EMBEDDING_COLUMN, ScoreStage, head_path, load_watermark  # noqa: E402
 from laion_hf.synthetic import sample  # noqa: E402
 
 
@@ -76,14 +76,13 @@ def bench_heads(rows: int, runs: int, workdir: Path) -> None:
     batch = pa.table({"key": [str(i) for i in range(rows)], EMBEDDING_COLUMN: pa.array(list(x), pa.list_(pa.float16()))})
     tensor = torch.from_numpy(x.astype(np.float32))
     stage = ScoreStage(nsfw=str(nsfw_path), aesthetic=str(aesthetic_path), watermark=None, batch_size=rows)
-    stage.setup()
 
     def raw() -> None:
         with torch.no_grad():
             nsfw(tensor), aesthetic(tensor)
 
     ours_t, raw_t = [], []
-    stage(batch), raw()  # warm-up
+    stage(batch), raw()  # warm-up (the stage loads its heads on first use)
     for _ in range(runs):
         ours_t.append(_timed(lambda: stage(batch)))
         raw_t.append(_timed(raw))
@@ -92,7 +91,7 @@ def bench_heads(rows: int, runs: int, workdir: Path) -> None:
 
 def bench_watermark(images: int, runs: int, backbone: str | None, workdir: Path) -> None:
     if backbone is None:
-        spec, detector = "tiny", load_watermark("tiny")
+        spec, detector = "tiny", load_watermark(head_path("watermark", "tiny"))
     else:
         detector = WatermarkDetector(backbone).eval()
         spec = str(workdir / "watermark.pt")
@@ -100,7 +99,6 @@ def bench_watermark(images: int, runs: int, backbone: str | None, workdir: Path)
     data = [sample(7_000_000 + i, size=256, watermark=i % 2 == 0).encode("JPEG", quality=90) for i in range(images)]
     batch = pa.table({"key": [str(i) for i in range(images)], "image": pa.array(data, pa.binary()), "image_ext": ["jpg"] * images})
     stage = ScoreStage(nsfw=None, aesthetic=None, watermark=spec, batch_size=images)
-    stage.setup()
     from PIL import Image
     import io
 

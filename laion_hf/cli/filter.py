@@ -6,16 +6,22 @@ import typer
 
 from laion_hf.cli.app import app, console, stats_table
 
+_DEFAULT_MODEL = "ViT-B-32-quickgelu"  # laion_hf.stages.embed.DEFAULT_MODEL, without importing torch for --help
+
 
 @app.command("filter")
 def filter_command(
     shards: str = typer.Argument(..., help="Directory of img2dataset-layout shards (NNNNN.tar + NNNNN.parquet)."),
     output: str = typer.Argument(..., help="Output directory: kept shards, NNNNN_removed.parquet, img_emb/ text_emb/ metadata/."),
-    model: str = typer.Option("laion-hf-tiny", "--model", help="open_clip model name (laion-hf-tiny, ViT-B-32, ViT-L-14, hf-hub:..., local-dir:...)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="open_clip pretrained tag (e.g. openai) or a local checkpoint file."),
-    threshold: float = typer.Option(None, "--threshold", help="Keep similarity >= this (English / all rows). Default: the tiny model's calibrated value."),
-    multilingual_threshold: float = typer.Option(None, "--multilingual-threshold", help="Threshold for non-English rows (LAION-5B: 0.26 with ViT-B/32). Default: --threshold."),
+    model: str = typer.Option(_DEFAULT_MODEL, "--model", help="open_clip model name. Default: OpenAI's ViT-B/32 as LAION ran it. laion-hf-tiny is the shipped model of the synthetic demo domain."),
+    pretrained: str = typer.Option("default", "--pretrained", help="open_clip pretrained tag (read from open_clip's caches) or a local checkpoint file (OpenAI's ViT-B-32.pt, a state dict, safetensors). 'default': openai for OpenAI's architectures, the shipped weights for laion-hf-tiny."),
+    cache_dir: str = typer.Option(None, "--cache-dir", help="Folder holding the pretrained tag's weights (a Hugging Face cache, or OpenAI's ViT-B-32.pt)."),
+    threshold: float = typer.Option(None, "--threshold", help="Keep similarity >= this (English / all rows). Default: the one published for the weights (0.28 for OpenAI ViT-B/32; laion-hf-tiny's calibrated value); required for other weights."),
+    multilingual_threshold: float = typer.Option(None, "--multilingual-threshold", help="Threshold for non-English rows (LAION-5B: 0.26 with ViT-B/32). Default: the published one, else --threshold."),
     multilingual: str = typer.Option("default", "--multilingual", help="Text encoder for non-English captions: 'default' (the one that goes with --model), 'none', a sentence-transformers folder or Hub id."),
+    similarity_column: str = typer.Option("similarity", "--similarity-column", help="Column for this model's similarity (and the one filtered on); pick another name to keep the input's own similarity."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a similarity column the input already has (refused otherwise)."),
+    fast_decode: bool = typer.Option(False, "--fast-decode", help="Let JPEG decoding downscale large images (faster; changes similarities slightly, see docs/models.md)."),
     workers: int = typer.Option(2, "--workers", min=1, help="Image-decoding threads (overlapped with the forward pass)."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda."),
@@ -38,12 +44,16 @@ def filter_command(
         batch_size=batch_size,
         device=device,
         precision=precision,
+        cache_dir=cache_dir,
+        similarity_column=similarity_column,
+        overwrite=overwrite,
+        fast_decode=fast_decode,
         save_embeddings=embeddings,
     )
-    console.print(stats_table(f"filter: {model}", report.stages))
-    thresholds = f"threshold {report.threshold}"
+    console.print(stats_table(f"filter: {report.model}", report.stages))
+    thresholds = f"{report.similarity_column} >= {report.threshold}"
     if report.multilingual_threshold is not None:
-        thresholds += f", non-English {report.multilingual_threshold} (multilingual encoder)"
-    console.print(f"{report.kept:,} of {report.rows_in:,} samples kept ({thresholds}) -> {output}")
+        thresholds += f", non-English >= {report.multilingual_threshold} (multilingual encoder)"
+    console.print(f"{report.kept:,} of {report.rows_in:,} samples kept ({thresholds}; {report.threshold_source}) -> {output}")
     for path, digest in report.checksums.items():
         console.print(f"sha256 {digest}  {path}", highlight=False)

@@ -21,7 +21,7 @@ The embedding heads take L2-normalised CLIP image embeddings.
 from __future__ import annotations
 
 import json
-import pickle
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from laion_hf.errors import UserError
+from laion_hf.models.checkpoints import ModelLoadError, read_tensors, reading
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's std
 
@@ -221,21 +221,52 @@ def watermark_pixels(images: Sequence, size: int = WATERMARK_IMAGE_SIZE) -> torc
 # --- checkpoints ---------------------------------------------------------------------------------------------------
 
 
-class CheckpointError(UserError):
+class CheckpointError(ModelLoadError):
     """A head checkpoint that is missing, unreadable or not of the expected layout."""
 
 
-def _state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``torch.save``d state dict (tensors only, no pickled code), unwrapped from ``{"state_dict": ...}``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(f"{path}: cannot read a torch state dict ({exc})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors")
-    return state
+#: LAION's published head checkpoints, by (kind, CLIP architecture whose embeddings they read), under the
+#: file names their repositories publish them with.
+PUBLISHED = {
+    ("nsfw", "ViT-L-14"): ("clip_autokeras_binary_nsfw.zip", "github.com/LAION-AI/CLIP-based-NSFW-Detector"),
+    ("nsfw", "ViT-B-32"): ("clip_autokeras_nsfw_b32.zip", "github.com/LAION-AI/CLIP-based-NSFW-Detector"),
+    ("aesthetic", "ViT-L-14"): (
+        "sac+logos+ava1-l14-linearMSE.pth", "github.com/christophschuhmann/improved-aesthetic-predictor"),
+    ("aesthetic", "ViT-B-32"): ("sa_0_4_vit_b_32_linear.pth", "github.com/LAION-AI/aesthetic-predictor"),
+    ("watermark", None): ("watermark_model_v1.pt", "github.com/LAION-AI/LAION-5B-WatermarkDetection"),
+}
+MODELS_DIR_ENV = "LAION_HF_MODELS"
+
+
+def default_models_dir() -> Path:
+    """Where LAION's published heads are looked for: ``$LAION_HF_MODELS``, else ``~/.cache/laion_hf/models``."""
+    return Path(os.environ.get(MODELS_DIR_ENV) or "~/.cache/laion_hf/models").expanduser()
+
+
+def published_checkpoint(kind: str, clip_family: str, models_dir: str | Path | None = None) -> Path:
+    """LAION's published ``kind`` head for ``clip_family`` embeddings, under its published name in ``models_dir``.
+
+    An NSFW detector may also be the unzipped SavedModel folder (the zip's name without ``.zip``).
+    """
+    folder = Path(models_dir).expanduser() if models_dir else default_models_dir()
+    key = (kind, None if kind == "watermark" else clip_family)
+    if key not in PUBLISHED:
+        families = sorted(family for k, family in PUBLISHED if k == kind)
+        raise CheckpointError(
+            f"LAION published no {kind} head for {clip_family} embeddings (only for {', '.join(families)}); "
+            f"name a checkpoint file, or 'tiny' for the shipped heads of the synthetic demo domain"
+        )
+    filename, source = PUBLISHED[key]
+    candidates = [folder / filename] + ([folder / filename.removesuffix(".zip")] if filename.endswith(".zip") else [])
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise CheckpointError(
+        f"{folder / filename}: LAION's {kind} checkpoint is not on this machine. Download {filename} from "
+        f"{source} into {folder} (or set {MODELS_DIR_ENV}, or pass --models-dir DIR), or name the file "
+        f"(--{kind} PATH), or skip the column (--{kind} none); for the synthetic demo domain: "
+        "--nsfw tiny --watermark tiny --aesthetic tiny --clip laion-hf-tiny"
+    )
 
 
 def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -254,7 +285,7 @@ def _required(state: dict[str, torch.Tensor], key: str, path: str | Path) -> tor
 
 def load_aesthetic_v1(path: str | Path) -> AestheticV1:
     """LAION aesthetic predictor v1 (e.g. ``sa_0_4_vit_l_14_linear.pth``: keys ``weight`` [1, D], ``bias`` [1])."""
-    state = _state_dict(path)
+    state = read_tensors(path, "torch state dict")
     head = AestheticV1(_required(state, "weight", path).shape[1])
     _load_into(head, state, path)
     return head.eval()
@@ -262,7 +293,7 @@ def load_aesthetic_v1(path: str | Path) -> AestheticV1:
 
 def load_aesthetic_v2(path: str | Path) -> AestheticV2:
     """LAION improved aesthetic predictor (e.g. ``sac+logos+ava1-l14-linearMSE.pth``: ``layers.{0,2,4,6,7}.*``)."""
-    state = _state_dict(path)
+    state = read_tensors(path, "torch state dict")
     widths = tuple(_required(state, f"layers.{i}.weight", path).shape[0] for i in (0, 2, 4, 6))
     head = AestheticV2(state["layers.0.weight"].shape[1], widths)
     _load_into(head, state, path)
@@ -271,7 +302,7 @@ def load_aesthetic_v2(path: str | Path) -> AestheticV2:
 
 def load_watermark(path: str | Path, backbone: str = "efficientnet_b3a", image_size: int = WATERMARK_IMAGE_SIZE):
     """LAION's watermark model (e.g. ``watermark_model_v1.pt``: the timm model's state dict with the custom head)."""
-    state = _state_dict(path)
+    state = read_tensors(path, "torch state dict")
     hidden = tuple(_required(state, f"classifier.{i}.weight", path).shape[0] for i in (0, 3))
     detector = WatermarkDetector(backbone, hidden, image_size)
     _load_into(detector.model, state, path)
@@ -292,15 +323,12 @@ def save_head(head: nn.Module, config: dict, path: str | Path) -> None:
 
 def load_head(path: str | Path) -> nn.Module:
     """A head written by :func:`save_head`, in eval mode."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
-    try:
+    with reading(path, "laion-hf head checkpoint (safetensors with kind and config metadata)"):
         with safe_open(str(path), framework="pt") as file:
             metadata = file.metadata() or {}
         kind, config = metadata["kind"], json.loads(metadata["config"])
-    except (OSError, KeyError, ValueError, SafetensorError) as exc:
-        raise CheckpointError(f"{path}: not a laion-hf head checkpoint ({exc})") from None
-    head = HEAD_KINDS[kind](**config)
-    _load_into(head, load_file(str(path)), path)
+        head = HEAD_KINDS[kind](**config)
+    _load_into(head, read_tensors(path, "laion-hf head checkpoint"), path)
     return head.eval()

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from laion_hf.errors import UserError
+from laion_hf.models.checkpoints import ModelLoadError, hub_offline, read_tensors
 from laion_hf.torch_compat import import_torchvision
 
 REAL_MULTILINGUAL = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh}
 
 
-class MultilingualCheckpointError(UserError):
+class MultilingualCheckpointError(ModelLoadError):
     """A multilingual encoder folder that is not a readable sentence-transformers checkpoint."""
 
 
@@ -39,13 +39,34 @@ def _read_json(path: Path) -> dict:
 
 
 def _load_module_weights(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / "model.safetensors").exists():
-        from safetensors.torch import load_file
-
-        return load_file(str(folder / "model.safetensors"))
-    if (folder / "pytorch_model.bin").exists():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).exists():
+            return read_tensors(folder / name, "Dense layer state dict")
     raise MultilingualCheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def multilingual_folder(name_or_path: str | Path) -> Path:
+    """The checkpoint folder: a local folder, else the Hub repo's snapshot from the Hugging Face cache, else
+    downloaded when online (never a long offline retry)."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    from huggingface_hub import snapshot_download
+
+    repo_id = str(name_or_path)
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception as cached_exc:  # not cached (or not a repo id at all)
+        reason = type(cached_exc).__name__
+    if not hub_offline():
+        try:
+            return Path(snapshot_download(repo_id))
+        except Exception as exc:  # offline, unknown repo, gated: one clear line for the user
+            reason = type(exc).__name__
+    raise MultilingualCheckpointError(
+        f"{repo_id}: not a local folder and not downloadable from the Hub ({reason}); pass a local "
+        "sentence-transformers folder (laion-hf filter --multilingual DIR), or --multilingual none to embed "
+        "every caption with the CLIP text tower (LAION-400M's recipe)"
+    )
 
 
 class Dense(nn.Module):
@@ -77,17 +98,7 @@ class MultilingualTextEncoder(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> MultilingualTextEncoder:
         """Load a sentence-transformers folder, or a Hub repo id (downloaded once, when online)."""
-        folder = Path(name_or_path)
-        if not folder.is_dir():
-            from huggingface_hub import snapshot_download
-
-            try:
-                folder = Path(snapshot_download(str(name_or_path)))
-            except Exception as exc:  # offline, unknown repo, gated: one clear line for the user
-                raise MultilingualCheckpointError(
-                    f"{name_or_path}: not a local folder and not downloadable from the Hub ({type(exc).__name__}); "
-                    "pass a local sentence-transformers folder"
-                ) from exc
+        folder = multilingual_folder(name_or_path)
         import_torchvision()  # transformers imports torchvision when present
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as transformers_logging

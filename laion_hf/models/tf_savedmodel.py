@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from laion_hf.errors import UserError
+from laion_hf.models.checkpoints import ModelLoadError
 from laion_hf.models.heads import NsfwDetector, save_head
 
 
-class SavedModelError(UserError):
+class SavedModelError(ModelLoadError):
     """A SavedModel that is missing a file or uses a feature this reader does not implement."""
 
 

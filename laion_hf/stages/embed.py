@@ -1,13 +1,17 @@
 """CLIP embeddings and image-text similarity for every alive row of a batch.
 
 The stage decodes each row's original image bytes (the bytes themselves are
-never touched; only a decoded copy is preprocessed), runs the image tower,
+never touched; :func:`laion_hf.models.images.decode_image` gives the upright
+RGB picture, then the model's own open_clip preprocess runs on it), runs the image tower,
 and embeds the caption with the text encoder the recipe asks for: LAION-5B
 used the CLIP text tower for English captions and the multilingual student
 (clip-ViT-B-32-multilingual-v1) for every other language. It adds
 ``similarity`` (cosine, float32; null for rows an earlier stage dropped),
 ``image_embedding`` and ``text_embedding`` (fp16 fixed-size lists, what
 clip-retrieval saves), and marks rows whose image cannot be decoded.
+A ``similarity`` the input already carries (LAION's metadata has one) is never
+replaced silently: the stage refuses unless told to overwrite it or to write
+its own under another column name.
 
 Decoding runs in a thread pool one model batch ahead of the forward pass, so
 on a GPU the model never waits for PIL; torch releases the GIL in its kernels.
@@ -15,7 +19,6 @@ on a GPU the model never waits for PIL; torch releases the GIL in its kernels.
 
 from __future__ import annotations
 
-import io
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,10 +27,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 
+from laion_hf.errors import UserError
 from laion_hf.io.samples import IMAGE
 from laion_hf.models.clip import normalise
+from laion_hf.models.images import decode_image
 from laion_hf.schema import require_columns, resolve_columns
 from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 
@@ -36,16 +40,29 @@ IMAGE_EMBEDDING = "image_embedding"
 TEXT_EMBEDDING = "text_embedding"
 DECODE_ERROR = "image-decode-error"
 ENGLISH = "en"
+DEFAULT_MODEL = "ViT-B-32-quickgelu"  # OpenAI's ViT-B/32, the model of LAION-400M's and LAION-5B's filter
+DEFAULT_PRETRAINED = "default"  # laion_hf.models.clip.DEFAULT_WEIGHTS: OpenAI's weights, the shipped ones for laion-hf-tiny
+OVERWRITE_HINT = "replace it (--overwrite) or write this model's similarity under another name (--similarity-column NAME)"
 
 
-def _decode(data: bytes, preprocess, size: int) -> torch.Tensor | None:
+class ExistingScoreError(UserError):
+    """The input already has the column a stage would write, and nobody said what to do with it."""
+
+
+def check_not_overwriting(columns: list[str], column: str, source: str, option_hint: str) -> None:
+    """Refuse to replace an existing ``column`` (matched case-insensitively, as LAION spells it in capitals too)."""
+    existing = resolve_columns(columns, [column])[column]
+    if existing is not None:
+        raise ExistingScoreError(
+            f"{source}: already has a {existing!r} column (LAION's own values?), which is never replaced "
+            f"silently: {option_hint}"
+        )
+
+
+def _decode(data: bytes, preprocess, draft_size: int | None) -> torch.Tensor | None:
     """Preprocessed pixels of one image, or None when the bytes are not a readable image."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (size, size))  # JPEG: let the decoder downscale large images for free
-        return preprocess(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+    image = decode_image(data, draft_size)
+    return None if image is None else preprocess(image)
 
 
 @dataclass
@@ -78,23 +95,32 @@ def _embedding_column(rows: int, dim: int, index: np.ndarray, values: np.ndarray
 class ClipEmbed(Stage):
     """Adds ``similarity`` and both embeddings; marks undecodable images (``image-decode-error``).
 
+    The default model is the one LAION filtered with: OpenAI's ViT-B/32 (QuickGELU).
     ``multilingual``: embed non-English captions (by the ``language`` column)
     with the multilingual encoder; without it, or without a language column,
     every caption goes through the CLIP text tower (LAION-400M's recipe).
+    ``similarity_column``: where the similarity goes; an input that already has
+    that column is refused unless ``overwrite``. ``fast_decode``: let JPEG
+    decoding downscale large images (``Image.draft``), which changes the
+    similarities slightly (docs/models.md); off by default.
     """
 
     name = "clip-embed"
 
     def __init__(
         self,
-        model: str = "laion-hf-tiny",
+        model: str = DEFAULT_MODEL,
         *,
-        pretrained: str | None = None,
+        pretrained: str | None = DEFAULT_PRETRAINED,
         multilingual: str | bool | None = True,
         batch_size: int = 256,
         workers: int = 2,
         device: str = "cpu",
         precision: str = "fp32",
+        cache_dir: str | None = None,
+        similarity_column: str = SIMILARITY,
+        overwrite: bool = False,
+        fast_decode: bool = False,
     ) -> None:
         self.model_name = model
         self.pretrained = pretrained
@@ -103,6 +129,10 @@ class ClipEmbed(Stage):
         self.workers = workers
         self.device = device
         self.precision = precision
+        self.cache_dir = cache_dir
+        self.similarity_column = similarity_column
+        self.overwrite = overwrite
+        self.fast_decode = fast_decode
         self.clip = None
         self._pool: ThreadPoolExecutor | None = None  # decodes images
         self._ahead: ThreadPoolExecutor | None = None  # prepares the next model batch meanwhile
@@ -122,6 +152,7 @@ class ClipEmbed(Stage):
             multilingual=self.multilingual,
             device=self.device,
             precision=self.precision,
+            cache_dir=self.cache_dir,
         )
         self._pool = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="clip-decode")
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="clip-prefetch")
@@ -137,7 +168,8 @@ class ClipEmbed(Stage):
 
     def _prepare(self, images: list[bytes], captions: list[str], english: np.ndarray) -> _Prepared:
         """Everything a model batch needs from the CPU: decoded pixels and tokens (runs one batch ahead)."""
-        pixels = list(self._pool.map(lambda b: _decode(b, self.clip.preprocess, self._image_size), images))
+        draft = self._image_size if self.fast_decode else None
+        pixels = list(self._pool.map(lambda b: _decode(b, self.clip.preprocess, draft), images))
         ok = np.array([p is not None for p in pixels], bool)
         english_tokens = other_tokens = None
         if (ok & english).any():
@@ -172,6 +204,8 @@ class ClipEmbed(Stage):
         return image.cpu(), text
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        if not self.overwrite:
+            check_not_overwriting(batch.column_names, self.similarity_column, "clip-embed input", OVERWRITE_HINT)
         self.setup()
         columns = require_columns(batch.column_names, ["caption", IMAGE], "clip-embed input")
         language_column = resolve_columns(batch.column_names, ["language"])["language"]
@@ -215,7 +249,8 @@ class ClipEmbed(Stage):
         similarity[index] = (image_emb * text_emb).sum(-1)
         valid = np.zeros(n, bool)
         valid[index] = True
-        batch = _set(batch, SIMILARITY, pa.array(similarity, pa.float32(), mask=~valid))
+        column = resolve_columns(batch.column_names, [self.similarity_column])[self.similarity_column]
+        batch = _set(batch, column or self.similarity_column, pa.array(similarity, pa.float32(), mask=~valid))
         batch = _set(batch, IMAGE_EMBEDDING, _embedding_column(n, dim, index, image_emb.astype(np.float16)))
         batch = _set(batch, TEXT_EMBEDDING, _embedding_column(n, dim, index, text_emb.astype(np.float16)))
         if failed:

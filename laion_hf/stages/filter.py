@@ -3,8 +3,10 @@
 Thresholds as LAION ran them: LAION-400M kept OpenAI ViT-B/32 similarity
 >= 0.30; LAION-5B kept English captions (ViT-B/32 text tower) >= 0.28 and
 other languages (the multilingual encoder) >= 0.26. Those numbers belong to
-ViT-B/32; the shipped tiny model has its own, calibrated on held-out
-synthetic data (``laion_hf/models/weights/laion-hf-tiny.quality.json``).
+OpenAI's ViT-B/32 weights, which are the default model; the shipped tiny model
+has its own, calibrated on held-out synthetic data
+(``laion_hf/models/weights/laion-hf-tiny.quality.json``). Any other weights
+have no known threshold, and a run without one is refused.
 
 :func:`filter_shards` runs :class:`~laion_hf.stages.embed.ClipEmbed` and
 :class:`SimilarityFilter` over img2dataset-layout shards: kept samples are
@@ -28,19 +30,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from laion_hf.errors import UserError
 from laion_hf.io.atomic import atomic_path, join
 from laion_hf.io.samples import IMAGE, IMAGE_EXT, load_shard_stages, transform_shard
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.runners.local import run_shards
 from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
-from laion_hf.stages.embed import ENGLISH, IMAGE_EMBEDDING, SIMILARITY, TEXT_EMBEDDING, ClipEmbed
+from laion_hf.stages.embed import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    ENGLISH,
+    IMAGE_EMBEDDING,
+    OVERWRITE_HINT,
+    SIMILARITY,
+    TEXT_EMBEDDING,
+    ClipEmbed,
+    check_not_overwriting,
+)
 
 REASON = "clip-similarity"
 #: Model batches per batch read from a shard: the first one's decoding is not hidden behind a forward pass.
 READ_BATCHES = 8
 LAION_400M_THRESHOLD = 0.30
-LAION_5B_THRESHOLDS = {"threshold": 0.28, "multilingual_threshold": 0.26}
+#: The similarity cuts LAION published, by the weights they belong to: (architecture, who published the weights).
+PUBLISHED_THRESHOLDS = {
+    ("ViT-B-32", "openai"): ({"threshold": 0.28, "multilingual_threshold": 0.26}, "LAION-5B's, for OpenAI ViT-B/32"),
+}
 
 
 class SimilarityFilter(Stage):
@@ -54,9 +70,10 @@ class SimilarityFilter(Stage):
 
     name = "clip-filter"
 
-    def __init__(self, threshold: float, multilingual_threshold: float | None = None) -> None:
+    def __init__(self, threshold: float, multilingual_threshold: float | None = None, column: str = SIMILARITY) -> None:
         self.threshold = threshold
         self.multilingual_threshold = multilingual_threshold
+        self.column = column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         language = resolve_columns(batch.column_names, ["language"])["language"]
@@ -64,7 +81,8 @@ class SimilarityFilter(Stage):
         if self.multilingual_threshold is not None and language is not None:
             english = pc.equal(pc.utf8_lower(pc.fill_null(batch[language], "")), ENGLISH)
             limit = pc.if_else(english, limit, pa.scalar(self.multilingual_threshold, pa.float32()))
-        below = pc.and_(pc.less(batch[SIMILARITY], limit), alive_mask(batch))
+        similarity = resolve_columns(batch.column_names, [self.column])[self.column] or self.column
+        below = pc.and_(pc.less(batch[similarity], limit), alive_mask(batch))
         return mark_dropped(batch, below, REASON)
 
 
@@ -130,14 +148,19 @@ def filter_shard(
 class FilterReport:
     """What a filter run did: totals per stage, per shard, the model and its checksums.
 
+    ``threshold_source`` says where the thresholds came from (LAION's published
+    value for these weights, the tiny model's calibration, or the caller).
     ``seconds`` is the processing time (model loading excluded).
     """
 
     stages: list[StageStats]
     shards: dict[str, list[StageStats]]
     model: str
+    pretrained: str | None
     threshold: float
     multilingual_threshold: float | None
+    threshold_source: str
+    similarity_column: str = SIMILARITY
     checksums: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -152,20 +175,51 @@ class FilterReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "pretrained": self.pretrained,
             "threshold": self.threshold,
             "multilingual_threshold": self.multilingual_threshold,
+            "threshold_source": self.threshold_source,
+            "similarity_column": self.similarity_column,
             "checksums": self.checksums,
             "stages": [s.to_dict() for s in self.stages],
             "seconds": round(self.seconds, 3),
         }
 
 
+def known_thresholds(weights) -> tuple[dict[str, float], str] | None:
+    """The thresholds that belong to these weights (a ``laion_hf.models.clip.Weights``), with their source."""
+    from laion_hf.models.clip import SHIPPED, TINY, tiny_thresholds
+
+    if (weights.family, weights.origin) == (TINY, SHIPPED):
+        return tiny_thresholds(), "calibrated for laion-hf-tiny on held-out synthetic data"
+    return PUBLISHED_THRESHOLDS.get((weights.family, weights.origin))
+
+
+def choose_thresholds(
+    weights, threshold: float | None, multilingual_threshold: float | None
+) -> tuple[float, float | None, str]:
+    """(threshold, multilingual threshold, where they came from); a model without a known one needs ``threshold``."""
+    if threshold is not None:
+        return threshold, multilingual_threshold, "given"
+    known = known_thresholds(weights)
+    if known is None:
+        raise UserError(
+            f"{weights.describe()}: no published similarity threshold for these weights; pass --threshold "
+            "(LAION's are for OpenAI's ViT-B/32 weights only: 0.28 English / 0.26 multilingual in LAION-5B, "
+            "0.30 in LAION-400M; the demo model laion-hf-tiny has its own calibrated one)"
+        )
+    values, source = known
+    if multilingual_threshold is None:
+        multilingual_threshold = values["multilingual_threshold"]
+    return values["threshold"], multilingual_threshold, source
+
+
 def filter_shards(
     input_dir: str,
     output_dir: str,
     *,
-    model: str = "laion-hf-tiny",
-    pretrained: str | None = None,
+    model: str = DEFAULT_MODEL,
+    pretrained: str | None = DEFAULT_PRETRAINED,
     threshold: float | None = None,
     multilingual: str | bool | None = True,
     multilingual_threshold: float | None = None,
@@ -174,37 +228,43 @@ def filter_shards(
     read_batch_size: int | None = None,
     device: str = "cpu",
     precision: str = "fp32",
+    cache_dir: str | None = None,
+    similarity_column: str = SIMILARITY,
+    overwrite: bool = False,
+    fast_decode: bool = False,
     save_embeddings: bool = True,
     show_progress: bool = True,
 ) -> FilterReport:
     """CLIP-filter every shard of ``input_dir`` into ``output_dir``; resumable per shard.
 
-    ``threshold`` defaults to the tiny model's calibrated threshold when
-    ``model`` is the tiny model, else it must be given (0.28 / 0.26 were
-    LAION-5B's for ViT-B/32). ``multilingual_threshold`` defaults to
-    ``threshold``. ``workers`` are image-decoding threads; shards run one after
-    the other in this process so the model is loaded once and owns the cores
-    (on a cluster, the same stages run under Ray Data).
+    The default model is LAION's: OpenAI's ViT-B/32 (``ViT-B-32-quickgelu`` +
+    ``openai``), read from open_clip's caches or ``cache_dir``; when its weights
+    are not on the machine the run stops before writing anything, saying how to
+    supply them. ``threshold`` defaults to the one that belongs to the weights
+    (LAION-5B's 0.28 / 0.26 for OpenAI's ViT-B/32, the calibrated one for the
+    shipped tiny model); other weights need it given. ``multilingual_threshold``
+    defaults to the known one, else ``threshold``. Shards that already carry a
+    ``similarity_column`` are refused unless ``overwrite``. ``workers`` are
+    image-decoding threads; shards run one after the other in this process so
+    the model is loaded once and owns the cores (on a cluster, the same stages
+    run under Ray Data).
     """
-    from laion_hf.models.clip import TINY, tiny_thresholds
+    from laion_hf.models.clip import resolve_weights
 
-    if threshold is None:
-        if model != TINY:
-            from laion_hf.models.clip import ModelLoadError
-
-            raise ModelLoadError(f"{model}: no calibrated threshold known; pass --threshold")
-        calibrated = tiny_thresholds()
-        threshold = calibrated["threshold"]
-        if multilingual_threshold is None:
-            multilingual_threshold = calibrated["multilingual_threshold"]
+    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    if not overwrite:
+        for shard in shards:
+            check_not_overwriting(_parquet_columns(shard.parquet), similarity_column, shard.parquet, OVERWRITE_HINT)
+    weights = resolve_weights(model, pretrained, cache_dir)
+    threshold, multilingual_threshold, source = choose_thresholds(weights, threshold, multilingual_threshold)
     if not multilingual:
         multilingual_threshold = None
     elif multilingual_threshold is None:
         multilingual_threshold = threshold
     embed = ClipEmbed(model, pretrained=pretrained, multilingual=multilingual, batch_size=batch_size,
-                      workers=workers, device=device, precision=precision)
-    stages: list[Stage] = [embed, SimilarityFilter(threshold, multilingual_threshold)]
-    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+                      workers=workers, device=device, precision=precision, cache_dir=cache_dir,
+                      similarity_column=similarity_column, overwrite=overwrite, fast_decode=fast_decode)
+    stages: list[Stage] = [embed, SimilarityFilter(threshold, multilingual_threshold, similarity_column)]
     embed.setup()  # load the model once, outside the timed part
     started = time.perf_counter()
     process = partial(filter_shard, output_dir=output_dir, stages=stages,
@@ -221,9 +281,17 @@ def filter_shards(
     return FilterReport(
         stages=totals,
         shards=per_shard,
-        model=model,
+        model=embed.clip.name,
+        pretrained=weights.tag or weights.file,
         threshold=threshold,
         multilingual_threshold=multilingual_threshold,
+        threshold_source=source,
+        similarity_column=similarity_column,
         checksums=embed.checksums,
         seconds=time.perf_counter() - started,
     )
+
+
+def _parquet_columns(path: str) -> list[str]:
+    with fsspec.open(path, "rb") as f:
+        return pq.read_schema(f).names

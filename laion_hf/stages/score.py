@@ -11,23 +11,33 @@ the line is :class:`ThresholdStage`'s job, driven by the recipe.
   image tower on the decoded pixels itself.
 - ``pwatermark`` is an image model on the decoded pixels.
 
-Models load once per worker (on first use when a runner does not call
-:meth:`ScoreStage.setup`) and are not pickled with the stage, so the same
-object runs under the local runner and Ray Data.
+By default the stage computes what LAION computed: LAION's published heads
+(found under their published names in the models folder, see
+:func:`laion_hf.models.heads.published_checkpoint`) on OpenAI's ViT-L/14
+embeddings; the shipped tiny heads are for the synthetic domain and are used
+only when named (``"tiny"``). A score column the input already has (LAION's
+joined metadata carries ``punsafe`` and ``pwatermark``) is kept as it is, and
+its head is not even loaded, unless ``overwrite``; ``columns`` writes a score
+under another name instead. :meth:`ScoreStage.plan` says which columns a given
+input gets computed and which it keeps, for the run's report.
+
+Models load once per worker, on first need, and are not pickled with the
+stage, so the same object runs under the local runner and Ray Data.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
@@ -35,13 +45,22 @@ from laion_hf.errors import UserError
 from laion_hf.io.samples import IMAGE, transform_shard
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.models import heads
-from laion_hf.models.clip import TINY, WEIGHTS_DIR
+from laion_hf.models.checkpoints import read_tensors
+from laion_hf.models.clip import DEFAULT_WEIGHTS, QUICKGELU, WEIGHTS_DIR
+from laion_hf.models.images import decode_image
 from laion_hf.runners.local import run_shards
+from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.stages.embed import DECODE_ERROR, IMAGE_EMBEDDING
 
 EMBEDDING_COLUMN = IMAGE_EMBEDDING  # what ClipEmbed leaves in the batch
 SCORE_COLUMNS = ("punsafe", "pwatermark", "aesthetic")
+HEAD_OF = {"punsafe": "nsfw", "pwatermark": "watermark", "aesthetic": "aesthetic"}  # score column -> head kind
+EMBEDDING_SCORES = ("punsafe", "aesthetic")
+LAION = "laion"  # head spec: LAION's published checkpoint
+TINY_HEAD = "tiny"  # head spec: the shipped head of the synthetic domain
+DEFAULT_CLIP = "ViT-L-14-quickgelu"  # LAION's punsafe and aesthetic heads read OpenAI ViT-L/14 embeddings
+COMPUTED, KEPT = "computed", "kept"
 HEADS_DIR = WEIGHTS_DIR / "heads"
 TINY_HEADS = {
     "nsfw": HEADS_DIR / "tiny-nsfw.safetensors",
@@ -51,9 +70,19 @@ TINY_HEADS = {
 UNDECODABLE = DECODE_ERROR  # the same reason ClipEmbed uses, so counts add up across stages
 
 
-def load_nsfw(spec: str) -> heads.NsfwDetector:
-    """``tiny``, LAION's autokeras SavedModel (directory or zip), or a head saved as safetensors."""
-    path = _head_path("nsfw", spec)
+def head_path(kind: str, spec: str, clip: str = DEFAULT_CLIP, models_dir: str | None = None) -> Path:
+    """The checkpoint a head spec names: ``laion`` (LAION's, for ``clip``'s embeddings), ``tiny``, or a path."""
+    if spec == LAION:
+        return heads.published_checkpoint(kind, clip.removesuffix(QUICKGELU), models_dir)
+    path = TINY_HEADS[kind] if spec == TINY_HEAD else Path(spec).expanduser()
+    if not path.exists():
+        hint = " (train with python -m laion_hf.models.train_heads)" if spec == TINY_HEAD else ""
+        raise heads.CheckpointError(f"{path}: {kind} checkpoint not found{hint}")
+    return path
+
+
+def load_nsfw(path: Path) -> heads.NsfwDetector:
+    """LAION's autokeras SavedModel (directory or zip), or a head saved as safetensors."""
     if path.is_dir() or path.suffix == ".zip":
         from laion_hf.models.tf_savedmodel import load_nsfw_savedmodel
 
@@ -61,29 +90,22 @@ def load_nsfw(spec: str) -> heads.NsfwDetector:
     return _expect(heads.load_head(path), heads.NsfwDetector, path)
 
 
-def load_aesthetic(spec: str) -> heads.AestheticV1 | heads.AestheticV2:
-    """``tiny``, LAION's v1 (``Linear``) or v2 (MLP) ``.pth`` state dict, or a head saved as safetensors."""
-    path = _head_path("aesthetic", spec)
+def load_aesthetic(path: Path) -> heads.AestheticV1 | heads.AestheticV2:
+    """LAION's v1 (``Linear``) or v2 (MLP) ``.pth`` state dict, or a head saved as safetensors."""
     if path.suffix in (".pth", ".pt"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensors(path, "aesthetic predictor state dict")
         return heads.load_aesthetic_v1(path) if "weight" in state else heads.load_aesthetic_v2(path)
     return _expect(heads.load_head(path), (heads.AestheticV1, heads.AestheticV2), path)
 
 
-def load_watermark(spec: str) -> heads.WatermarkDetector:
-    """``tiny``, LAION's ``watermark_model_v1.pt`` (efficientnet_b3a state dict), or safetensors."""
-    path = _head_path("watermark", spec)
+def load_watermark(path: Path) -> heads.WatermarkDetector:
+    """LAION's ``watermark_model_v1.pt`` (efficientnet_b3a state dict), or safetensors."""
     if path.suffix in (".pth", ".pt"):
         return heads.load_watermark(path)
     return _expect(heads.load_head(path), heads.WatermarkDetector, path)
 
 
-def _head_path(kind: str, spec: str) -> Path:
-    path = TINY_HEADS[kind] if spec == "tiny" else Path(spec)
-    if not path.exists():
-        hint = " (train with python -m laion_hf.models.train_heads)" if spec == "tiny" else ""
-        raise heads.CheckpointError(f"{path}: {kind} checkpoint not found{hint}")
-    return path
+LOADERS = {"nsfw": load_nsfw, "aesthetic": load_aesthetic, "watermark": load_watermark}
 
 
 def _expect(head, kinds, path: Path):
@@ -106,87 +128,106 @@ def embeddings_from_column(column: pa.ChunkedArray | pa.Array, rows: np.ndarray,
     return flat.reshape(len(rows), int(lengths[0]) if len(lengths) else 0)
 
 
-def _decode(data: bytes) -> Image.Image | None:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-@dataclass
-class _Models:
-    nsfw: heads.NsfwDetector | None
-    aesthetic: torch.nn.Module | None
-    watermark: heads.WatermarkDetector | None
-    clip: Any = None  # laion_hf.models.clip.ClipModel, loaded when a batch carries no embeddings
-
-
 @dataclass
 class ScoreStage(Stage):
     """Add float32 ``punsafe`` / ``pwatermark`` / ``aesthetic`` for alive rows (null for dropped ones).
 
-    Each head is a spec (see :func:`load_nsfw`, :func:`load_aesthetic`,
-    :func:`load_watermark`) or None to skip that column. An image that cannot be
+    Each head is a spec: ``"laion"`` (LAION's published checkpoint for ``clip``'s
+    embeddings, in ``models_dir``), ``"tiny"`` (the synthetic domain's), a path,
+    or None to skip that column. ``clip`` / ``clip_pretrained`` embed the images
+    when the batch carries no ``image_embedding``. An image that cannot be
     decoded cannot be scored: its row is marked ``image-decode-error`` (counted,
-    never silently lost). A score column the input already has (LAION metadata)
-    is overwritten for the rows scored here and kept for the others.
+    never silently lost). An existing score column is kept (see the module doc)
+    unless ``overwrite``; ``columns`` maps a score to another output column.
     """
 
-    nsfw: str | None = "tiny"
-    aesthetic: str | None = "tiny"
-    watermark: str | None = "tiny"
-    clip: str = TINY
-    clip_pretrained: str | None = None
+    nsfw: str | None = LAION
+    aesthetic: str | None = LAION
+    watermark: str | None = LAION
+    clip: str = DEFAULT_CLIP
+    clip_pretrained: str | None = DEFAULT_WEIGHTS
     batch_size: int = 64
+    overwrite: bool = False
+    columns: Mapping[str, str] = field(default_factory=dict)
+    models_dir: str | None = None
+    cache_dir: str | None = None
     name: str = "score"
-    _models: _Models | None = field(default=None, init=False, repr=False, compare=False)
+    _models: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def setup(self) -> None:
-        if self._models is None:
-            self._models = _Models(
-                nsfw=load_nsfw(self.nsfw) if self.nsfw else None,
-                aesthetic=load_aesthetic(self.aesthetic) if self.aesthetic else None,
-                watermark=load_watermark(self.watermark) if self.watermark else None,
-            )
+    def specs(self) -> dict[str, str]:
+        """Score column -> head spec, for the heads asked for."""
+        given = {"punsafe": self.nsfw, "pwatermark": self.watermark, "aesthetic": self.aesthetic}
+        return {score: spec for score, spec in given.items() if spec}
+
+    def output_column(self, score: str) -> str:
+        return self.columns.get(score, score)
+
+    def plan(self, input_columns: list[str]) -> dict[str, str]:
+        """Score -> ``computed``, or ``kept`` when an input with these columns already has it (and not ``overwrite``)."""
+        outputs = {score: self.output_column(score) for score in self.specs()}
+        present = resolve_columns(input_columns, list(outputs.values()))
+        return {score: KEPT if present[out] and not self.overwrite else COMPUTED for score, out in outputs.items()}
+
+    def head_paths(self, scores) -> dict[str, Path]:
+        """The checkpoint each of ``scores`` needs (raises, naming how to supply it, when one is missing)."""
+        specs = self.specs()
+        return {score: head_path(HEAD_OF[score], specs[score], self.clip, self.models_dir) for score in scores}
+
+    def load(self, scores) -> None:
+        """Load the heads ``scores`` need (and the CLIP, for an embedding score) now, not at the first batch."""
+        for score in scores:
+            self._head(score)
+        if set(scores) & set(EMBEDDING_SCORES):
+            self._clip()
+
+    def _head(self, score: str) -> torch.nn.Module:
+        if score not in self._models:
+            self._models[score] = LOADERS[HEAD_OF[score]](self.head_paths([score])[score])
+        return self._models[score]
+
+    def _clip(self):
+        if "clip" not in self._models:
+            from laion_hf.models.clip import load_clip
+
+            self._models["clip"] = load_clip(self.clip, pretrained=self.clip_pretrained, cache_dir=self.cache_dir)
+        return self._models["clip"]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_models"] = None  # workers load their own copy in setup()
+        state["_models"] = {}  # workers load their own copy on first need
         return state
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        self.setup()
-        models = self._models
+        todo = [score for score, what in self.plan(batch.column_names).items() if what == COMPUTED]
+        if not todo:
+            return batch
         rows = np.flatnonzero(np.asarray(alive_mask(batch), dtype=bool))
-        needs_embedding = models.nsfw is not None or models.aesthetic is not None
+        needs_embedding = any(score in EMBEDDING_SCORES for score in todo)
         has_embedding = EMBEDDING_COLUMN in batch.column_names
-        images: list[Image.Image | None] = []
-        if models.watermark is not None or (needs_embedding and not has_embedding):
+        images: list[Image.Image] = []
+        if "pwatermark" in todo or (needs_embedding and not has_embedding):
             if IMAGE not in batch.column_names:
                 raise UserError(f"stage {self.name}: scoring needs the images (an {IMAGE} column) or {EMBEDDING_COLUMN}")
-            images = [_decode(data) for data in batch[IMAGE].take(pa.array(rows, pa.int64())).to_pylist()]
-            undecodable = np.array([image is None for image in images], dtype=bool)
+            decoded = [decode_image(data) for data in batch[IMAGE].take(pa.array(rows, pa.int64())).to_pylist()]
+            undecodable = np.array([image is None for image in decoded], dtype=bool)
             if undecodable.any():
                 mask = np.zeros(batch.num_rows, dtype=bool)
                 mask[rows[undecodable]] = True
                 batch = mark_dropped(batch, pa.array(mask), UNDECODABLE)
-                images = [image for image in images if image is not None]
                 rows = rows[~undecodable]
+            images = [image for image in decoded if image is not None]
 
         scores: dict[str, np.ndarray] = {}
         if needs_embedding:
             embeddings = self._embeddings(batch, rows, images, has_embedding)
             with torch.no_grad():
-                if models.nsfw is not None:
-                    scores["punsafe"] = self._batched(models.nsfw, embeddings, "nsfw")
-                if models.aesthetic is not None:
-                    scores["aesthetic"] = self._batched(models.aesthetic, embeddings, "aesthetic")
-        if models.watermark is not None:
+                for score in todo:
+                    if score in EMBEDDING_SCORES:
+                        scores[score] = self._batched(self._head(score), embeddings, HEAD_OF[score])
+        if "pwatermark" in todo:
             scores["pwatermark"] = self._pwatermark(images)
-        for column, values in scores.items():
-            batch = _set_scores(batch, column, rows, values)
+        for score, values in scores.items():
+            batch = _set_scores(batch, self.output_column(score), rows, values)
         return batch
 
     def _embeddings(self, batch: pa.Table, rows: np.ndarray, images: list, has_embedding: bool) -> torch.Tensor:
@@ -199,11 +240,7 @@ class ScoreStage(Stage):
         """
         if has_embedding:
             return torch.from_numpy(embeddings_from_column(batch[EMBEDDING_COLUMN], rows, f"stage {self.name}"))
-        if self._models.clip is None:
-            from laion_hf.models.clip import load_clip
-
-            self._models.clip = load_clip(self.clip, pretrained=self.clip_pretrained)
-        clip = self._models.clip
+        clip = self._clip()
         chunks = [
             clip.encode_images(torch.stack([clip.preprocess(im) for im in images[i : i + self.batch_size]]))
             for i in range(0, len(images), self.batch_size)
@@ -223,7 +260,7 @@ class ScoreStage(Stage):
 
     @torch.no_grad()
     def _pwatermark(self, images: list[Image.Image]) -> np.ndarray:
-        detector = self._models.watermark
+        detector = self._head("pwatermark")
         out = [
             detector.pwatermark(detector.preprocess(images[i : i + self.batch_size]))
             for i in range(0, len(images), self.batch_size)
@@ -272,15 +309,24 @@ def _shard_name(shard: Shard) -> str:
     return shard.name
 
 
+def _parquet_columns(path: str) -> list[str]:
+    with fsspec.open(path, "rb") as f:
+        return pq.read_schema(f).names
+
+
 def score_shards(
     input_dir: str,
     output_dir: str,
     *,
-    nsfw: str | None = "tiny",
-    aesthetic: str | None = "tiny",
-    watermark: str | None = "tiny",
-    clip: str = TINY,
-    clip_pretrained: str | None = None,
+    nsfw: str | None = LAION,
+    aesthetic: str | None = LAION,
+    watermark: str | None = LAION,
+    clip: str = DEFAULT_CLIP,
+    clip_pretrained: str | None = DEFAULT_WEIGHTS,
+    overwrite: bool = False,
+    columns: Mapping[str, str] | None = None,
+    models_dir: str | None = None,
+    cache_dir: str | None = None,
     drop_above: Mapping[str, float] | None = None,
     drop_below: Mapping[str, float] | None = None,
     batch_size: int = 256,
@@ -289,12 +335,30 @@ def score_shards(
 ) -> dict[str, Any]:
     """Score every img2dataset-layout shard of ``input_dir`` into ``output_dir`` (resumable per shard).
 
-    Returns ``{"shards": n, "stages": [merged StageStats dicts], "output_dir": ...}``.
+    Before anything is written, every model a shard needs is located and loaded
+    (LAION's heads and ViT-L/14 by default), and a missing or unreadable one
+    stops the run with a message saying which file and how to supply it. Returns ``{"shards": n, "stages": [merged
+    StageStats dicts], "columns": {score: {"column": name, "computed": shards,
+    "kept": shards}}, "output_dir": ...}``: which scores were computed and
+    which the input already had and kept.
     """
     shards = discover_shards(input_dir)
     if not shards:
         raise UserError(f"{input_dir}: no shards found")
-    stages: list[Stage] = [ScoreStage(nsfw, aesthetic, watermark, clip, clip_pretrained)]
+    score = ScoreStage(nsfw=nsfw, aesthetic=aesthetic, watermark=watermark, clip=clip, clip_pretrained=clip_pretrained,
+                       overwrite=overwrite, columns=dict(columns or {}), models_dir=models_dir, cache_dir=cache_dir)
+    unknown = set(score.columns) - set(SCORE_COLUMNS)
+    if unknown:
+        raise UserError(f"output column for {', '.join(sorted(unknown))}: not a score ({', '.join(SCORE_COLUMNS)})")
+    plans = [score.plan(_parquet_columns(shard.parquet)) for shard in shards]
+    computed = [name for name in score.specs() if any(plan[name] == COMPUTED for plan in plans)]
+    score.head_paths(computed)  # every checkpoint located (or a clear error) before any model loads ...
+    if set(computed) & set(EMBEDDING_SCORES):
+        from laion_hf.models.clip import resolve_weights
+
+        resolve_weights(clip, clip_pretrained, cache_dir)
+    score.load(computed)  # ... and read before any output is written
+    stages: list[Stage] = [score]
     if drop_above or drop_below:
         stages.append(ThresholdStage(dict(drop_above or {}), dict(drop_below or {})))
     results = run_shards(
@@ -310,4 +374,10 @@ def score_shards(
     for recorded in results.values():
         for total, stats in zip(totals, recorded["stages"]):
             total.merge(StageStats.from_dict(stats))
-    return {"shards": len(results), "stages": [t.to_dict() for t in totals], "output_dir": output_dir}
+    summary = {
+        name: {"column": score.output_column(name), COMPUTED: 0, KEPT: 0} for name in score.specs()
+    }
+    for plan in plans:
+        for name, what in plan.items():
+            summary[name][what] += 1
+    return {"shards": len(results), "stages": [t.to_dict() for t in totals], "columns": summary, "output_dir": output_dir}

@@ -18,9 +18,11 @@ from laion_hf.models.heads import (
     load_aesthetic_v2,
     load_head,
     load_watermark,
+    published_checkpoint,
     save_head,
     watermark_pixels,
 )
+from laion_hf.models.checkpoints import ModelLoadError
 
 
 def _unit(n: int, dim: int) -> torch.Tensor:
@@ -161,9 +163,9 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
         load_aesthetic_v2(path)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(ModelLoadError, match="garbage.pth: not a readable torch state dict"):
         load_aesthetic_v1(garbage)
-    with pytest.raises(CheckpointError, match="garbage.pth"):
+    with pytest.raises(ModelLoadError, match="garbage.pth: not a readable laion-hf head checkpoint"):
         load_head(garbage)
 
 
@@ -183,3 +185,14 @@ def test_shipped_tiny_heads_load_and_were_trained_on_the_shipped_clip():
     watermark = load_head(WATERMARK_PATH)
     assert isinstance(watermark, WatermarkDetector)
     assert watermark.image_size == 64 and watermark.backbone == "test_efficientnet"
+
+
+def test_published_checkpoints_are_found_under_laions_names_or_the_error_says_where_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAION_HF_MODELS", str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"sac\+logos\+ava1-l14-linearMSE.pth from "
+                       r"github.com/christophschuhmann/improved-aesthetic-predictor into " + str(tmp_path)):
+        published_checkpoint("aesthetic", "ViT-L-14")
+    (tmp_path / "watermark_model_v1.pt").write_bytes(b"")
+    assert published_checkpoint("watermark", "anything") == tmp_path / "watermark_model_v1.pt"
+    with pytest.raises(CheckpointError, match="LAION published no nsfw head for laion-hf-tiny embeddings"):
+        published_checkpoint("nsfw", "laion-hf-tiny")
