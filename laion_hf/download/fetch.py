@@ -42,12 +42,13 @@ _MAX_SERVER_TEXT = 200  # characters of a server's reason phrase kept in a messa
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """Bounds on one request; see :class:`~laion_hf.download.options.DownloadOptions` for the defaults' reasons."""
+    """Bounds on one request (:attr:`DownloadOptions.limits <laion_hf.download.options.DownloadOptions.limits>`
+    derives them with their documented defaults)."""
 
-    timeout: float = 10.0
-    deadline: float = 30.0
-    max_body_bytes: int = 268_435_452
-    max_redirects: int = 10
+    timeout: float  # seconds for each connect and each read
+    deadline: float  # seconds for the whole request, redirects and body included
+    max_body_bytes: int
+    max_redirects: int
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,23 @@ class FetchFailure(Exception):
 class Alarm:
     """One request's deadline; the socket it currently uses is shut down when it fires."""
 
-    def __init__(self, deadline: float, seconds: float) -> None:
-        self.deadline = deadline
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
         self.fired = False
-        self.done = False
+        self._finished = False
         self._socket: socket.socket | None = None
         self._lock = threading.Lock()
 
     def watch(self, sock: socket.socket) -> None:
+        """Make ``sock`` the one to shut down (each hop and the TLS layer replace the last)."""
         with self._lock:
             self._socket = sock
         self.check()
 
     def fire(self) -> None:
         with self._lock:
-            if self.done:
+            if self._finished:
                 return
             self.fired = True
             sock = self._socket
@@ -97,11 +99,18 @@ class Alarm:
             except OSError:
                 pass  # already closed
 
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+
+    def failure(self) -> FetchFailure:
+        return FetchFailure("deadline", f"no complete answer within the {self.seconds:g} s deadline")
+
     def check(self) -> None:
         """Raise the ``deadline`` failure if the deadline has passed."""
         if self.fired or time.monotonic() >= self.deadline:
             self.fired = True
-            raise FetchFailure("deadline", f"no complete answer within the {self.seconds:g} s deadline")
+            raise self.failure()
 
 
 class Watchdog:
@@ -116,7 +125,7 @@ class Watchdog:
 
     @contextmanager
     def alarm(self, seconds: float) -> Iterator[Alarm]:
-        alarm = Alarm(time.monotonic() + seconds, seconds)
+        alarm = Alarm(seconds)
         with self._condition:
             heapq.heappush(self._heap, (alarm.deadline, next(self._order), alarm))
             if self._thread is None:
@@ -126,8 +135,7 @@ class Watchdog:
         try:
             yield alarm
         finally:
-            with alarm._lock:
-                alarm.done = True
+            alarm.finish()
 
     def _run(self) -> None:
         with self._condition:
@@ -161,25 +169,25 @@ class _PinnedConnection(http.client.HTTPConnection):
         self._alarm = alarm
 
     def connect(self) -> None:
-        error: OSError | None = None
+        """Connect to the first checked address that answers (``self.sock`` is always closed by ``close``)."""
+        error: OSError = OSError("no address to connect to")
         for family, sockaddr in self._target.addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self._alarm.watch(self.sock)
             try:
-                sock.settimeout(self.timeout)
-                self._alarm.watch(sock)
-                sock.connect(sockaddr)
+                self.sock.connect(sockaddr)
                 break
             except OSError as exc:
-                sock.close()
+                self.sock.close()
                 error = exc
         else:
-            raise error or OSError("no address to connect to")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raise error
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_hostname=self._target.host, do_handshake_on_connect=False)
-            self._alarm.watch(sock)
-            sock.do_handshake()
-        self.sock = sock
+            self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._target.host, do_handshake_on_connect=False)
+            self._alarm.watch(self.sock)
+            self.sock.do_handshake()
 
 
 def _failure_of(exc: BaseException) -> FetchFailure:
@@ -205,7 +213,7 @@ class Fetcher:
     def __init__(
         self,
         policy: AddressPolicy,
-        limits: FetchLimits = FetchLimits(),
+        limits: FetchLimits,
         opt_out: HeaderOptOut | None = None,
         user_agent: str = USER_AGENT,
         tls: ssl.SSLContext | None = None,
@@ -237,12 +245,7 @@ class Fetcher:
             except FetchFailure as failure:
                 return Fetched(hops[-1], reason=failure.reason, message=failure.message, refused=failure.refused)
             except Exception as exc:  # noqa: BLE001 (every network error becomes a counted reason)
-                failure = _failure_of(exc)
-                if alarm.fired:
-                    try:
-                        alarm.check()
-                    except FetchFailure as deadline:
-                        failure = deadline
+                failure = alarm.failure() if alarm.fired else _failure_of(exc)  # a shut-down socket fails oddly
                 return Fetched(hops[-1], reason=failure.reason, message=failure.message)
 
     def _follow(self, hops: list[str], alarm: Alarm) -> bytes:

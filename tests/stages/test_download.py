@@ -22,6 +22,7 @@ from laion_hf.cli import app
 from laion_hf.demo.image_server import ImageServer, corrupt_image, huge_png
 from laion_hf.download.images import check_image
 from laion_hf.download.options import MIN_IMAGE_BYTES, DownloadError, DownloadOptions
+from laion_hf.download.shard import compute_key
 from laion_hf.hashing import laion_hash
 from laion_hf.io.atomic import read_json
 from laion_hf.io.shards import discover_shards
@@ -398,3 +399,11 @@ def test_cli_bad_candidates_exit_2_with_the_file_named_and_no_traceback(tmp_path
         assert str(path) in " ".join(result.stderr.split())  # rich may wrap a long line
         assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("index", "shard", "rows_per_shard", "key"),
+    [(7, 3, 10_000, "000030007"), (0, 0, 10_000, "000000000"), (2, 1, 4, "000012"), (63, 2, 64, "0000263")],
+)
+def test_keys_are_img2datasets(index, shard, rows_per_shard, key):
+    assert compute_key(index, shard, rows_per_shard) == key

@@ -16,14 +16,21 @@ import trustme
 from laion_hf.demo.image_server import TERABYTE, ImageServer, Route
 from laion_hf.download.addresses import AddressPolicy, Unresolvable
 from laion_hf.download.fetch import Fetcher, FetchLimits
+from laion_hf.download.options import DownloadOptions
 from laion_hf.download.optout import OPT_OUT_MESSAGE, HeaderOptOut
 
 IMAGE = bytes(range(256)) * 48  # 12 KiB; the fetcher does not look inside
 PUBLIC = ("127.0.0.1/32",)
 
 
-def fetcher(limits: FetchLimits = FetchLimits(timeout=5, deadline=20), **policy) -> Fetcher:
-    return Fetcher(AddressPolicy(**{"allowed_networks": PUBLIC, **policy}), limits, HeaderOptOut())  # img2dataset's directives
+def limits(**options) -> FetchLimits:
+    """The limits a download with ``options`` uses (default cap, 10 redirects...), 5 s per read, 20 s per request."""
+    return DownloadOptions(**{"timeout": 5, "deadline": 20, **options}).limits
+
+
+def fetcher(bounds: FetchLimits | None = None, **policy) -> Fetcher:
+    """A fetcher for which 127.0.0.1 is public, with img2dataset's X-Robots-Tag directives."""
+    return Fetcher(AddressPolicy(**{"allowed_networks": PUBLIC, **policy}), bounds or limits(), HeaderOptOut())
 
 
 @pytest.fixture
@@ -83,8 +90,8 @@ def test_redirects_are_bounded(public):
 
 
 def test_a_dripping_server_cannot_hold_a_fetch_past_its_deadline(public):
-    url = public.drip("/drip.png", IMAGE, interval=0.01, give_up_after=60)  # each read is quick; the whole takes 2 min
-    with fetcher(FetchLimits(timeout=1, deadline=2)) as f:
+    url = public.drip("/drip.png", IMAGE, interval=0.01, give_up_after=300)  # each read is quick; the whole takes 2 min
+    with fetcher(limits(timeout=1, deadline=2)) as f:
         fetched = f.fetch(url)
     assert (fetched.data, fetched.reason, fetched.message) == (None, "deadline", "no complete answer within the 2 s deadline")
     assert public.bytes_sent("/drip.png") < len(IMAGE)
@@ -92,7 +99,7 @@ def test_a_dripping_server_cannot_hold_a_fetch_past_its_deadline(public):
 
 def test_a_silent_server_is_a_timeout(public):
     url = public.slow("/slow.png", IMAGE, delay=5)
-    with fetcher(FetchLimits(timeout=0.5, deadline=20)) as f:
+    with fetcher(limits(timeout=0.5, deadline=20)) as f:
         fetched = f.fetch(url)
     assert (fetched.reason, fetched.message) == ("timeout", "timed out")
 
@@ -107,7 +114,7 @@ def test_a_declared_terabyte_is_refused_before_reading(public):
 
 def test_an_undeclared_body_is_abandoned_at_the_cap(public):
     url = public.endless("/endless.jpg", 256 << 20)
-    with fetcher(FetchLimits(timeout=5, deadline=20, max_body_bytes=1 << 20)) as f:
+    with fetcher(limits(timeout=5, deadline=20, max_body_bytes=1 << 20)) as f:
         fetched = f.fetch(url)
     assert (fetched.reason, fetched.message) == ("body-too-large", "body over the 1,048,576-byte limit; stopped reading")
     assert public.bytes_sent("/endless.jpg") < 64 << 20  # the client hung up; the server never sent it all
@@ -155,7 +162,7 @@ def test_https_is_pinned_with_the_name_as_server_name_and_certificate_identity(c
     with ImageServer(tls=served) as server:
         server.image("/a.png", IMAGE)
         policy = AddressPolicy(allowed_networks=PUBLIC, resolver=lambda host, port: ((socket.AF_INET, ("127.0.0.1", port)),))
-        with Fetcher(policy, FetchLimits(timeout=5, deadline=20), tls=trusted) as f:
+        with Fetcher(policy, limits(timeout=5, deadline=20), tls=trusted) as f:
             by_name = f.fetch(server.url("/a.png", host="images.test"))
             by_address = f.fetch(server.url("/a.png"))  # the certificate is not for 127.0.0.1
         assert by_name.data == IMAGE
