@@ -22,7 +22,8 @@ included, as a user sees it); CPU = user + system seconds of this process and
 its children during the call. img2dataset spends most of a small run starting
 its processes (each imports cv2 and albumentations), so its rate *while
 downloading* is printed too: successes over the span of its own shard
-``start_time`` .. ``end_time`` (start-up excluded; ours has no such split).
+``start_time`` .. ``end_time`` (start-up excluded), and ours over the shard
+tasks' seconds in their done markers (input read, fetches, checks, writes).
 Prints min/median/max per tool and the ratios of medians.
 
     .venv/bin/python bench/download.py [--images 1000] [--runs 3] [--processes 1] [--threads 16]
@@ -67,13 +68,14 @@ def serve(images: int, urls: multiprocessing.Queue, stop: multiprocessing.Event)
         stop.wait()
 
 
-def run_ours(candidates: Path, output: Path, args: argparse.Namespace) -> tuple[int, float | None]:
-    report = download(str(candidates), str(output), allowed_networks=("127.0.0.0/8",), processes=args.processes,
-                      threads=args.threads, timeout=10, show_progress=False)
-    return report.kept, None
+def run_ours(candidates: Path, output: Path, args: argparse.Namespace) -> tuple[int, float]:
+    download(str(candidates), str(output), allowed_networks=("127.0.0.0/8",), processes=args.processes,
+             threads=args.threads, timeout=10, show_progress=False)
+    markers = [json.loads(p.read_text())["stages"][0] for p in output.glob("*.done.json")]
+    return sum(m["kept"] for m in markers), sum(m["seconds"] for m in markers) / args.processes
 
 
-def run_img2dataset(candidates: Path, output: Path, args: argparse.Namespace, raw: bool) -> tuple[int, float | None]:
+def run_img2dataset(candidates: Path, output: Path, args: argparse.Namespace, raw: bool) -> tuple[int, float]:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import img2dataset
 
@@ -101,14 +103,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
 
-    tools: dict[str, Callable[[Path, Path], tuple[int, float | None]]] = {
+    tools: dict[str, Callable[[Path, Path], tuple[int, float]]] = {
         "ours": lambda c, o: run_ours(c, o, args),
         "img2dataset-raw": lambda c, o: run_img2dataset(c, o, args, raw=True),
         "img2dataset-default": lambda c, o: run_img2dataset(c, o, args, raw=False),
     }
     rates: dict[str, list[float]] = {name: [] for name in tools}
     cpus: dict[str, list[float]] = {name: [] for name in tools}
-    downloading: dict[str, list[float]] = {name: [] for name in tools}  # img2dataset's rate without its start-up
+    downloading: dict[str, list[float]] = {name: [] for name in tools}  # the shard tasks' rate, start-up excluded
     context = multiprocessing.get_context("fork")
     url_queue, stop = context.Queue(), context.Event()
     server = context.Process(target=serve, args=(args.images, url_queue, stop), daemon=True)
@@ -128,26 +130,24 @@ def main() -> None:
                         raise SystemExit(f"{name}: {successes} of {args.images} images downloaded")
                     rates[name].append(successes / seconds)
                     cpus[name].append(cpu)
-                    if busy is not None:
-                        downloading[name].append(successes / busy)
+                    downloading[name].append(successes / busy)
                     print(f"run {run + 1} {name:20s} {successes / seconds:8.1f} images/s ({seconds:.1f} s wall, "
-                          f"{cpu:.1f} s CPU)" + (f", {successes / busy:.1f} images/s while downloading" if busy else ""),
-                          flush=True)
+                          f"{cpu:.1f} s CPU), {successes / busy:.1f} images/s while downloading", flush=True)
     finally:
         stop.set()
         server.join(timeout=30)
 
     print(f"\n{args.images} images x {args.runs} runs, processes={args.processes}, threads={args.threads}")
-    print(f"{'tool':20s} {'min':>8s} {'median':>8s} {'max':>8s}  images/s | CPU s min / median / max")
+    print(f"{'tool':20s} images/s min / median / max | while downloading | CPU s")
     for name, values in rates.items():
-        c = cpus[name]
-        print(f"{name:20s} {min(values):8.1f} {statistics.median(values):8.1f} {max(values):8.1f}  "
-              f"| {min(c):.1f} / {statistics.median(c):.1f} / {max(c):.1f}")
-    ours = statistics.median(rates["ours"])
+        print(f"{name:20s} " + " | ".join(f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
+                                          for v in (values, downloading[name], cpus[name])))
+    median = {name: {kind: statistics.median(v[name]) for kind, v in (("rate", rates), ("busy", downloading), ("cpu", cpus))}
+              for name in tools}
     for peer in ("img2dataset-raw", "img2dataset-default"):
-        print(f"ratio ours / {peer}: {ours / statistics.median(rates[peer]):.2f}x images/s, "
-              f"{statistics.median(cpus[peer]) / statistics.median(cpus['ours']):.2f}x less CPU, "
-              f"{ours / statistics.median(downloading[peer]):.2f}x its rate while downloading (medians)")
+        print(f"ratio ours / {peer} (medians): {median['ours']['rate'] / median[peer]['rate']:.2f}x images/s, "
+              f"{median['ours']['busy'] / median[peer]['busy']:.2f}x while downloading, "
+              f"{median[peer]['cpu'] / median['ours']['cpu']:.2f}x less CPU")
 
 
 if __name__ == "__main__":

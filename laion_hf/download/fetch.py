@@ -114,12 +114,17 @@ class Alarm:
 
 
 class Watchdog:
-    """A thread that fires :class:`Alarm` s at their deadlines (one for all requests of a fetcher)."""
+    """A thread that fires :class:`Alarm` s at their deadlines (one for all requests of a fetcher).
 
-    def __init__(self) -> None:
+    It wakes at most every ``granularity`` seconds, not once per request: most
+    alarms finish long before their deadline and only need dropping.
+    """
+
+    def __init__(self, granularity: float = 0.05) -> None:
         self._heap: list[tuple[float, int, Alarm]] = []
         self._order = itertools.count()
         self._condition = threading.Condition()
+        self._granularity = granularity
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -131,7 +136,8 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="fetch-watchdog", daemon=True)
                 self._thread.start()
-            self._condition.notify()
+            if self._heap[0][2] is alarm:  # an earlier deadline than the thread is waiting for
+                self._condition.notify()
         try:
             yield alarm
         finally:
@@ -145,10 +151,9 @@ class Watchdog:
                     continue
                 wait = self._heap[0][0] - time.monotonic()
                 if wait > 0:
-                    self._condition.wait(wait)
+                    self._condition.wait(max(wait, self._granularity))
                     continue
-                alarm = heapq.heappop(self._heap)[2]
-                alarm.fire()
+                heapq.heappop(self._heap)[2].fire()
 
     def stop(self) -> None:
         with self._condition:

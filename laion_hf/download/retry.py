@@ -9,6 +9,8 @@ between its renames and run again never leaves a key twice.
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ from laion_hf.schema import require_columns
 
 def retry_shard(shard: Shard, output_dir: str, options: DownloadOptions) -> int:
     """Fetch the failed rows of ``shard`` again and merge them in; returns how many rows were retried."""
+    started = time.perf_counter()
     table = pq.read_table(shard.parquet)
     require_columns(table.column_names, ["url", "caption", "key", "status"], shard.parquet)
     failed = pc.fill_null(pc.not_equal(table["status"], SUCCESS), True)
@@ -38,6 +41,6 @@ def retry_shard(shard: Shard, output_dir: str, options: DownloadOptions) -> int:
                     samples.copy(sample_key(info.name), info, data)
         results = fetch_rows(candidates, samples, options, fetcher)
         merged = pa.concat_tables([table.filter(pc.invert(failed)), results.select(table.column_names).cast(table.schema)])
-        stats = write_shard(output_dir, shard.name, merged, samples)
+        stats = write_shard(output_dir, shard.name, merged, samples, started)
     mark_done(output_dir, shard.name, stats)
     return retried.num_rows

@@ -15,16 +15,19 @@ and the reasons). All three are written under temporary names and renamed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tarfile
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
+from queue import SimpleQueue
 from typing import Any
 
 import fsspec
@@ -103,19 +106,24 @@ def download_all(
     urls: Sequence[str | None], download: Callable[[str | None], Outcome], threads: int
 ) -> Iterator[tuple[int, Outcome]]:
     """``(row index, outcome)`` as fetches complete; at most ``2 x threads`` outcomes wait in memory."""
+    finished: SimpleQueue[tuple[int, Future[Outcome]]] = SimpleQueue()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
-        pending: dict[Future[Outcome], int] = {}
-        rows = iter(enumerate(urls))
-        while True:
-            for index, url in rows:
-                pending[pool.submit(download, url)] = index
-                if len(pending) >= 2 * threads:
-                    break
-            if not pending:
-                return
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield pending.pop(future), future.result()
+
+        def submit(index: int, url: str | None) -> None:
+            pool.submit(download, url).add_done_callback(lambda future: finished.put((index, future)))
+
+        rows = enumerate(urls)
+        in_flight = 0
+        for index, url in itertools.islice(rows, 2 * threads):
+            submit(index, url)
+            in_flight += 1
+        while in_flight:
+            index, future = finished.get()
+            in_flight -= 1
+            for next_index, next_url in itertools.islice(rows, 1):
+                submit(next_index, next_url)
+                in_flight += 1
+            yield index, future.result()
 
 
 class KeyOrderedTar:
@@ -197,14 +205,19 @@ def shard_stats(statuses: Sequence[str], reasons: Sequence[str | None]) -> Stage
     return stats
 
 
-def write_shard(output_dir: str, name: str, table: pa.Table, samples: KeyOrderedTar) -> dict[str, Any]:
-    """Commit one shard (tar, parquet sorted by key, stats); return the stats its done marker records."""
+def write_shard(output_dir: str, name: str, table: pa.Table, samples: KeyOrderedTar, started: float) -> dict[str, Any]:
+    """Commit one shard (tar, parquet sorted by key, stats); return the stats its done marker records.
+
+    The marker's ``seconds`` are the shard's wall time since ``started``; no
+    timing enters the shard's own files.
+    """
     table = table.sort_by("key")
     samples.write(join(output_dir, f"{name}.tar"))
     with atomic_path(join(output_dir, f"{name}.parquet")) as tmp:
         pq.write_table(table, tmp)
     statuses = table["status"].to_pylist()
     stats = shard_stats(statuses, table[ERROR_REASON].to_pylist())
+    stats.seconds = time.perf_counter() - started
     counts = Counter(statuses)
     write_json(
         join(output_dir, f"{name}_stats.json"),
@@ -258,8 +271,9 @@ def fetcher_for(options: DownloadOptions) -> Fetcher:
 
 def download_shard(name: str, input_dir: str, output_dir: str, options: DownloadOptions) -> dict[str, Any]:
     """Download the prepared input ``NNNNN.parquet`` into shard ``NNNNN``; return its stats (a runner's task)."""
+    started = time.perf_counter()
     table = pq.read_table(join(input_dir, f"{name}.parquet"))
     keys = [compute_key(index, int(name), options.rows_per_shard) for index in range(table.num_rows)]
     table = table.append_column("key", pa.array(keys, pa.string()))
     with fetcher_for(options) as fetcher, KeyOrderedTar(scratch_dir(output_dir)) as samples:
-        return write_shard(output_dir, name, fetch_rows(table, samples, options, fetcher), samples)
+        return write_shard(output_dir, name, fetch_rows(table, samples, options, fetcher), samples, started)
