@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import random
@@ -407,3 +408,18 @@ def test_cli_bad_candidates_exit_2_with_the_file_named_and_no_traceback(tmp_path
 )
 def test_keys_are_img2datasets(index, shard, rows_per_shard, key):
     assert compute_key(index, shard, rows_per_shard) == key
+
+
+@pytest.mark.slow
+def test_a_resize_mode_checks_the_original_bytes_then_stores_img2datasets_resized_image(tmp_path):
+    with ImageServer() as server:
+        urls = [server.image("/good.png", GOOD_PNG), server.image("/small.png", SMALL_PNG)]
+        candidates = write_candidates(tmp_path / "candidates.parquet", urls)
+        download(str(candidates), str(tmp_path / "out"), allow_private_network=True, timeout=TIMEOUT,
+                 resize_mode="keep_ratio", image_size=32, show_progress=False)
+    good, small = read_rows(tmp_path / "out")
+    assert (small["status"], small["error_reason"]) == ("failed_to_resize", "image-under-5kb")  # the original's size
+    assert (good["width"], good["height"], good["original_width"], good["original_height"]) == (32, 32, 64, 64)
+    stored = read_tar_samples(tmp_path / "out")[good["key"]]["jpg"]
+    assert Image.open(io.BytesIO(stored)).size == (32, 32)
+    assert good["sha256"] == hashlib.sha256(GOOD_PNG).hexdigest()  # of the original bytes
