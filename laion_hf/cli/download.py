@@ -1,4 +1,4 @@
-"""``laion-hf download``: candidates -> img2dataset shards, with the success rate by reason."""
+"""``laion-hf download``: candidates -> img2dataset-layout shards, with the success rate by reason."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rich.table import Table
 
 from laion_hf.cli.app import app, console, stats_table
 from laion_hf.io.atomic import join
-from laion_hf.stages.download import MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES, REPORT_FILE, DownloadReport, download
+from laion_hf.download.options import BODY_BYTES_PER_PIXEL, DEADLINE_TIMEOUTS, MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES
+from laion_hf.stages.download import REPORT_FILE, DownloadReport, download
 
 
 def reason_table(report: DownloadReport) -> Table:
@@ -28,25 +29,29 @@ def reason_table(report: DownloadReport) -> Table:
 @app.command("download")
 def download_command(
     candidates: list[str] = typer.Argument(..., metavar="CANDIDATES... OUTPUT", help="Candidate parquet files or directories (url, caption, ...), then the output directory (only OUTPUT with --retry-failed)."),
-    allow_private_network: bool = typer.Option(False, "--allow-private-network", help="Also fetch URLs whose host resolves to a loopback, private or link-local address."),
+    allow_private_network: bool = typer.Option(False, "--allow-private-network", help="Also fetch URLs whose host resolves to a loopback, private, link-local or other non-global address."),
+    allow_network: list[str] = typer.Option([], "--allow-network", metavar="CIDR", help="Also fetch from this non-global network (repeatable), e.g. an internal mirror: 10.1.0.0/16."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Fetch again only the rows of OUTPUT whose status is not success; merge them in under their key."),
-    processes: int = typer.Option(1, "--processes", min=1, help="img2dataset download processes."),
+    processes: int = typer.Option(1, "--processes", min=1, help="Processes downloading shards in parallel."),
     threads: int = typer.Option(16, "--threads", min=1, help="Download threads per process."),
-    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds per request."),
-    retries: int = typer.Option(0, "--retries", min=0, help="img2dataset retries per URL."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds for each connect and each read."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", min=0.1, help=f"Seconds for a whole request, redirects and body included (default {DEADLINE_TIMEOUTS}x --timeout)."),
+    max_body_bytes: Optional[int] = typer.Option(None, "--max-body-bytes", min=1, help=f"Refuse bodies larger than this (default {BODY_BYTES_PER_PIXEL} bytes x --max-image-pixels: 256 MiB at LAION's limit)."),
+    max_redirects: int = typer.Option(10, "--max-redirects", min=0, help="Redirects followed per URL (each hop checked like the URL)."),
+    retries: int = typer.Option(0, "--retries", min=0, help="Extra attempts per URL after a network failure."),
     rows_per_shard: int = typer.Option(10_000, "--rows-per-shard", min=1, help="Candidates per output shard."),
     resize_mode: str = typer.Option("no", "--resize-mode", help="no (keep original bytes), keep_ratio, center_crop, border, keep_ratio_largest."),
     image_size: int = typer.Option(256, "--image-size", help="Target size when resizing."),
-    min_image_bytes: int = typer.Option(MIN_IMAGE_BYTES, "--min-image-bytes", help="Drop images with fewer bytes (original bytes only)."),
+    min_image_bytes: int = typer.Option(MIN_IMAGE_BYTES, "--min-image-bytes", help="Drop images with fewer bytes (as downloaded)."),
     max_image_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", help="Drop images with more pixels."),
     disallowed_header_directives: Optional[str] = typer.Option(None, "--disallowed-header-directives", help="Comma-separated X-Robots-Tag directives to honour (default: noai,noimageai,noindex,noimageindex; '' honours none)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes finalizing shards."),
+    workers: int = typer.Option(1, "--workers", min=1, hidden=True, help="Same as --processes (image checks now run in the downloading processes)."),
 ) -> None:
-    """Download candidate (url, caption) pairs with img2dataset into WebDataset shards (tar + parquet + stats)."""
+    """Download candidate (url, caption) pairs into img2dataset-layout WebDataset shards (tar + parquet + stats)."""
     *inputs, output_dir = candidates
     if not inputs and not retry_failed:
         raise typer.BadParameter("give at least one candidate file or directory, then OUTPUT")
-    extra = {}
+    extra: dict[str, object] = {}
     if disallowed_header_directives is not None:
         extra["disallowed_header_directives"] = tuple(d.strip() for d in disallowed_header_directives.split(",") if d.strip())
     report = download(
@@ -54,16 +59,19 @@ def download_command(
         output_dir,
         allow_private_network=allow_private_network,
         retry_failed=retry_failed,
-        processes=processes,
+        allowed_networks=tuple(allow_network),
+        processes=max(processes, workers),
         threads=threads,
         timeout=timeout,
+        deadline=deadline,
+        max_body_bytes=max_body_bytes,
+        max_redirects=max_redirects,
         retries=retries,
         rows_per_shard=rows_per_shard,
         resize_mode=resize_mode,
         image_size=image_size,
         min_image_bytes=min_image_bytes,
         max_image_pixels=max_image_pixels,
-        workers=workers,
         **extra,
     )
     console.print(stats_table("download", [report]))

@@ -1,14 +1,19 @@
-"""A loopback HTTP image server that behaves like the web a LAION download meets.
+"""A loopback HTTP(S) image server that behaves like the web a LAION download meets.
 
 The demo and the tests download from it instead of the internet: good images,
-missing ones (404), slow ones (client timeouts), redirects, images too small
-(< 5 KB) or too large (a valid PNG declaring more than 89,478,484 pixels yet
-only kilobytes on the wire), corrupt bytes, and images whose response carries
-``X-Robots-Tag: noai`` / ``noimageai``. Every request is logged so callers can
-assert which URLs were fetched (e.g. that ``--retry-failed`` only re-fetches
-failures, or that refused private addresses were never contacted).
+missing ones (404), slow ones (client timeouts), redirects and redirect
+chains, images too small (< 5 KB) or too large (a valid PNG declaring more
+than 89,478,484 pixels yet only kilobytes on the wire), corrupt bytes, images
+whose response carries ``X-Robots-Tag: noai`` / ``noimageai``, and hostile
+answers: a response dripped one byte at a time, a declared 1 TB
+``Content-Length``, an endless body. Every request is logged with its ``Host``
+header, and the bytes sent per path are counted, so callers can assert which
+URLs were fetched (e.g. that ``--retry-failed`` only re-fetches failures, or
+that refused addresses were never contacted) and that a client stopped reading.
 
-It binds 127.0.0.1 only, on a free port, and runs in a background thread::
+It binds a loopback address (127.0.0.1 unless told another, e.g. 127.0.0.2 for
+a second "host"), on a free port unless given one, optionally with TLS, in a
+background thread::
 
     with ImageServer() as server:
         url = server.image("/cat.jpg", jpeg_bytes)
@@ -19,15 +24,20 @@ It binds 127.0.0.1 only, on a free port, and runs in a background thread::
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 import struct
 import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 LAION_MAX_PIXELS = 89_478_484
+TERABYTE = 10**12
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -39,12 +49,25 @@ class Route:
     content_type: str = "application/octet-stream"
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0  # seconds to wait before answering (longer than the client's timeout = a timeout)
+    drip: float = 0.0  # seconds between single bytes of the whole response (status line included)
+    drip_for: float = 30.0  # ... and the server hangs up after this long, so a client without a deadline fails
+    declared_length: int | None = None  # a Content-Length to declare instead of the real one
+    stream_bytes: int = 0  # zero bytes sent after ``body`` in chunks, with no Content-Length (unless declared)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the server saw it."""
+
+    path: str
+    host: str | None  # the Host header
 
 
 @dataclass
 class _State:
     routes: dict[str, Route] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
+    log: list[Request] = field(default_factory=list)
+    sent: Counter[str] = field(default_factory=Counter)  # body and header bytes written, per path
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -81,6 +104,17 @@ def corrupt_image() -> bytes:
     return b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
 
 
+def _head(route: Route) -> bytes:
+    """Status line and headers, written by hand so a drip can send them byte by byte."""
+    lines = [f"HTTP/1.0 {route.status} {HTTPStatus(route.status).phrase}", f"Content-Type: {route.content_type}"]
+    if route.declared_length is not None:
+        lines.append(f"Content-Length: {route.declared_length}")
+    elif not route.stream_bytes:
+        lines.append(f"Content-Length: {len(route.body)}")
+    lines.extend(f"{name}: {value}" for name, value in route.headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "laion-hf-image-server"
     state: _State  # set on the per-server subclass
@@ -88,22 +122,34 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         path = self.path.split("?", 1)[0]
         with self.state.lock:
-            self.state.requests.append(path)
+            self.state.log.append(Request(path, self.headers.get("Host")))
             route = self.state.routes.get(path)
         if route is None:
             route = Route(status=404, body=b"not found", content_type="text/plain")
         if route.delay and self.state.stopping.wait(route.delay):
             return
-        self.send_response(route.status)
-        self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(len(route.body)))
-        for name, value in route.headers:
-            self.send_header(name, value)
-        self.end_headers()
         try:
-            self.wfile.write(route.body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (e.g. its timeout fired first)
+            if route.drip:
+                self._drip(path, _head(route) + route.body, route)
+            else:
+                self._send(path, _head(route) + route.body)
+                for start in range(0, route.stream_bytes, _CHUNK):
+                    if self.state.stopping.is_set():
+                        return
+                    self._send(path, bytes(min(_CHUNK, route.stream_bytes - start)))
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client gave up (its timeout, deadline or size limit fired first)
+
+    def _send(self, path: str, data: bytes) -> None:
+        self.wfile.write(data)
+        with self.state.lock:
+            self.state.sent[path] += len(data)
+
+    def _drip(self, path: str, data: bytes, route: Route) -> None:
+        for ticks in range(len(data)):
+            if ticks * route.drip > route.drip_for or self.state.stopping.wait(route.drip):
+                return
+            self._send(path, data[ticks : ticks + 1])
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (signature from http.server)
         """Silence per-request logging; the request log is :attr:`ImageServer.requests`."""
@@ -112,11 +158,17 @@ class _Handler(BaseHTTPRequestHandler):
 class ImageServer:
     """The routing table, the request log and the background HTTP server (a context manager)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"{host}: the image server binds loopback addresses only")
         self._state = _State()
         handler = type("Handler", (_Handler,), {"state": self._state})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -134,25 +186,41 @@ class ImageServer:
 
     # -- addresses and the request log -------------------------------------
     @property
-    def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def port(self) -> int:
+        return self._httpd.server_address[1]
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    @property
+    def base_url(self) -> str:
+        return f"{self._scheme}://{self._httpd.server_address[0]}:{self.port}"
+
+    def url(self, path: str, host: str | None = None) -> str:
+        """The URL of ``path``; with ``host``, spelled with that host name (or spelling) instead of the address."""
+        return (self.base_url if host is None else f"{self._scheme}://{host}:{self.port}") + path
 
     @property
     def requests(self) -> list[str]:
         """Paths requested so far, in arrival order (a copy)."""
         with self._state.lock:
-            return list(self._state.requests)
+            return [request.path for request in self._state.log]
+
+    @property
+    def hosts(self) -> list[str | None]:
+        """The ``Host`` header of each request so far, in arrival order."""
+        with self._state.lock:
+            return [request.host for request in self._state.log]
+
+    def bytes_sent(self, path: str) -> int:
+        """Bytes written so far in answers to ``path`` (headers included)."""
+        with self._state.lock:
+            return self._state.sent[path]
 
     def request_counts(self) -> Counter[str]:
         return Counter(self.requests)
 
     def clear_requests(self) -> None:
         with self._state.lock:
-            self._state.requests.clear()
+            self._state.log.clear()
+            self._state.sent.clear()
 
     # -- the routing table -------------------------------------------------
     def route(self, path: str, route: Route) -> str:
@@ -179,6 +247,25 @@ class ImageServer:
         """A redirect to ``target`` (a path on this server or an absolute URL)."""
         location = self.url(target) if target.startswith("/") else target
         return self.route(path, Route(status=status, headers=(("Location", location),), content_type="text/plain"))
+
+    def redirect_chain(self, path: str, hops: int, target: str) -> str:
+        """``hops`` redirects in a row, ``path`` -> ``path/1`` -> ... -> ``target``."""
+        chain = [path, *(f"{path}/{i}" for i in range(1, hops))]
+        for here, there in zip(chain, [*chain[1:], target]):
+            self.redirect(here, there)
+        return self.url(path)
+
+    def drip(self, path: str, data: bytes, interval: float = 0.2, give_up_after: float = 30.0) -> str:
+        """An image whose whole response comes one byte per ``interval`` (each read is quick; the whole never ends)."""
+        return self.route(path, Route(body=data, content_type=_content_type(data), drip=interval, drip_for=give_up_after))
+
+    def declares(self, path: str, length: int = TERABYTE, sent: int = 4 << 20) -> str:
+        """A 200 declaring a ``Content-Length`` of ``length`` (1 TB by default), then sending ``sent`` zero bytes."""
+        return self.route(path, Route(content_type="image/jpeg", declared_length=length, stream_bytes=sent))
+
+    def endless(self, path: str, size: int = 256 << 20) -> str:
+        """A 200 with no ``Content-Length`` whose body is ``size`` zero bytes (256 MiB by default)."""
+        return self.route(path, Route(content_type="image/jpeg", stream_bytes=size))
 
     def no_ai(self, path: str, data: bytes, directive: str = "noai") -> str:
         """An image whose response forbids AI use with ``X-Robots-Tag: <directive>``."""

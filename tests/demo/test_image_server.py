@@ -85,3 +85,76 @@ def test_corrupt_bytes_do_not_decode():
 def test_binds_loopback_only():
     with ImageServer() as server:
         assert server.base_url.startswith("http://127.0.0.1:")
+
+
+def test_requests_are_logged_with_their_host_header():
+    with ImageServer() as server:
+        url = server.image("/a.png", _png())
+        _get(url).read()
+        _get(server.url("/a.png", host="localhost")).read()
+        assert server.hosts == [f"127.0.0.1:{server.port}", f"localhost:{server.port}"]
+
+
+def test_redirect_chain_leads_to_the_target_hop_by_hop():
+    data = _png()
+    with ImageServer() as server:
+        server.image("/end.png", data)
+        url = server.redirect_chain("/start", 3, "/end.png")
+        with _get(url) as response:
+            assert response.read() == data
+        assert server.requests == ["/start", "/start/1", "/start/2", "/end.png"]
+
+
+def test_drip_sends_the_response_one_byte_at_a_time_then_gives_up():
+    with ImageServer() as server:
+        server.drip("/drip.png", b"x" * 1000, interval=0.05, give_up_after=0.5)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /drip.png HTTP/1.0\r\nHost: x\r\n\r\n")
+            first = sock.recv(100)
+            received = first
+            while chunk := sock.recv(100):
+                received += chunk
+        assert first == b"H"
+        assert len(received) > 1  # ... and it hung up before the headers were even complete
+        assert b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n".startswith(received)
+        assert server.bytes_sent("/drip.png") == len(received)
+
+
+def test_declared_length_and_endless_body():
+    with ImageServer() as server:
+        server.declares("/tb.jpg", length=10**12, sent=1000)
+        server.endless("/endless.jpg", size=300_000)
+        with _get(server.url("/tb.jpg")) as response:
+            assert response.headers["Content-Length"] == "1000000000000"
+            assert response.read(1000) == bytes(1000)
+        with _get(server.url("/endless.jpg")) as response:
+            assert response.headers["Content-Length"] is None
+            assert response.read() == bytes(300_000)
+
+
+def test_a_second_loopback_host_and_only_loopback():
+    with ImageServer() as first, ImageServer(host="127.0.0.2", port=first.port) as second:
+        second.image("/b.png", _png())
+        assert second.base_url == f"http://127.0.0.2:{first.port}"
+        _get(second.url("/b.png")).read()
+        assert (first.requests, second.requests) == ([], ["/b.png"])
+    with pytest.raises(ValueError, match="loopback addresses only"):
+        ImageServer(host="10.0.0.1")
+
+
+def test_tls_serves_the_certificate_it_is_given():
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(served)
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    data = _png()
+    with ImageServer(tls=served) as server:
+        url = server.image("/a.png", data).replace("127.0.0.1", "localhost")
+        assert url.startswith("https://localhost:")
+        with urllib.request.urlopen(url, timeout=5, context=trusted) as response:
+            assert response.read() == data

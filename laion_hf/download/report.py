@@ -1,0 +1,50 @@
+"""The run's account: rows in = successes + failures by reason, summed from every shard's done marker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from laion_hf.download.options import DownloadError
+from laion_hf.io.atomic import join, read_done, write_json
+from laion_hf.io.shards import discover_shards
+from laion_hf.stages.base import StageStats
+
+REPORT_FILE = "download_report.json"
+
+
+@dataclass
+class DownloadReport(StageStats):
+    """Rows in = successes + failures by reason, over every shard of the output, plus where it is."""
+
+    output_dir: str = ""
+    shards: list[str] = field(default_factory=list)
+    processed: int = 0  # rows this call handled: every candidate, or the retried failures
+
+    @property
+    def success_rate(self) -> float:
+        return self.kept / self.rows_in if self.rows_in else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "success_rate": round(self.success_rate, 4),
+            "output_dir": self.output_dir,
+            "shards": self.shards,
+            "processed": self.processed,
+        }
+
+
+def write_report(output_dir: str, processed: int, seconds: float) -> DownloadReport:
+    """Sum the done markers of ``output_dir`` into ``download_report.json``; every shard must be finished."""
+    shards = discover_shards(output_dir)
+    report = DownloadReport("download", output_dir=output_dir, shards=[s.name for s in shards], processed=processed)
+    for shard in shards:
+        recorded = read_done(output_dir, shard.name)
+        if recorded is None:
+            raise DownloadError(f"{shard.parquet}: shard is not finished; re-run the download to resume")
+        report.merge(StageStats.from_dict(recorded["stages"][0]))
+    report.check()
+    report.seconds = seconds  # wall clock of this call
+    write_json(join(output_dir, REPORT_FILE), report.to_dict())
+    return report

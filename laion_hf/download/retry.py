@@ -1,0 +1,46 @@
+"""Retry only the failures of a finished download, merging each shard in place under the same keys.
+
+A shard's rows whose status is not ``success`` are fetched again; the shard's
+tar, parquet and stats are then rewritten (atomically, in key order) with the
+other rows and samples exactly as they were. Tar samples of every retried key
+are dropped before the new successes are added, so a merge interrupted
+between its renames and run again never leaves a key twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from laion_hf.download.options import SUCCESS, DownloadOptions
+from laion_hf.download.shard import RESULT_SCHEMA, KeyOrderedTar, fetch_rows, fetcher_for, scratch_dir, write_shard
+from laion_hf.io.atomic import mark_done
+from laion_hf.io.shards import Shard
+from laion_hf.io.tar import iter_members, sample_key
+from laion_hf.schema import require_columns
+
+
+def retry_shard(shard: Shard, output_dir: str, options: DownloadOptions) -> int:
+    """Fetch the failed rows of ``shard`` again and merge them in; returns how many rows were retried."""
+    started = time.perf_counter()
+    table = pq.read_table(shard.parquet)
+    require_columns(table.column_names, ["url", "caption", "key", "status"], shard.parquet)
+    failed = pc.fill_null(pc.not_equal(table["status"], SUCCESS), True)
+    retried = table.filter(failed)
+    if retried.num_rows == 0:
+        return 0
+    retried_keys = set(retried["key"].to_pylist())
+    candidates = retried.select([n for n in retried.column_names if n == "key" or n not in RESULT_SCHEMA.names])
+    with fetcher_for(options) as fetcher, KeyOrderedTar(scratch_dir(output_dir)) as samples:
+        if shard.tar is not None:
+            for info, data in iter_members(shard.tar):
+                if sample_key(info.name) not in retried_keys:
+                    samples.copy(sample_key(info.name), info, data)
+        results = fetch_rows(candidates, samples, options, fetcher)
+        merged = pa.concat_tables([table.filter(pc.invert(failed)), results.select(table.column_names).cast(table.schema)])
+        stats = write_shard(output_dir, shard.name, merged, samples, started)
+    mark_done(output_dir, shard.name, stats)
+    return retried.num_rows
