@@ -13,7 +13,7 @@ with it is complete. The factory is chosen by size the way autofaiss chooses
 ``Flat`` for small sets (exact), then an inverted file (IVF, 4*sqrt(n) lists
 rounded to a power of two) whose codes are the largest that fit
 ``max_memory``: fp16 scalars (lossless against the fp16 embeddings), 8-bit
-scalars, then OPQ + product quantisation. The coarse quantiser is trained on a
+scalars, then OPQ + product quantisation (without faiss's polysemous training). The coarse quantiser is trained on a
 random sample (40 points per list) and vectors are added a chunk at a time,
 so memory is the index plus one chunk. The number of lists probed is tuned
 until recall@10 against exact search reaches ``target_recall`` (plus a margin)
@@ -118,7 +118,7 @@ def choose_factory(rows: int, dimension: int, max_memory: int = DEFAULT_MAX_MEMO
             return f"{coarse},{codes}"
     for m in (256, 128, 64, 48, 32, 24, 16, 8, 4):
         if m < dimension and dimension % m == 0 and rows * (m + 8) + centroids + dimension**2 * 4 <= max_memory:
-            return f"OPQ{m},{coarse},PQ{m}x8"
+            return f"OPQ{m},{coarse},PQ{m}x8np"  # np: no polysemous training (minutes of annealing, unused here)
     raise KnnIndexError(f"{rows:,} vectors of dimension {dimension} do not fit in {max_memory:,} bytes even as PQ4 codes; "
                       "raise --max-memory")
 
@@ -223,9 +223,10 @@ def _tune(index, probe: _RecallProbe, target: float) -> str:
     """The fewest lists probed (doubling) whose recall reaches ``target``, or where recall stops improving."""
     import faiss
 
-    if not isinstance(index, faiss.IndexPreTransform) and not hasattr(index, "nprobe"):
-        return ""  # exact: nothing to tune
-    lists = faiss.extract_index_ivf(index).nlist
+    try:
+        lists = faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return ""  # not an inverted file (Flat): exact, nothing to tune
     nprobe, previous = 1, -1.0
     while True:
         params = _search_params(index, nprobe)

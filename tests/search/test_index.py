@@ -34,7 +34,7 @@ def test_factory_follows_size_and_memory_budget():
     assert choose_factory(200_000, 64) == "IVF2048,SQfp16"
     assert choose_factory(1_000_000, 768) == "IVF4096,SQfp16"
     # 100M ViT-L/14 rows: fp16 (154 GB) and 8-bit (78 GB) codes exceed 16 GB, 128-byte PQ codes fit
-    assert choose_factory(100_000_000, 768) == "OPQ128,IVF32768_HNSW32,PQ128x8"
+    assert choose_factory(100_000_000, 768) == "OPQ128,IVF32768_HNSW32,PQ128x8np"
     assert choose_factory(1_000_000, 768, max_memory=1 << 30) == "IVF4096,SQ8"
     with pytest.raises(KnnIndexError, match="do not fit in 1,000 bytes"):
         choose_factory(1_000_000, 768, max_memory=1000)
@@ -61,6 +61,19 @@ def test_recall_at_10_against_exact_search_on_200k_vectors(tmp_path):
     _, found = index.search("image", queries, 10)
     recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact)])
     assert recall >= 0.95, recall
+
+
+def test_quantised_and_hnsw_coarse_factories_build_tune_and_open(tmp_path):
+    vectors = random_vectors(11_000, 16, clusters=50, spread=1.0, seed=8)
+    write_embedding_folder(tmp_path / "emb", vectors, _metadata(11_000))
+    for factory in ("IVF16,PQ4x8np", "IVF16_HNSW32,SQ8"):
+        info = build_index(tmp_path / "emb", tmp_path / "index", model="laion-hf-tiny", factory=factory, threads=1)
+        entry = info.indices["image"]
+        assert entry.factory == factory and entry.search_params.startswith("nprobe=")
+        assert ("quantizer_efSearch" in entry.search_params) == ("HNSW" in factory)
+        index = KnnIndex(tmp_path / "index")
+        _, ids = index.search("image", vectors[:5], 10)
+        assert 0 < entry.recall_at_10 <= 1 and all(row in found for row, found in enumerate(ids))
 
 
 def test_metadata_is_aligned_row_for_row_across_shards(tmp_path):
