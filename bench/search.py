@@ -46,7 +46,7 @@ def main() -> None:
     from laion_hf.search.index import KnnIndex, build_index
     from laion_hf.search.synthetic import random_vectors, write_embedding_folder
 
-    clusters = 10_000 if args.kind == "clustered" else 0
+    clusters = args.rows // 200 if args.kind == "clustered" else 0  # 200 rows a concept, as in tests/search
     vectors = random_vectors(args.rows + args.queries, args.dim, clusters=clusters, spread=1.2, seed=0)
     queries, vectors = vectors[args.rows :], vectors[: args.rows]
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
