@@ -111,7 +111,14 @@ def serve_command(
     """Serve a local search page and a knn-service style JSON API over the given indices."""
     from laion_hf.search.server import SearchServer
 
-    with SearchServer(indices, host=host, port=port, safe_limit=safe_limit, images=images) as server:
+    server = SearchServer(indices, host=host, port=port, safe_limit=safe_limit, images=images)
+    try:
+        for searcher in server.searchers.values():
+            searcher.load_model()  # the first query is then fast, and a model mismatch stops here
+    except BaseException:
+        server.stop()
+        raise
+    with server:
         if host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can search these indices")
         console.print(f"search page: {server.url}  (Ctrl-C to stop)")

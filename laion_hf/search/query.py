@@ -85,6 +85,10 @@ class Searcher:
         self._models: dict[bool, Any] = {}
         self._lock = threading.Lock()
 
+    def load_model(self, multilingual: bool = False):
+        """Load (once) and check the index's CLIP; `serve` calls it at start so a wrong model fails early."""
+        return self._model(multilingual)
+
     def _model(self, multilingual: bool = False):
         """The index's CLIP (with the multilingual encoder that goes with it when asked), checked once."""
         from laion_hf.models.clip import load_clip

@@ -90,7 +90,8 @@ class SearchServer:
             self._thread.join(0.5)  # wake up regularly so Ctrl-C reaches the main thread
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever(), which may never have started
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def __enter__(self) -> SearchServer:

@@ -85,3 +85,15 @@ def test_an_index_pushed_next_to_its_dataset_is_searched_from_the_hub(demo_index
         download_index("hf://datasets/tester/demo/filtered")
     with pytest.raises(HubIndexError, match="hf://datasets/tester/absent/index: "):
         download_index("hf://datasets/tester/absent/index")
+
+
+@pytest.mark.slow
+def test_serve_refuses_an_index_whose_model_weights_differ(demo_index, tmp_path, cli):
+    forged = tmp_path / "forged"
+    shutil.copytree(demo_index.index, forged)
+    info = json.loads((forged / "index_info.json").read_text())
+    info["model"]["checksums"] = {"other.safetensors": "0" * 64}
+    (forged / "index_info.json").write_text(json.dumps(info))
+    code, out, err = cli("serve", forged, "--port", "0")
+    assert code == 2 and "are not the ones the index recorded" in err
+    assert "search page" not in out
