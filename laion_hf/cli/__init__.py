@@ -23,6 +23,7 @@ from laion_hf.cli import score as _score  # noqa: E402,F401  (score)
 from laion_hf.cli import download as _download  # noqa: E402,F401  (download)
 from laion_hf.cli import filter as _filter  # noqa: E402,F401  (filter)
 from laion_hf.cli import dedup as _dedup  # noqa: E402,F401  (dedup)
+from laion_hf.cli import search as _search  # noqa: E402,F401  (index, search, serve)
 
 
 def main() -> None:
