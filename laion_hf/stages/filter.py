@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laion_hf.io.atomic import atomic_path, join
-from laion_hf.io.samples import IMAGE, IMAGE_EXT, load_shard_stages, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.samples import IMAGE, IMAGE_EXT, image_shards, load_shard_stages, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
 from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
@@ -204,7 +204,7 @@ def filter_shards(
     embed = ClipEmbed(model, pretrained=pretrained, multilingual=multilingual, batch_size=batch_size,
                       workers=workers, device=device, precision=precision)
     stages: list[Stage] = [embed, SimilarityFilter(threshold, multilingual_threshold)]
-    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    shards = image_shards(input_dir)
     embed.setup()  # load the model once, outside the timed part
     started = time.perf_counter()
     process = partial(filter_shard, output_dir=output_dir, stages=stages,

@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from laion_hf.errors import UserError
-from laion_hf.io.samples import IMAGE, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.samples import IMAGE, image_shards, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.models import heads
 from laion_hf.models.clip import TINY, WEIGHTS_DIR
 from laion_hf.runners.local import run_shards
@@ -291,9 +291,7 @@ def score_shards(
 
     Returns ``{"shards": n, "stages": [merged StageStats dicts], "output_dir": ...}``.
     """
-    shards = discover_shards(input_dir)
-    if not shards:
-        raise UserError(f"{input_dir}: no shards found")
+    shards = image_shards(input_dir)
     stages: list[Stage] = [ScoreStage(nsfw, aesthetic, watermark, clip, clip_pretrained)]
     if drop_above or drop_below:
         stages.append(ThresholdStage(dict(drop_above or {}), dict(drop_below or {})))
