@@ -27,6 +27,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import fsspec
@@ -74,69 +75,90 @@ def read_sidecar(shard: Shard) -> pa.Table:
         return pq.read_table(shard.parquet)
 
 
-def sample_rows(metadata: pa.Table, source: str) -> tuple[list[str | None], list[int]]:
-    """The sidecar's keys (as strings), and the rows that stand for a sample, in key order.
+@dataclass
+class ShardIndex:
+    """A shard's sidecar and tar index, checked against each other: what :func:`read_sample_batches` streams.
 
-    A sample row is one whose ``status`` is ``success``, or every row when the
-    sidecar has no status column (LAION metadata, our own stage outputs keep
-    only successes). These rows are a shard's *rows in*: counting them from the
-    tar instead would let a cut tar lose rows silently.
+    ``rows`` are the sidecar's *sample rows* in key order: those whose
+    ``status`` is ``success``, or every row when there is no status column
+    (LAION metadata; our own stage outputs keep only successes). They are the
+    shard's rows in: counted from the tar instead, a cut tar would lose rows
+    without a trace. A tar sample that the sidecar does not record as a
+    success, and a key in two rows, are refused (:class:`MissingSampleError`);
+    a cut or damaged tar is a :class:`~laion_hf.io.tar.CorruptTarError`.
     """
-    columns = require_columns(metadata.column_names, ["key"], source)
-    try:
-        keys = metadata[columns["key"]].cast(pa.string()).to_pylist()
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SchemaError(f"{source}: column {columns['key']} is {metadata.schema.field(columns['key']).type}, "
-                          f"not a string key ({exc})") from None
-    status = resolve_columns(metadata.column_names, ["status"])["status"]
-    if status is None:
-        rows = list(range(metadata.num_rows))
-    else:
-        rows = pc.indices_nonzero(pc.fill_null(pc.equal(metadata[status].cast(pa.string()), SUCCESS), False))
-        rows = rows.to_pylist()
-    return keys, sorted(rows, key=lambda row: keys[row] or "")
 
+    shard: Shard
+    metadata: pa.Table
+    keys: list[str | None]
+    rows: list[int]
+    members: SampleIndex
 
-def _check_shard(shard: Shard, keys: list[str | None], rows: list[int], index: SampleIndex) -> None:
-    """Refuse a shard whose tar holds a sample the sidecar does not stand behind (or names a key twice)."""
-    row_of: dict[str | None, int] = {}
-    for row, key in enumerate(keys):
-        if row_of.setdefault(key, row) != row:
-            raise MissingSampleError(f"{shard.parquet}: key {key} is in more than one row")
-    sample_keys = {keys[row] for row in rows}
-    for key in index:
-        if key not in row_of:
-            raise MissingSampleError(f"{shard.tar}: sample {key} is not in {shard.parquet}")
-        if key not in sample_keys:
-            raise MissingSampleError(
-                f"{shard.tar}: sample {key} is in the tar, but {shard.parquet} does not record it as a success"
-            )
+    @classmethod
+    def read(cls, shard: Shard) -> ShardIndex:
+        if shard.tar is None:
+            raise UserError(f"{shard.parquet}: no tar shard beside it ({shard.name}.tar)")
+        metadata = read_sidecar(shard)
+        columns = require_columns(metadata.column_names, ["key"], shard.parquet)
+        try:
+            keys = metadata[columns["key"]].cast(pa.string()).to_pylist()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"{shard.parquet}: column {columns['key']} is "
+                              f"{metadata.schema.field(columns['key']).type}, not a sample key ({exc})") from None
+        status = resolve_columns(metadata.column_names, ["status"])["status"]
+        if status is None:
+            rows = list(range(metadata.num_rows))
+        else:
+            success = pc.fill_null(pc.equal(metadata[status].cast(pa.string()), SUCCESS), False)
+            rows = pc.indices_nonzero(success).to_pylist()
+        index = cls(shard, metadata, keys, sorted(rows, key=lambda row: keys[row] or ""), index_samples(shard.tar))
+        index._check()
+        return index
+
+    def _check(self) -> None:
+        row_of: dict[str | None, int] = {}
+        for row, key in enumerate(self.keys):
+            if row_of.setdefault(key, row) != row:
+                raise MissingSampleError(f"{self.shard.parquet}: key {key} is in more than one row")
+        sample_keys = {self.keys[row] for row in self.rows}
+        for key in self.members:
+            if key not in row_of:
+                raise MissingSampleError(f"{self.shard.tar}: sample {key} is not in {self.shard.parquet}")
+            if key not in sample_keys:
+                raise MissingSampleError(
+                    f"{self.shard.tar}: sample {key} is in the tar, but {self.shard.parquet} does not record it as a success"
+                )
+
+    def image_extension(self, row: int) -> str | None:
+        """The extension of the image member of a sample row, None if the tar has none."""
+        members = self.members.get(self.keys[row], {})
+        return next((e for e in IMAGE_EXTENSIONS if e in members), None)
+
+    def missing_images(self) -> list[str | None]:
+        """Keys of the sample rows whose image is not in the tar (in key order)."""
+        return [self.keys[row] for row in self.rows if self.image_extension(row) is None]
 
 
 def read_sample_batches(shard: Shard, batch_size: int = 256) -> Iterator[pa.Table]:
     """Stream the samples of an img2dataset-layout shard as Arrow batches, in key order.
 
-    Each row is a sample row of the sidecar (see :func:`sample_rows`) plus its
+    Each row is a sample row of the sidecar (see :class:`ShardIndex`) plus its
     original image bytes. A row whose sample has no image in the tar comes
     marked ``missing-image`` (image null), so it is counted as removed, never
-    lost; a cut or damaged tar is a :class:`~laion_hf.io.tar.CorruptTarError`
-    naming it. Key order (not the tar's order, which is the order a download
+    lost. Key order (not the tar's order, which is the order a download
     happened to finish) makes model batches, and so scores, reproducible.
     Memory holds one shard's metadata and tar index and one batch of images.
     """
-    if shard.tar is None:
-        raise UserError(f"{shard.parquet}: no tar shard beside it ({shard.name}.tar)")
-    metadata = read_sidecar(shard)
-    keys, rows = sample_rows(metadata, shard.parquet)
-    index = index_samples(shard.tar)
-    _check_shard(shard, keys, rows, index)
+    index = ShardIndex.read(shard)
     with fsspec.open(shard.tar, "rb") as raw:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            members = [index.get(keys[row], {}) for row in chunk]
-            extensions = [next((e for e in IMAGE_EXTENSIONS if e in m), None) for m in members]
-            images = [read_span(raw, m[e], shard.tar) if e else None for m, e in zip(members, extensions)]
-            batch = metadata.take(pa.array(chunk, pa.int64()))
+        for start in range(0, len(index.rows), batch_size):
+            rows = index.rows[start : start + batch_size]
+            extensions = [index.image_extension(row) for row in rows]
+            images = [
+                read_span(raw, index.members[index.keys[row]][ext], shard.tar) if ext else None
+                for row, ext in zip(rows, extensions)
+            ]
+            batch = index.metadata.take(pa.array(rows, pa.int64()))
             batch = batch.append_column(IMAGE, pa.array(images, pa.binary()))
             batch = batch.append_column(IMAGE_EXT, pa.array(extensions, pa.string()))
             if None in extensions:
