@@ -32,3 +32,12 @@ def reading(path: str, what: str = "file") -> Iterator[None]:
         raise
     except (OSError, ValueError, EOFError) as exc:
         raise UnreadableFileError(f"{path}: cannot read {what} ({exc})") from exc
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """``PATH: reason`` for an OS error on a named path (a read-only or missing OUTPUT, a file where a folder
+    should be), None for one without a path (those are not the user's to fix)."""
+    if exc.filename is None:
+        return None
+    target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else f"{exc.filename}"
+    return f"{target}: {exc.strerror or type(exc).__name__}"

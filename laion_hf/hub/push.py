@@ -211,6 +211,7 @@ def copy_folder(folder: str | Path, target: str) -> PushResult:
     """
     root = Path(folder)
     paths = local_files(root)
+    check_card(root / "README.md")
     fs, inner = filesystem(target)
     result = PushResult(target=target)
     for path in paths:

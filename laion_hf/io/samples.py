@@ -39,7 +39,7 @@ from laion_hf.errors import UserError, reading
 from laion_hf.io.atomic import atomic_path, join, write_json
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import SampleIndex, add_member, index_samples, read_span
-from laion_hf.schema import SchemaError, require_columns, resolve_columns
+from laion_hf.schema import require_columns, require_text_columns, resolve_columns
 from laion_hf.stages.base import Stage, StageStats, alive_mask, count_reasons, mark_dropped, split_kept
 
 IMAGE = "image"
@@ -100,11 +100,8 @@ class ShardIndex:
             raise UserError(f"{shard.parquet}: no tar shard beside it ({shard.name}.tar)")
         metadata = read_sidecar(shard)
         columns = require_columns(metadata.column_names, ["key"], shard.parquet)
-        try:
-            keys = metadata[columns["key"]].cast(pa.string()).to_pylist()
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SchemaError(f"{shard.parquet}: column {columns['key']} is "
-                              f"{metadata.schema.field(columns['key']).type}, not a sample key ({exc})") from None
+        require_text_columns(metadata.schema, shard.parquet)
+        keys = metadata[columns["key"]].cast(pa.string()).to_pylist()
         status = resolve_columns(metadata.column_names, ["status"])["status"]
         if status is None:
             rows = list(range(metadata.num_rows))

@@ -54,7 +54,7 @@ from PIL import Image
 
 from laion_hf.errors import UserError
 from laion_hf.hashing import laion_hash_array
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
+from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
 from laion_hf.io.samples import IMAGE, image_shards, load_shard_stages, read_sample_batches, transform_shard
 from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
@@ -317,6 +317,7 @@ def _decide_run(
     fs, inner = filesystem(summary)
     if fs.exists(inner):
         return
+    remove_stale_temporaries(decisions_dir)
     signatures = pa.concat_tables(
         [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
     )
