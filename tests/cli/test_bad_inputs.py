@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.cli import main
 from laion_hf.demo.wat import Image, Page, write_wat
 from laion_hf.synthetic.shards import write_shards
 from tests.damaged_shards import cut_tar
+from tests.entry_point import run_entry_point
 
 IMAGE_COMMANDS = ("filter", "score", "dedup", "clean", "publish", "build")
 #: What each command is given: INPUT and OUTPUT are filled per case.
@@ -176,15 +176,6 @@ def case(command: str, kind: str, inputs: Inputs, tmp_path: Path) -> tuple[list[
 # -- running a command -------------------------------------------------------------------------------
 
 
-def run_in_process(monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["laion-hf", *argv])
-    monkeypatch.setenv("COLUMNS", "1000")
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code or 0, captured.out + captured.err
-
-
 def _without_dac_override() -> list[str]:
     """A prefix that runs a command as root *without* CAP_DAC_OVERRIDE, so file modes apply to it."""
     if os.geteuid() != 0:
@@ -237,7 +228,7 @@ def test_a_bad_input_is_a_clear_error(command, kind, inputs, tmp_path, monkeypat
     if kind == "output-read-only":
         code, text = run_subprocess(argv)
     else:
-        code, text = run_in_process(monkeypatch, capsys, argv)
+        code, text = run_entry_point(monkeypatch, capsys, *argv)
     text = " ".join(text.split())  # rich wraps long paths
     assert "Traceback" not in text, text
     assert code == 2, text

@@ -10,11 +10,11 @@ import textwrap
 import pytest
 from huggingface_hub import HfApi
 
-from laion_hf.cli import main
 from laion_hf.hub.errors import HubAuthError, HubError, HubRateLimitError
 from laion_hf.hub.load import laion_metadata_files, webdataset_urls
 from laion_hf.hub.publish import publish_folder
 from laion_hf.hub.push import copy_folder, local_files, push_folder
+from tests.entry_point import run_entry_point
 
 
 def _sources(variants):
@@ -176,21 +176,12 @@ def test_broken_card_is_refused_before_uploading(hub, tmp_path):
     assert ("dataset", "laion-hf/broken") not in hub.repos
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["laion-hf", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "1000")
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code or 0, captured.out + captured.err
-
-
 def test_a_token_the_server_echoes_is_not_printed(hub, variants, tmp_path, monkeypatch, capsys):
     """A proxy that echoes the Authorization header in its error body must not get the token onto the screen."""
     folder = tmp_path / "hub"
     publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
     hub.faults.echo_authorization_path = r"/api/repos/create"
-    code, output = run_cli(monkeypatch, capsys, "push", folder, "laion-hf/echo")
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/echo")
     assert (code, "Traceback" in output) == (2, False)
     assert "the Hub answered HTTP 500: request rejected (you sent Bearer [token])" in output
     assert hub.token not in output
@@ -218,11 +209,11 @@ def test_an_upload_cut_mid_body_names_the_file_and_a_rerun_resumes(hub, variants
     publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
     hub.faults.drop_after_completed_uploads = 2
     hub.faults.drop_upload_after_bytes = 3000
-    code, output = run_cli(monkeypatch, capsys, "push", folder, "laion-hf/cut", "--files-per-commit", "2")
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/cut", "--files-per-commit", "2")
     output = " ".join(output.split())
     assert (code, "Traceback" in output) == (2, False)
     assert re.search(r"error: laion-hf/cut: the upload of research(-safe)?/train-\d{5}-of-\d{5}\.tar to http://127\.0\.0\.1:\d+ "
                      r"failed \(.*\); re-run the same command to resume \(files already committed are skipped\)", output), output
     hub.faults.drop_upload_after_bytes = None
-    code, output = run_cli(monkeypatch, capsys, "push", folder, "laion-hf/cut")
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/cut")
     assert code == 0 and hub.files("laion-hf/cut") == {p: (folder / p).read_bytes() for p in local_files(folder)}
