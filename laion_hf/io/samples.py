@@ -276,7 +276,8 @@ def transform_shard(
     with SampleShardWriter(output_dir, shard.name, sidecar) as writer:
         for batch in read_sample_batches(shard, batch_size):
             arrived_marked = batch.filter(pc.invert(alive_mask(batch)))
-            stats[0].add_batch(rows_in=arrived_marked.num_rows, kept=0, dropped=count_reasons(arrived_marked))
+            if stats:  # a copy without stages has no counts; its removed rows are still in the audit file
+                stats[0].add_batch(rows_in=arrived_marked.num_rows, kept=0, dropped=count_reasons(arrived_marked))
             for stage, stage_stats in zip(stages, stats):
                 alive = alive_mask(batch)
                 started = time.perf_counter()

@@ -169,3 +169,12 @@ def test_image_shards_refuses_a_parquet_without_its_tar(tmp_path):
         image_shards(str(tmp_path / "empty"))
     with pytest.raises(UserError, match="nothing-here: not a directory"):
         image_shards(str(tmp_path / "nothing-here"))
+
+
+def test_a_copy_without_stages_audits_a_lost_sample(tmp_path):
+    make_shard(tmp_path / "in", KEYS, CAPTIONS)
+    drop_sample(tmp_path / "in" / "00000.tar", KEYS[1])
+    assert transform_shard(discover_shards(str(tmp_path / "in"))[0], str(tmp_path / "out"), [])["stages"] == []
+    removed = pq.read_table(tmp_path / "out" / "00000_removed.parquet")
+    assert removed.select(["key", "drop_reason"]).to_pylist() == [{"key": KEYS[1], "drop_reason": MISSING_IMAGE}]
+    assert sorted(dict(iter_samples(str(tmp_path / "out" / "00000.tar")))) == [k for k in KEYS if k != KEYS[1]]
