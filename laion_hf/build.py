@@ -37,8 +37,8 @@ from laion_hf.clean.lists import load_removal_sets
 from laion_hf.clean.removal import RemovalStage, keyword_pattern, load_keywords
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
-from laion_hf.io.samples import SidecarFactory, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.samples import SidecarFactory, image_shards, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.recipes import ConfigSpec, Recipe
 from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
 from laion_hf.runners.local import run_shards
@@ -144,17 +144,6 @@ def merge_shard_records(records: dict[str, dict[str, Any]], stage_names: Sequenc
     for total in totals:
         total.check()
     return totals
-
-
-def image_shards(directory: str) -> list[Shard]:
-    """The img2dataset-layout shards of a step's output (``_removed`` audit files are not shards)."""
-    try:
-        shards = [s for s in discover_shards(directory) if s.tar is not None]
-    except FileNotFoundError as exc:
-        raise BuildError(f"{exc}") from exc
-    if not shards:
-        raise BuildError(f"{directory}: no image shards (NNNNN.tar + NNNNN.parquet)")
-    return shards
 
 
 # ---------------------------------------------------------------- options and report

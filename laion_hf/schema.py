@@ -109,7 +109,28 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
 
 
 class SchemaError(UserError, ValueError):
-    """A file lacks columns that the requested operation needs."""
+    """A file lacks columns that the requested operation needs, or holds one of the wrong type."""
+
+
+#: Columns that hold text in every LAION family and in img2dataset sidecars.
+TEXT_FIELDS = ("url", "caption", "key", "status")
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+
+
+def require_text_columns(schema: pa.Schema, source: str) -> None:
+    """Raise :class:`SchemaError` naming ``source`` if its url / caption / key / status column is not text.
+
+    A copy whose ``url`` holds numbers would otherwise fail deep inside a
+    hash or a cast, far from the file that caused it.
+    """
+    for name in resolve_columns(schema.names, TEXT_FIELDS).values():
+        if name is not None and not _is_text(schema.field(name).type):
+            raise SchemaError(f"{source}: column {name} is {schema.field(name).type}, not text")
 
 
 def resolve_columns(names: Iterable[str], fields: Iterable[str]) -> dict[str, str | None]:

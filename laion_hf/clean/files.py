@@ -16,6 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import filesystem
+from laion_hf.schema import require_text_columns
 
 
 class CorruptParquetError(UserError, ValueError):
@@ -29,11 +30,14 @@ def arrow_location(path: str) -> tuple[str, fsspec.AbstractFileSystem | None]:
 
 
 def open_parquet(path: str) -> pq.ParquetFile:
+    """Open a parquet file; a damaged one, or one whose text columns are not text, raises naming ``path``."""
     where, fs = arrow_location(path)
     try:
-        return pq.ParquetFile(where, filesystem=fs)
+        parquet = pq.ParquetFile(where, filesystem=fs)
     except (pa.ArrowException, OSError) as exc:
         raise CorruptParquetError(f"{path}: unreadable parquet ({exc})") from exc
+    require_text_columns(parquet.schema_arrow, path)
+    return parquet
 
 
 def parquet_writer(path: str, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:

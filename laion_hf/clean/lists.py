@@ -113,14 +113,14 @@ def _pick_column(names: Sequence[str], kind: str, path: str) -> str:
 
 def _text_values(path: str) -> Iterator[tuple[str, str]]:
     """(``line N``, raw) for each non-blank, non-comment line of a text list."""
-    with fsspec.open(path, "r", encoding="utf-8") as f:
+    with fsspec.open(path, "r", encoding="utf-8-sig") as f:  # -sig: lists exported on Windows start with a BOM
         for number, line in enumerate(f, start=1):
             if line.strip() and not line.lstrip().startswith("#"):
                 yield f"line {number}", line.rstrip("\n")
 
 
 def _csv_values(path: str, kind: str) -> Iterator[tuple[str, str]]:
-    with fsspec.open(path, "r", encoding="utf-8", newline="") as f:
+    with fsspec.open(path, "r", encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:

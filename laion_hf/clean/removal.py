@@ -65,7 +65,7 @@ def resolve_threshold(variant: str | None, threshold: float | None) -> float | N
 def load_keywords(path: str) -> list[str]:
     """Keywords from a text file, one a line (blank lines and ``#`` comments ignored)."""
     try:
-        with fsspec.open(path, "r", encoding="utf-8") as f:
+        with fsspec.open(path, "r", encoding="utf-8-sig") as f:
             return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read keyword file ({exc})") from exc

@@ -68,7 +68,7 @@ def dictionary_columns(table: pa.Table, max_distinct_ratio: float = 0.5, sample_
     chosen = []
     table = table.slice(0, sample_rows)
     for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_nested(column.type) or table.num_rows == 0:
+        if pa.types.is_nested(column.type) or pa.types.is_null(column.type) or table.num_rows == 0:
             continue
         if pc.count_distinct(column).as_py() <= max_distinct_ratio * table.num_rows:
             chosen.append(name)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from laion_hf.cli.app import app
-from laion_hf.errors import UserError
+from laion_hf.errors import UserError, os_error_message
 
 # Command modules register themselves on `app` when imported.
 from laion_hf.cli import build as _build  # noqa: E402,F401  (build)
@@ -27,9 +28,18 @@ from laion_hf.cli import search as _search  # noqa: E402,F401  (index, search, s
 
 
 def main() -> None:
-    """Entry point: user errors become one clear line on stderr and exit code 2."""
+    """Entry point: user errors, and OS errors on a named path, become one clear line on stderr and exit code 2."""
     try:
         app()
     except UserError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(2)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from laion_hf.errors import UserError
 from laion_hf.stages.base import StageStats
 
 app = typer.Typer(
@@ -50,3 +53,19 @@ def stats_table(title: str, rows: Iterable[StageStats]) -> Table:
             f"{stats.seconds:.1f}",
         )
     return table
+
+
+def check_output_dir(output: str | os.PathLike) -> None:
+    """Refuse, before any work (model loading, downloads), a local OUTPUT that is a file or cannot be written.
+
+    Checks OUTPUT or, if it does not exist yet, the nearest folder it would be
+    created in. fsspec URLs are left to the filesystem.
+    """
+    if "://" in str(output):
+        return
+    target = Path(output).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: a file, not a folder (OUTPUT {output})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: not writable (OUTPUT {output})")

@@ -6,7 +6,7 @@ import typer
 
 from laion_hf.build import STEPS, Build, BuildOptions, BuildReport
 from laion_hf.clean.lists import parse_spec
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.errors import UserError
 from laion_hf.recipes import load_recipe, parse_override
 
@@ -42,6 +42,7 @@ def build_command(
     if len(paths) < 2:
         raise UserError("build needs at least one INPUT and an OUTPUT directory")
     *inputs, output = paths
+    check_output_dir(output)
     loaded = load_recipe(recipe, dict(parse_override(o) for o in overrides))
     options = BuildOptions(
         inputs=inputs,

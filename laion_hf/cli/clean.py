@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.clean import KINDS, REPORT_NAME, CleanOptions, CleanReport, clean_copy, parse_spec, verify_copy
 from laion_hf.io.atomic import join
 
@@ -55,6 +55,7 @@ def clean_command(
     batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per streamed batch."),
 ) -> None:
     """Remove listed / flagged samples from an existing LAION copy (metadata parquet and img2dataset tars)."""
+    check_output_dir(output_dir)
     options = CleanOptions(
         remove=tuple(parse_spec(spec) for spec in remove),
         keep_reference=keep_reference,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.io.atomic import join
 from laion_hf.stages.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_EMBEDDING_DISTANCE, REPORT_FILE, dedup_shards
 
@@ -23,6 +23,7 @@ def dedup_command(
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
 ) -> None:
     """Remove duplicates across the whole run: the first row by (shard, key) is kept, the others name it in duplicate_of."""
+    check_output_dir(output_dir)
     report = dedup_shards(
         input_dir,
         output_dir,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from laion_hf.cli.app import app, console
+from laion_hf.cli.app import app, check_output_dir, console
 from laion_hf.cli.build import print_build_report
 
 
@@ -22,6 +22,7 @@ def demo_command(
     overrides: list[str] = typer.Option([], "--set", help="Override a demo recipe value, e.g. configs.research-safe.punsafe_above=0.3."),
 ) -> None:
     """Generate a synthetic crawl, build it with the demo recipe, push it to a loopback Hub and stream it back."""
+    check_output_dir(output)
     from laion_hf.demo.run import run_demo
     from laion_hf.recipes import parse_override
 

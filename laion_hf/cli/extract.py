@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.extract import ExtractReport, extract
 from laion_hf.extract.extract import COMMON_CRAWL_PREFIX, REPORT_FILE
 from laion_hf.io.atomic import join
@@ -40,6 +40,7 @@ def extract_command(
     if len(paths) < 2:
         raise typer.BadParameter("give at least one input and the output directory", param_hint="INPUTS... OUTPUT")
     *inputs, output_dir = paths
+    check_output_dir(output_dir)
     report = extract(inputs, output_dir, workers=workers, global_dedup=global_dedup, detect_language=language)
     rows = [StageStats.from_dict({**record, "stage": name}) for name, record in report.files.items()]
     console.print(stats_table("extract: IMG@/src links per file", [*rows, report.total]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 
 _DEFAULT_MODEL = "ViT-B-32-quickgelu"  # laion_hf.stages.embed.DEFAULT_MODEL, without importing torch for --help
 
@@ -29,6 +29,7 @@ def filter_command(
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Save clip-retrieval style embeddings of kept samples."),
 ) -> None:
     """Keep image-text pairs whose CLIP similarity reaches the threshold; save their embeddings."""
+    check_output_dir(output)
     from laion_hf.stages.filter import filter_shards  # imports torch: only for this command
 
     choice: str | bool | None = {"default": True, "none": None}.get(multilingual, multilingual)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.runners.local import progress_bar
 
 oig_app = typer.Typer(name="oig", help="Build OIG-style instruction datasets.", no_args_is_help=True)
@@ -20,6 +20,7 @@ def build_command(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Processes for templating, PII, quality, decontamination, dedup signatures and dedup partitions."),
 ) -> None:
     """Build every config of RECIPE into OUTPUT; an interrupted build resumes."""
+    check_output_dir(output)
     from oig.build import build
 
     with progress_bar() as progress:

@@ -10,7 +10,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from laion_hf.cli.app import app, console
+from laion_hf.cli.app import app, check_output_dir, console
 from laion_hf.errors import UserError
 
 
@@ -55,6 +55,7 @@ def publish_command(
     target_shard_mb: int = typer.Option(1000, "--target-shard-mb", min=1, help="Size of output shards (inputs are packed, never split)."),
 ) -> None:
     """Lay out shards for the Hub, plot distributions and write the dataset card (README.md)."""
+    check_output_dir(folder)
     from laion_hf.hub.publish import discover_sources, publish_folder
 
     if format not in ("webdataset", "parquet"):
@@ -96,6 +97,7 @@ def push_command(
     if (repo_id is None) == (to is None):
         raise UserError("give either REPO_ID (push to the Hub) or --to DIR_OR_URL, not both")
     if to is not None:
+        check_output_dir(to)
         result = copy_folder(folder, to)
     else:
         result = push_folder(folder, repo_id, private=private, revision=revision, max_files_per_commit=files_per_commit)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.stages.base import StageStats
 
 SCORE_COLUMNS = ("punsafe", "pwatermark", "aesthetic")  # laion_hf.stages.score, without importing torch for --help
@@ -60,6 +60,7 @@ def score_command(
     workers: int = typer.Option(1, "--workers", min=1, help="Shards scored in parallel."),
 ) -> None:
     """Add punsafe / pwatermark / aesthetic to every sample (keeping scores the input has); optionally drop by limits."""
+    check_output_dir(output_dir)
     from laion_hf.stages.score import score_shards
 
     report = score_shards(

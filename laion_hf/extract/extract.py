@@ -21,6 +21,8 @@ skipping its JSON parse is most of the speed-up over parsing everything.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -41,7 +43,7 @@ from laion_hf.extract.dedup import find_global_duplicates
 from laion_hf.extract.language import LanguageDetector
 from laion_hf.extract.wat import MalformedLog, iter_metadata_payloads
 from laion_hf.hashing import laion_hash_array
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
+from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
 from laion_hf.io.data_card import write_data_card
 from laion_hf.runners.local import run_shards
 from laion_hf.stages.base import StageStats
@@ -50,6 +52,7 @@ STAGE = "extract"
 FILES_DIR = "_files"
 REPORT_FILE = "extract_stats.json"
 DEDUP_MARKER = "_global_dedup.done.json"
+SCRATCH_DIR = "_scratch"  # the cross-file dedup's bucket files, under OUTPUT so a killed run's are found again
 COMMON_CRAWL_PREFIX = "https://data.commoncrawl.org/"
 MAX_LISTED_MALFORMED = 100  # entries kept per file in the stats (all are counted)
 
@@ -321,7 +324,7 @@ def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, s
         duplicates_by_name = recorded["duplicates"]
     else:
         shard_paths = [join(files_dir, f"{name}.parquet") for name in names]
-        duplicates = find_global_duplicates(shard_paths, tempfile.mkdtemp(prefix="laion-hf-dedup-"))
+        duplicates = find_global_duplicates(shard_paths, _scratch(output_dir))
         duplicates_by_name = {}
         for name, path, rows in zip(names, shard_paths, duplicates):
             with fsspec.open(path, "rb") as source:
@@ -342,6 +345,22 @@ def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, s
             record["dropped"] = dict(sorted({**record["dropped"], rules.DUPLICATE_GLOBAL: count}.items()))
 
 
+def _scratch(output_dir: str) -> str:
+    """The dedup's scratch folder: ``OUTPUT/_scratch`` when OUTPUT is local, else one in the system temp dir."""
+    fs, inner = filesystem(output_dir)
+    if isinstance(fs, LocalFileSystem):
+        return os.path.join(inner, SCRATCH_DIR)
+    return tempfile.mkdtemp(prefix="laion-hf-dedup-")
+
+
+def _remove_leftovers(output_dir: str) -> None:
+    """Delete what a killed run left where this one writes: temporaries of the final shards, the dedup scratch."""
+    remove_stale_temporaries(output_dir)
+    fs, inner = filesystem(output_dir)
+    if isinstance(fs, LocalFileSystem):
+        shutil.rmtree(os.path.join(inner, SCRATCH_DIR), ignore_errors=True)
+
+
 def extract(
     inputs: list[str],
     output_dir: str,
@@ -355,11 +374,13 @@ def extract(
     """Extract LAION image/text candidates from WAT files into parquet shards in ``output_dir``.
 
     Re-running with the same inputs skips finished files (their recorded stats
-    are reused) and redoes unfinished ones from scratch.
+    are reused) and redoes unfinished ones from scratch; what a killed run left
+    behind (temporaries, the dedup's scratch folder) is removed first.
     """
     wats = expand_inputs(inputs, listing_prefix)
     if not wats:
         raise ExtractInputError("no WAT input given")
+    _remove_leftovers(output_dir)
     files_dir = join(output_dir, FILES_DIR)
     detector = LanguageDetector() if detect_language else None
     process = functools.partial(extract_file, files_dir=files_dir, detector=detector)

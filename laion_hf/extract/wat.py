@@ -27,6 +27,7 @@ _SCAN_CHUNK = 1 << 20
 
 CORRUPT_GZIP = "corrupt_gzip"
 TRUNCATED_RECORD = "truncated_record"
+EMPTY_FILE = "empty_file"
 
 
 class UnreadableInputError(UserError):
@@ -95,8 +96,8 @@ def _cut_in_headers(record) -> bool:
 def iter_metadata_payloads(path: str, log: MalformedLog) -> Iterator[tuple[int, bytes]]:
     """Yield ``(member offset, JSON payload)`` for every ``metadata`` record of the WAT file at ``path``.
 
-    Damage is recorded in ``log``; a file in which no record at all can be read
-    raises :class:`UnreadableInputError`.
+    Damage is recorded in ``log``, and so is a 0-byte file (``empty_file``); a
+    file with bytes of which no record can be read raises :class:`UnreadableInputError`.
     """
     stream = _open(path)
     with stream:
@@ -114,8 +115,10 @@ def iter_metadata_payloads(path: str, log: MalformedLog) -> Iterator[tuple[int, 
                         continue
                     seen_any = yielded_since_resume = True
                     yield last, payload
-                if not seen_any and start == 0 and stream.seek(0, 2) > 0:
-                    raise UnreadableInputError(f"{path}: not a WARC/WAT file (no record could be read)")
+                if not seen_any and start == 0:
+                    if stream.seek(0, 2) > 0:
+                        raise UnreadableInputError(f"{path}: not a WARC/WAT file (no record could be read)")
+                    log.add(EMPTY_FILE, path, 0, "0 bytes")  # a download cut before its first byte
                 return
             except OSError as exc:
                 broken = next_member(stream, last + 1)

@@ -30,8 +30,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError
+from laion_hf.errors import UserError, reading
 from laion_hf.io.atomic import atomic_path, filesystem, read_json, write_json
+from laion_hf.io.samples import ShardIndex
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import iter_members, iter_samples, member_extension
 
@@ -218,14 +219,13 @@ def _write_webdataset_config(name: str, split: str, shards: list[Shard], folder:
     missing = [s.parquet for s in shards if s.tar is None]
     if missing:
         raise LayoutError(f"config {name!r}: WebDataset needs a tar beside every parquet; none for {missing[0]}")
+    rows = sum(_sample_count(shard) for shard in shards)
     groups = pack([_size(s.tar) for s in shards], target)
     names = shard_names(name, split, len(groups), "tar")
     _remove_stale(folder, name, split, names)
-    rows = 0
     for group, relative in zip(groups, names):
         tars = [shards[i].tar for i in group]
-        out = _produce(folder, relative, tars, {}, lambda dst, tars=tars: _concat_tars(tars, dst))
-        rows += _count_tar_samples(out)
+        _produce(folder, relative, tars, {}, lambda dst, tars=tars: _concat_tars(tars, dst))
     for relative in names:
         if _size(_local(folder, relative)) > MAX_FILE_BYTES:
             raise LayoutError(f"{relative}: larger than the Hub's {MAX_FILE_BYTES} byte file limit")
@@ -243,13 +243,16 @@ def _concat_tars(sources: Iterable[str], dst: str) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
-def _count_tar_samples(path: str) -> int:
-    count, last = 0, None
-    for info, _ in iter_members(path):
-        key = info.name.rsplit("/", 1)[-1].split(".", 1)[0]
-        if key != last:
-            count, last = count + 1, key
-    return count
+def _sample_count(shard: Shard) -> int:
+    """The sidecar's sample rows, once the tar is known to hold each one's image (tars are published as they are)."""
+    index = ShardIndex.read(shard)
+    missing = index.missing_images()
+    if missing:
+        raise LayoutError(
+            f"{shard.tar}: no image for key {missing[0]} ({len(missing)} missing), which {shard.parquet} records "
+            "as a success; re-run the step that wrote this shard"
+        )
+    return len(index.rows)
 
 
 def _webdataset_features(shard: Shard) -> dict:
@@ -337,13 +340,14 @@ def _write_parquet_shard(shards: list[Shard], dst: str, include_images: bool) ->
         try:
             for shard in shards:
                 images = _images_by_key(shard.tar) if include_images else None
-                for batch in pq.ParquetFile(shard.parquet).iter_batches(batch_size=8192):
-                    table = _successful(pa.Table.from_batches([batch]))
-                    if images is not None:
-                        table = _attach_images(table, images, shard)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table.cast(writer.schema))
+                with reading(shard.parquet, "parquet shard"):
+                    for batch in pq.ParquetFile(shard.parquet).iter_batches(batch_size=8192):
+                        table = _successful(pa.Table.from_batches([batch]))
+                        if images is not None:
+                            table = _attach_images(table, images, shard)
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, table.schema)
+                        writer.write_table(table.cast(writer.schema))
             if writer is None:
                 raise LayoutError(f"{shards[0].parquet}: no rows")
         finally:

@@ -25,6 +25,7 @@ import PIL.ImageOps
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_hf.hub.errors import hub_http_errors
 from laion_hf.schema import canonical_names
 
 #: OpenAI CLIP normalisation (open_clip's OPENAI_DATASET_MEAN/STD).
@@ -48,7 +49,8 @@ def stream(
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    dataset = datasets.load_dataset(repo_id, config, split=split, streaming=True, revision=revision, token=token)
+    with hub_http_errors(repo_id, token=token):
+        dataset = datasets.load_dataset(repo_id, config, split=split, streaming=True, revision=revision, token=token)
     if world_size > 1:
         dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
     return dataset
@@ -160,10 +162,9 @@ def webdataset_urls(repo_id: str, config: str, *, split: str = "train", revision
     from huggingface_hub import HfApi, hf_hub_url
 
     api = HfApi(endpoint=endpoint)
-    files = sorted(
-        f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
-        if f.startswith(f"{config}/{split}-") and f.endswith(".tar")
-    )
+    with hub_http_errors(repo_id, api.endpoint):
+        listed = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
+    files = sorted(f for f in listed if f.startswith(f"{config}/{split}-") and f.endswith(".tar"))
     return [hf_hub_url(repo_id, f, repo_type="dataset", revision=revision, endpoint=api.endpoint) for f in files]
 
 
@@ -173,7 +174,8 @@ def laion_metadata_files(repo_id: str, *, revision: str | None = None, token: st
 
     fs = HfFileSystem(token=token)
     root = f"datasets/{repo_id}" + (f"@{revision}" if revision else "")
-    return sorted(f"hf://{path}" for path in fs.glob(f"{root}/{pattern}"))
+    with hub_http_errors(repo_id, token=token):
+        return sorted(f"hf://{path}" for path in fs.glob(f"{root}/{pattern}"))
 
 
 def iter_metadata(
@@ -194,7 +196,7 @@ def iter_metadata(
     import fsspec
 
     for path in paths:
-        with fsspec.open(path, "rb") as f:
+        with hub_http_errors(path), fsspec.open(path, "rb") as f:
             parquet = pq.ParquetFile(f)
             renames = canonical_names(parquet.schema_arrow.names, swap_width_height)
             wanted = None

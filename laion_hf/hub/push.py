@@ -13,11 +13,12 @@ because a config's ``{split}-*`` pattern would otherwise still match them.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from laion_hf.errors import UserError
+from laion_hf.hub.errors import HubError, http_error, hub_http_errors, redact
 from laion_hf.io.atomic import atomic_path, filesystem, join
 
 #: Files never published (temporaries of our atomic writes, OS litter).
@@ -26,18 +27,13 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".DS_Store")
 MAX_FILES_PER_COMMIT = 100
 MAX_BYTES_PER_COMMIT = 10 * 1000**3
 LAST_FILES = ("README.md",)
+#: How huggingface_hub reports an LFS upload that failed (its cause is chained).
+_UPLOAD_FAILED = re.compile(r"Error while uploading '(?P<path>.+)' to the Hub")
+_RESUME = "re-run the same command to resume (files already committed are skipped)"
 
 
-class PushError(UserError, RuntimeError):
-    """Publishing failed for a reason the user can act on."""
-
-
-class PushAuthError(PushError):
-    """The Hub refused the token (missing, invalid, or without write access)."""
-
-
-class PushRateLimitError(PushError):
-    """The Hub rate-limited us; re-running later resumes."""
+class PushError(HubError):
+    """Publishing failed for a reason the user can act on (auth and rate limits: see :mod:`laion_hf.hub.errors`)."""
 
 
 @dataclass
@@ -117,11 +113,12 @@ def push_folder(
     """Upload ``folder`` to ``repo_id`` (created if needed) in batched commits; re-running resumes.
 
     ``token`` defaults to huggingface_hub's (``HF_TOKEN`` or ``hf auth login``);
-    it never appears in messages. Auth failures raise :class:`PushAuthError`,
-    rate limits :class:`PushRateLimitError`, lost connections :class:`PushError`.
+    it never appears in messages, even where the server echoes it. Auth failures
+    raise :class:`~laion_hf.hub.errors.HubAuthError`, rate limits
+    :class:`~laion_hf.hub.errors.HubRateLimitError`, an upload cut off or a lost
+    connection :class:`PushError` naming the file.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     root = Path(folder)
     paths = local_files(root)
@@ -129,48 +126,61 @@ def push_folder(
     api = HfApi(endpoint=endpoint, token=token)
     result = PushResult(target=f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}")
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision:
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        remote = {
-            entry.path: entry
-            for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
-            if hasattr(entry, "size")
-        }
-        todo = []
-        for path in paths:
-            if path in remote and _same_content(root / path, remote[path]):
-                result.skipped.append(path)
-            else:
-                todo.append(path)
-        stale = sorted(p for p in remote if p not in set(paths) and p != ".gitattributes")
-        batches = list(_batches(todo, root, max_files_per_commit, max_bytes_per_commit)) or ([[]] if stale else [])
-        for index, batch in enumerate(batches):
-            operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(root / p)) for p in batch]
-            if index == len(batches) - 1:
-                operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
-            info = api.create_commit(
-                repo_id,
-                operations=operations,
-                commit_message=f"{commit_message} ({index + 1}/{len(batches)})",
-                revision=revision,
-                repo_type=repo_type,
-            )
-            result.commits.append(info.oid)
-            result.uploaded.extend(batch)
-        result.deleted = stale if batches else []
-    except HfHubHTTPError as exc:
-        raise _user_error(exc, api.endpoint, repo_id) from None
+        with hub_http_errors(repo_id, api.endpoint, token, resumable=True):
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+            remote = {
+                entry.path: entry
+                for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, repo_type=repo_type)
+                if hasattr(entry, "size")
+            }
+            todo = []
+            for path in paths:
+                if path in remote and _same_content(root / path, remote[path]):
+                    result.skipped.append(path)
+                else:
+                    todo.append(path)
+            stale = sorted(p for p in remote if p not in set(paths) and p != ".gitattributes")
+            batches = list(_batches(todo, root, max_files_per_commit, max_bytes_per_commit)) or ([[]] if stale else [])
+            for index, batch in enumerate(batches):
+                operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(root / p)) for p in batch]
+                if index == len(batches) - 1:
+                    operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+                info = api.create_commit(
+                    repo_id,
+                    operations=operations,
+                    commit_message=f"{commit_message} ({index + 1}/{len(batches)})",
+                    revision=revision,
+                    repo_type=repo_type,
+                )
+                result.commits.append(info.oid)
+                result.uploaded.extend(batch)
+            result.deleted = stale if batches else []
+    except HubError:
+        raise
+    except RuntimeError as exc:
+        failed = _UPLOAD_FAILED.match(str(exc))
+        if failed is None:
+            raise
+        raise _upload_error(exc.__cause__, failed["path"], repo_id, api.endpoint, token) from None
     except OSError as exc:  # httpx transport errors subclass neither; see below
-        raise PushError(f"{repo_id}: {type(exc).__name__} while pushing to {api.endpoint}; re-run to resume") from None
+        raise PushError(f"{repo_id}: {type(exc).__name__} while pushing to {api.endpoint}; {_RESUME}") from None
     except Exception as exc:
         if type(exc).__module__.startswith(("httpx", "httpcore", "httpx2")):
-            raise PushError(
-                f"{repo_id}: connection to {api.endpoint} failed ({type(exc).__name__}); "
-                "re-run the same command to resume (committed files are skipped)"
-            ) from None
+            raise PushError(f"{repo_id}: connection to {api.endpoint} failed ({type(exc).__name__}); {_RESUME}") from None
         raise
     return result
+
+
+def _upload_error(cause: BaseException | None, path: str, repo_id: str, endpoint: str, token: str | None) -> HubError:
+    """A failed LFS upload, naming the file: the Hub's refusal, or a connection cut mid-body."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(cause, HfHubHTTPError):
+        return http_error(cause, f"{repo_id}: {path}", endpoint, token, resumable=True)
+    reason = redact(f"{type(cause).__name__}: {cause}", token) if cause is not None else "no reason given"
+    return PushError(f"{repo_id}: the upload of {path} to {endpoint} failed ({reason}); {_RESUME}")
 
 
 def check_card(path: Path) -> None:
@@ -184,24 +194,6 @@ def check_card(path: Path) -> None:
         raise PushError(f"{path}: the card's YAML metadata is not usable ({type(exc).__name__}: {exc})") from None
 
 
-def _user_error(exc, endpoint: str, repo_id: str) -> PushError:
-    status = exc.response.status_code if exc.response is not None else None
-    if status in (401, 403):
-        return PushAuthError(
-            f"{repo_id}: {endpoint} refused the token (HTTP {status}). Set HF_TOKEN or run `hf auth login` "
-            "with a token that has write access (the token is not shown here)."
-        )
-    if status == 429:
-        retry = exc.response.headers.get("Retry-After")
-        wait = f" in {retry} s" if retry else " later"
-        return PushRateLimitError(
-            f"{repo_id}: {endpoint} rate-limited the upload (HTTP 429). Re-run the same command{wait}: "
-            "files already committed are skipped."
-        )
-    message = exc.server_message or str(exc).splitlines()[0]
-    return PushError(f"{repo_id}: the Hub answered HTTP {status}: {message}")
-
-
 def copy_folder(folder: str | Path, target: str) -> PushResult:
     """Publish ``folder`` to a local folder or any fsspec URL with the same layout, resumably.
 
@@ -211,6 +203,7 @@ def copy_folder(folder: str | Path, target: str) -> PushResult:
     """
     root = Path(folder)
     paths = local_files(root)
+    check_card(root / "README.md")
     fs, inner = filesystem(target)
     result = PushResult(target=target)
     for path in paths:

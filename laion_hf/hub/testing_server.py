@@ -9,7 +9,7 @@ list it, resolve files with HTTP ranges and stream it with ``load_dataset``.
 Storage is content-addressed on disk (``root/objects/<sha256>``); repository
 state (branches, commits, trees) lives in memory. A commit is atomic: a file is
 either absent or complete on every revision. Faults can be switched on to test
-clients: drop the connection in the middle of an LFS upload, answer 429.
+clients: drop the connection in the middle of an LFS upload, answer 429, echo the Authorization header.
 
     with HubServer() as hub, hub.environment():
         ...  # huggingface_hub / datasets now talk to hub.url
@@ -104,6 +104,8 @@ class Faults:
     drop_after_completed_uploads: int = 0
     #: Answer 429 to requests whose path matches this regex (None: off).
     rate_limit_path: str | None = None
+    #: Answer 500 echoing the request's Authorization header, as a misconfigured proxy does (path regex; None: off).
+    echo_authorization_path: str | None = None
     #: Set when an upload was dropped, so a test can react (e.g. kill the uploader).
     upload_dropped: threading.Event = field(default_factory=threading.Event)
 
@@ -293,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
             if hub.faults.rate_limit_path and re.search(hub.faults.rate_limit_path, split.path):
                 self._drain()
                 raise HubError(429, "You have been rate-limited; retry later.", None)
+            if hub.faults.echo_authorization_path and re.search(hub.faults.echo_authorization_path, split.path):
+                self._drain()
+                raise HubError(500, f"request rejected (you sent {self.headers.get('Authorization', 'nothing')})", None)
             handled = self._route(method, segments)
             if handled is False:
                 self._drain()

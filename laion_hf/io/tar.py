@@ -11,6 +11,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import fsspec
 
@@ -36,7 +37,10 @@ def member_extension(member_name: str) -> str:
 def iter_members(path: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
     """Stream ``(header, bytes)`` of every regular file in a tar, in order.
 
-    Raises :class:`CorruptTarError` naming the file if the tar ends early.
+    :mod:`tarfile` in stream mode stops without a word when the file ends at
+    (or inside) a member header, or meets a damaged one; so once it stops, the
+    end-of-archive marker is checked where it stopped. Raises
+    :class:`CorruptTarError` naming the file if the tar is cut or damaged.
     """
     try:
         with fsspec.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
@@ -48,8 +52,20 @@ def iter_members(path: str) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
                 if len(data) != info.size:
                     raise CorruptTarError(f"{path}: member {info.name} is truncated")
                 yield info, data
+            raw.seek(tar.offset)
+            _check_end_marker(raw.read(tarfile.BLOCKSIZE), tar.offset, path)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise CorruptTarError(f"{path}: unreadable tar ({exc})") from exc
+
+
+def _check_end_marker(block: bytes, offset: int, path: str) -> None:
+    """Raise unless ``block``, read where the next header would be, is the end-of-archive marker."""
+    if len(block) < tarfile.BLOCKSIZE:
+        raise CorruptTarError(
+            f"{path}: truncated: no end-of-archive marker at byte {offset} (the file was cut; samples may be missing)"
+        )
+    if block != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise CorruptTarError(f"{path}: damaged tar header at byte {offset}")
 
 
 def iter_samples(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
@@ -89,60 +105,110 @@ def _octal(field: bytes) -> int:
     return int(field.strip(b" \0") or b"0", 8)
 
 
-def _pax_path(data: bytes) -> str | None:
-    """The ``path`` record of a PAX extended header, if any."""
-    pos = 0
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    """The ``keyword=value`` records of a PAX extended header."""
+    records, pos = {}, 0
     while pos < len(data):
         length = int(data[pos : data.index(b" ", pos)])
         keyword, _, value = data[data.index(b" ", pos) + 1 : pos + length - 1].partition(b"=")
-        if keyword == b"path":
-            return value.decode("utf-8", "surrogateescape")
+        records[keyword] = value
         pos += length
-    return None
+    return records
 
 
-def _member_spans(raw, size: int, path: str) -> Iterator[tuple[str, bool, int, int]]:
-    """``(name, is_file, start, end)`` of each member: the raw byte span including its extended headers.
+class Span(NamedTuple):
+    """Where one member lies in a tar: ``start`` (its extended headers) .. ``end`` (its padded data)."""
 
-    A minimal header walk (checksum-verified USTAR/GNU/PAX headers, long names)
-    instead of :mod:`tarfile`'s full decode: only offsets are needed, and it is
-    what keeps a rewrite near copy speed. Raises :class:`CorruptTarError` on a
-    bad header, a member running past the end, or a missing end-of-archive marker.
+    name: str
+    is_file: bool
+    start: int
+    data: int
+    size: int
+    end: int
+
+
+def _member_spans(raw, size: int, path: str) -> Iterator[Span]:
+    """The :class:`Span` of every member, in order.
+
+    A minimal header walk (checksum-verified USTAR/GNU/PAX headers, long names,
+    PAX sizes) instead of :mod:`tarfile`'s full decode: only offsets are needed,
+    and it is what keeps a rewrite near copy speed. Raises
+    :class:`CorruptTarError` on a bad header, a member running past the end, or
+    a missing end-of-archive marker.
     """
     offset = start = 0
     long_name: str | None = None
+    pax_size: int | None = None
     try:
         while True:
             raw.seek(offset)
             header = raw.read(tarfile.BLOCKSIZE)
-            if len(header) < tarfile.BLOCKSIZE:
-                raise CorruptTarError(f"{path}: truncated (no end-of-archive marker after offset {offset})")
-            if header == tarfile.NUL * tarfile.BLOCKSIZE:
+            if len(header) < tarfile.BLOCKSIZE or header == tarfile.NUL * tarfile.BLOCKSIZE:
+                _check_end_marker(header, offset, path)
                 return
             if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
-                raise CorruptTarError(f"{path}: bad tar header checksum at offset {offset}")
-            kind, data_size = header[156:157], _octal(header[124:136])
+                raise CorruptTarError(f"{path}: damaged tar header at byte {offset} (bad checksum)")
+            kind = header[156:157]
+            data_size = _octal(header[124:136]) if pax_size is None or kind in _EXTENDED else pax_size
             end = offset + tarfile.BLOCKSIZE + _padded(data_size)
             if end > size:
-                raise CorruptTarError(f"{path}: member at offset {offset} is truncated")
+                raise CorruptTarError(f"{path}: truncated: member at byte {offset} runs past the end of the file")
             if kind in _EXTENDED:
                 data = raw.read(data_size)
                 if kind == tarfile.GNUTYPE_LONGNAME:
                     long_name = data.rstrip(tarfile.NUL).decode("utf-8", "surrogateescape")
                 elif kind != tarfile.GNUTYPE_LONGLINK:
-                    long_name = _pax_path(data) or long_name
+                    records = _pax_records(data)
+                    if b"path" in records:
+                        long_name = records[b"path"].decode("utf-8", "surrogateescape")
+                    if b"size" in records:
+                        pax_size = int(records[b"size"])
                 offset = end
                 continue
             name = header[:100].rstrip(tarfile.NUL).decode("utf-8", "surrogateescape")
             if header[257:265] == b"ustar\x0000" and header[345:500].strip(tarfile.NUL):
                 name = header[345:500].rstrip(tarfile.NUL).decode("utf-8", "surrogateescape") + "/" + name
-            yield long_name or name, kind in _REGULAR, start, end
+            yield Span(long_name or name, kind in _REGULAR, start, offset + tarfile.BLOCKSIZE, data_size, end)
             offset = start = end
-            long_name = None
+            long_name, pax_size = None, None
     except CorruptTarError:
         raise
     except (ValueError, OSError) as exc:  # unparsable numbers or names, I/O errors
         raise CorruptTarError(f"{path}: unreadable tar ({exc})") from exc
+
+
+SampleIndex = dict[str, dict[str, Span]]
+
+
+def index_samples(path: str) -> SampleIndex:
+    """``{key: {extension: span}}`` of every regular file in a tar, from one walk over its headers.
+
+    The data is not read, so it is cheap; :func:`read_span` then reads any
+    member in any order (what lets a shard be read in key order rather than in
+    the order a download happened to finish). Raises :class:`CorruptTarError`
+    naming the file if it is cut or damaged, or holds a member twice.
+    """
+    index: SampleIndex = {}
+    fs, inner = filesystem(path)
+    with fsspec.open(path, "rb") as raw:
+        for span in _member_spans(raw, fs.size(inner), path):
+            if not span.is_file:
+                continue
+            members = index.setdefault(sample_key(span.name), {})
+            extension = member_extension(span.name)
+            if extension in members:
+                raise CorruptTarError(f"{path}: member {span.name} appears twice")
+            members[extension] = span
+    return index
+
+
+def read_span(raw, span: Span, path: str) -> bytes:
+    """The data of one member of the tar at ``path``, opened for binary reading as ``raw``."""
+    raw.seek(span.data)
+    data = raw.read(span.size)
+    if len(data) != span.size:
+        raise CorruptTarError(f"{path}: member {span.name} is truncated")
+    return data
 
 
 def rewrite_tar(src: str, dst: str, keep: Callable[[str], bool]) -> TarRewrite:
@@ -165,10 +231,11 @@ def rewrite_tar(src: str, dst: str, keep: Callable[[str], bool]) -> TarRewrite:
             out.write(raw.read(run_end - run_start))
 
     with atomic_path(dst) as tmp, fsspec.open(tmp, "wb") as out, fsspec.open(src, "rb") as raw:
-        for name, is_file, start, end in _member_spans(raw, size, src):
-            if not is_file:
+        for span in _member_spans(raw, size, src):
+            if not span.is_file:
                 continue
-            key = sample_key(name)
+            start, end = span.start, span.end
+            key = sample_key(span.name)
             kept = keep(key)
             if key != last_key:
                 (result.kept if kept else result.removed).append(key)

@@ -10,6 +10,7 @@ the folder's README.md names its data files (:mod:`laion_hf.io.data_card`).
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -22,6 +23,10 @@ from laion_hf.io.data_card import write_data_card
 
 ShardT = TypeVar("ShardT")
 ShardStats = dict[str, Any]
+#: Workers start as fresh interpreters, never as forks of this process: a fork inherits the locks of this
+#: process's thread pools (torch's OpenMP team once any model ran here), and a worker that runs torch then waits
+#: forever. (Not "forkserver": its server keeps the environment of its first use, spawn takes the current one.)
+START_METHOD = "spawn"
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -49,7 +54,8 @@ def run_shards(
     """Run ``process`` on every unfinished shard; return stats by shard name (finished ones included).
 
     ``process`` must be picklable when ``workers > 1`` (a module-level function or
-    a ``functools.partial`` of one). A shard whose ``process`` raises leaves no
+    a ``functools.partial`` of one); workers start fresh (:data:`START_METHOD`),
+    so a script that calls this needs the ``if __name__ == "__main__":`` guard. A shard whose ``process`` raises leaves no
     marker, and the first error is re-raised after the other shards finish.
     """
     remove_stale_temporaries(output_dir)
@@ -75,7 +81,7 @@ def run_shards(
                 finish(shard, process(shard))
                 progress.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD)) as pool:
                 futures = {pool.submit(process, shard): shard for shard in pending}
                 for future in as_completed(futures):
                     try:

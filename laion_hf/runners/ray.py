@@ -59,7 +59,9 @@ def _read_shards(rows: pa.Table, batch_size: int):
             batch = ensure_drop_reason(batch)
             batch = batch.append_column(SHARD, pa.array([shard.name] * batch.num_rows, pa.string()))
             batch = batch.append_column(ROW, pa.array(np.arange(start, start + batch.num_rows), pa.int64()))
-            batch = batch.append_column(DROPPED_AT, pa.nulls(batch.num_rows, pa.int32()))
+            # Rows read already marked (missing-image) count as dropped by the first stage, as on the local runner.
+            arrived_marked = pc.if_else(alive_mask(batch), pa.scalar(None, pa.int32()), pa.scalar(0, pa.int32()))
+            batch = batch.append_column(DROPPED_AT, arrived_marked)
             start += batch.num_rows
             yield batch
 

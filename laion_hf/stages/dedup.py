@@ -54,9 +54,9 @@ from PIL import Image
 
 from laion_hf.errors import UserError
 from laion_hf.hashing import laion_hash_array
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
-from laion_hf.io.samples import IMAGE, load_shard_stages, read_sample_batches, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
+from laion_hf.io.samples import IMAGE, image_shards, load_shard_stages, read_sample_batches, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
 from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
@@ -107,9 +107,14 @@ def _hashes(batch: pa.Table) -> pa.Array:
 
 
 def signature_shard(shard: Shard, signatures_dir: str, batch_size: int = 256) -> dict[str, Any]:
-    """Write ``(shard, key, hash, phash)`` of every sample of ``shard``; return its row count."""
+    """Write ``(shard, key, hash, phash)`` of every sample of ``shard``; return its row count.
+
+    Rows that arrive marked (``missing-image``) get no signature: a removed
+    row must never be the keeper of another.
+    """
     parts: list[pa.Table] = []
     for batch in read_sample_batches(shard, batch_size):
+        batch = batch.filter(alive_mask(batch))
         key_column = resolve_columns(batch.column_names, ["key"])["key"]
         parts.append(
             pa.table(
@@ -312,6 +317,7 @@ def _decide_run(
     fs, inner = filesystem(summary)
     if fs.exists(inner):
         return
+    remove_stale_temporaries(decisions_dir)
     signatures = pa.concat_tables(
         [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
     )
@@ -343,7 +349,7 @@ def dedup_shards(
     pass off. ``embeddings`` is a clip-retrieval folder (``laion-hf filter``'s
     output) whose ``img_emb`` rows are matched to samples by key.
     """
-    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    shards = image_shards(input_dir)
     _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance, "embeddings": embeddings,
                                 "max_embedding_distance": max_embedding_distance if embeddings else None})
     work = join(output_dir, _WORK)

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 from laion_hf.errors import UserError
 from laion_hf.io.atomic import atomic_path, join
-from laion_hf.io.samples import IMAGE, IMAGE_EXT, load_shard_stages, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.samples import IMAGE, IMAGE_EXT, image_shards, load_shard_stages, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
 from laion_hf.schema import resolve_columns
 from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
@@ -251,7 +251,7 @@ def filter_shards(
     """
     from laion_hf.models.clip import resolve_weights
 
-    shards = [s for s in discover_shards(input_dir) if s.tar is not None]
+    shards = image_shards(input_dir)
     if not overwrite:
         for shard in shards:
             check_not_overwriting(_parquet_columns(shard.parquet), similarity_column, shard.parquet, OVERWRITE_HINT)

@@ -42,8 +42,8 @@ import torch
 from PIL import Image
 
 from laion_hf.errors import UserError
-from laion_hf.io.samples import IMAGE, transform_shard
-from laion_hf.io.shards import Shard, discover_shards
+from laion_hf.io.samples import IMAGE, image_shards, transform_shard
+from laion_hf.io.shards import Shard
 from laion_hf.models import heads
 from laion_hf.models.checkpoints import read_tensors
 from laion_hf.models.clip import DEFAULT_WEIGHTS, QUICKGELU, WEIGHTS_DIR
@@ -342,9 +342,7 @@ def score_shards(
     "kept": shards}}, "output_dir": ...}``: which scores were computed and
     which the input already had and kept.
     """
-    shards = discover_shards(input_dir)
-    if not shards:
-        raise UserError(f"{input_dir}: no shards found")
+    shards = image_shards(input_dir)
     score = ScoreStage(nsfw=nsfw, aesthetic=aesthetic, watermark=watermark, clip=clip, clip_pretrained=clip_pretrained,
                        overwrite=overwrite, columns=dict(columns or {}), models_dir=models_dir, cache_dir=cache_dir)
     unknown = set(score.columns) - set(SCORE_COLUMNS)

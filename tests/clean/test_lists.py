@@ -86,3 +86,20 @@ def test_missing_file_and_bad_spec(tmp_path):
     with pytest.raises(RemovalListError, match="expected KIND=FILE"):
         parse_spec("url-md5")
     assert parse_spec("url-md5=a=b.txt") == ("url-md5", "a=b.txt")
+
+
+def test_lists_exported_on_windows_with_a_bom_and_crlf_are_read(tmp_path):
+    text = tmp_path / "urls.txt"
+    text.write_bytes(b"\xef\xbb\xbf" + f"{MD5}\r\n{MD5.upper()}\r\n".encode())
+    assert load_list("url-md5", str(text)).values.to_pylist() == [bytes.fromhex(MD5)] * 2
+    table = tmp_path / "images.csv"
+    table.write_bytes(b"\xef\xbb\xbf" + f"image_sha256,source\r\n{SHA},partner\r\n".encode())
+    assert load_list("image-sha256", str(table)).values.to_pylist() == [SHA]
+
+
+def test_a_keyword_file_with_a_bom_gives_clean_keywords(tmp_path):
+    from laion_hf.clean.removal import load_keywords
+
+    path = tmp_path / "keywords.txt"
+    path.write_bytes(b"\xef\xbb\xbfnsfw\r\nexplicit\r\n")
+    assert load_keywords(str(path)) == ["nsfw", "explicit"]

@@ -181,3 +181,15 @@ def test_a_re_extracted_file_redoes_the_global_dedup(tmp_path):
     redone = extract([a, b], out, show_progress=False)
     assert redone.total.kept == 2
     assert [r["caption"] for r in rows(redone.shards[1])] == ["picture of y"]
+
+
+def test_an_empty_wat_file_is_counted_as_malformed_and_named(tmp_path):
+    """A 0-byte file (a download cut before its first byte) is not a silently empty crawl segment."""
+    good = _site(tmp_path, "a", [("https://cdn.example/a.jpg", "picture of a")])
+    empty = tmp_path / "in" / "b.warc.wat.gz"
+    empty.write_bytes(b"")
+    report = extract([good, str(empty)], str(tmp_path / "out"), show_progress=False)
+    assert report.malformed == {"empty_file": 1}
+    assert report.files["b.warc.wat"]["malformed_records"] == [
+        {"reason": "empty_file", "file": str(empty), "offset": 0, "detail": "0 bytes"}]
+    assert report.total.kept == 1

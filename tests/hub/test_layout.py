@@ -3,8 +3,10 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+from laion_hf.errors import UserError
 from laion_hf.hub.layout import LayoutError, pack, shard_names, write_hub_folder
-from laion_hf.io.tar import iter_samples
+from laion_hf.io.tar import CorruptTarError, iter_samples
+from tests.damaged_shards import CUTS, cut_tar, drop_sample
 
 
 def test_pack_groups_consecutive_inputs_up_to_target():
@@ -71,3 +73,37 @@ def test_changed_inputs_or_shard_count_never_leave_stale_shards(tmp_path, make_i
     make_img2dataset_dir(source, shards=5, per_shard=3)  # the output changed: one more shard
     third = write_hub_folder({"research": str(source)}, str(tmp_path / "hub"), target_shard_bytes=10**9)
     assert third.configs[0].num_rows == 15
+
+
+def _published_files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("format", ["webdataset", "parquet"])
+@pytest.mark.parametrize("how", CUTS)
+def test_a_cut_input_tar_is_an_error_naming_it_and_nothing_is_published(tmp_path, make_img2dataset_dir, how, format):
+    """Cut at a member boundary, tarfile alone would stop quietly and publish fewer samples than the sidecar lists."""
+    source = tmp_path / "research"
+    make_img2dataset_dir(source, shards=2, per_shard=4)
+    cut_tar(source / "00001.tar", how)
+    with pytest.raises(CorruptTarError, match="research/00001.tar"):
+        write_hub_folder({"research": str(source)}, str(tmp_path / "hub"), format=format, include_images=format == "parquet")
+    assert _published_files(tmp_path / "hub") == []
+
+
+def test_a_success_row_without_its_sample_is_refused_with_tar_and_key(tmp_path, make_img2dataset_dir):
+    source = tmp_path / "research"
+    make_img2dataset_dir(source, shards=2, per_shard=4)
+    drop_sample(source / "00001.tar", "000010002")
+    with pytest.raises(LayoutError, match=r"research/00001.tar: no image for key 000010002 \(1 missing\), which .*00001.parquet records as a success"):
+        write_hub_folder({"research": str(source)}, str(tmp_path / "hub"))
+    assert _published_files(tmp_path / "hub") == []
+
+
+def test_a_damaged_parquet_shard_is_an_error_naming_it(tmp_path, make_img2dataset_dir):
+    source = tmp_path / "research"
+    make_img2dataset_dir(source, shards=2, per_shard=4)
+    (source / "00001.parquet").write_bytes(b"not a parquet file at all")
+    for format in ("webdataset", "parquet"):
+        with pytest.raises(UserError, match="research/00001.parquet: cannot read parquet shard"):
+            write_hub_folder({"research": str(source)}, str(tmp_path / format), format=format)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,8 +10,11 @@ import textwrap
 import pytest
 from huggingface_hub import HfApi
 
+from laion_hf.hub.errors import HubAuthError, HubError, HubRateLimitError
+from laion_hf.hub.load import laion_metadata_files, webdataset_urls
 from laion_hf.hub.publish import publish_folder
-from laion_hf.hub.push import PushAuthError, PushRateLimitError, copy_folder, local_files, push_folder
+from laion_hf.hub.push import copy_folder, local_files, push_folder
+from tests.entry_point import run_entry_point
 
 
 def _sources(variants):
@@ -80,7 +84,7 @@ def test_republish_with_fewer_shards_deletes_stale_files(hub, variants, tmp_path
 def test_bad_token_is_a_clear_error_without_the_token(hub, variants, tmp_path):
     folder = tmp_path / "hub"
     publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
-    with pytest.raises(PushAuthError) as caught:
+    with pytest.raises(HubAuthError) as caught:
         push_folder(folder, "laion-hf/x", token="hf_secret_wrong_token")
     assert "refused the token" in str(caught.value) and "hf_secret_wrong_token" not in str(caught.value)
 
@@ -89,7 +93,7 @@ def test_rate_limit_is_a_clear_error(hub, variants, tmp_path):
     folder = tmp_path / "hub"
     publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     hub.faults.rate_limit_path = r"/api/repos/create"
-    with pytest.raises(PushRateLimitError, match="Re-run the same command in 30 s"):
+    with pytest.raises(HubRateLimitError, match="Re-run the same command in 30 s"):
         push_folder(folder, "laion-hf/x", token=hub.token)
 
 
@@ -170,3 +174,46 @@ def test_broken_card_is_refused_before_uploading(hub, tmp_path):
     with pytest.raises(PushError, match="README.md: the card's YAML metadata is not usable"):
         push_folder(tmp_path, "laion-hf/broken", token=hub.token)
     assert ("dataset", "laion-hf/broken") not in hub.repos
+
+
+def test_a_token_the_server_echoes_is_not_printed(hub, variants, tmp_path, monkeypatch, capsys):
+    """A proxy that echoes the Authorization header in its error body must not get the token onto the screen."""
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    hub.faults.echo_authorization_path = r"/api/repos/create"
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/echo")
+    assert (code, "Traceback" in output) == (2, False)
+    assert "the Hub answered HTTP 500: request rejected (you sent Bearer [token])" in output
+    assert hub.token not in output
+    with pytest.raises(HubError) as caught:
+        push_folder(folder, "laion-hf/echo", token="hf_" + "k" * 34)
+    assert "you sent Bearer [token]" in str(caught.value) and "k" * 34 not in str(caught.value)
+
+
+def test_a_token_echoed_while_loading_is_not_in_the_error(hub, variants, tmp_path):
+    folder = tmp_path / "hub"
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    push_folder(folder, "laion-hf/loadecho", token=hub.token)
+    hub.faults.echo_authorization_path = r"laion-hf/loadecho"
+    echoed = r"laion-hf/loadecho: the Hub answered HTTP 500: request rejected \(you sent Bearer \[token\]\)"
+    for load in (lambda: webdataset_urls("laion-hf/loadecho", "research"),
+                 lambda: laion_metadata_files("laion-hf/loadecho", token=hub.token)):
+        with pytest.raises(HubError, match=echoed) as caught:
+            load()
+        assert hub.token not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_an_upload_cut_mid_body_names_the_file_and_a_rerun_resumes(hub, variants, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "hub"
+    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    hub.faults.drop_after_completed_uploads = 2
+    hub.faults.drop_upload_after_bytes = 3000
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/cut", "--files-per-commit", "2")
+    output = " ".join(output.split())
+    assert (code, "Traceback" in output) == (2, False)
+    assert re.search(r"error: laion-hf/cut: the upload of research(-safe)?/train-\d{5}-of-\d{5}\.tar to http://127\.0\.0\.1:\d+ "
+                     r"failed \(.*\); re-run the same command to resume \(files already committed are skipped\)", output), output
+    hub.faults.drop_upload_after_bytes = None
+    code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/cut")
+    assert code == 0 and hub.files("laion-hf/cut") == {p: (folder / p).read_bytes() for p in local_files(folder)}

@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.build_inputs import make_image_shards
+from tests.damaged_shards import drop_sample
 from laion_hf.build import LocalRunner, image_shards, merge_shard_records
 from laion_hf.clean.removal import RemovalStage, keyword_pattern
 from laion_hf.io.atomic import read_done
+from laion_hf.io.samples import MISSING_IMAGE
 from laion_hf.io.tar import iter_samples
 from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
 
@@ -79,6 +81,24 @@ def test_ray_and_local_runners_write_the_same_rows_and_counts(tmp_path, ray_runn
     assert tag.rows_in == tag.kept == 9
     # The done markers are the local runner's format, so a run resumes across runners.
     assert read_done(str(tmp_path / "ray"), "00001") == json.loads(json.dumps(remote["00001"]))
+
+
+@pytest.mark.slow
+def test_a_success_row_without_its_sample_is_counted_alike_on_both_runners(tmp_path, ray_runner):
+    make_image_shards(tmp_path / "in", shards=2, per_shard=5)
+    drop_sample(tmp_path / "in" / "00001.tar", "000010003")
+    shards = image_shards(str(tmp_path / "in"))
+    names = [s.name for s in stages()]
+    local = LocalRunner(batch_size=3, show_progress=False).run_stages(shards, stages(), str(tmp_path / "local"))
+    remote = ray_runner.run_stages(shards, stages(), str(tmp_path / "ray"))
+
+    def counts(records):
+        return [(s.stage, s.rows_in, s.kept, dict(s.dropped)) for s in merge_shard_records(records, names)]
+
+    assert counts(remote) == counts(local)
+    removal = merge_shard_records(remote, names)[0]
+    assert removal.rows_in == 10 and removal.dropped[MISSING_IMAGE] == 1
+    assert output(tmp_path / "ray") == output(tmp_path / "local")
 
 
 @pytest.mark.slow
