@@ -32,12 +32,13 @@ IMAGE_COMMANDS = ("filter", "score", "dedup", "clean", "publish", "build")
 COMMANDS = {
     "extract": ["extract", "{input}", "{output}", "--no-language"],
     "download": ["download", "{input}", "{output}", "--allow-private-network", "--timeout", "1"],
-    "filter": ["filter", "{input}", "{output}", "--batch-size", "4"],
-    "score": ["score", "{input}", "{output}", "--batch-size", "4"],
+    "filter": ["filter", "{input}", "{output}", "--model", "laion-hf-tiny", "--batch-size", "4"],
+    "score": ["score", "{input}", "{output}", "--nsfw", "tiny", "--watermark", "tiny", "--aesthetic", "tiny",
+              "--clip", "laion-hf-tiny", "--batch-size", "4"],
     "dedup": ["dedup", "{input}", "{output}"],
     "clean": ["clean", "{input}", "{output}", "--remove", "url-md5={removal_list}"],
     "verify-clean": ["verify-clean", "{input}", "--remove", "url-md5={removal_list}"],
-    "publish": ["publish", "{input}", "--folder", "{output}", "--family", "demo"],
+    "publish": ["publish", "{input}", "--folder", "{output}", "--family", "laion5b"],
     "push": ["push", "{input}", "--to", "{output}"],
     "build": ["build", "{input}", "{output}", "--recipe", "relaion5b", "--start-at", "configs"],
     "oig build": ["oig", "build", "{input}", "{output}"],
@@ -205,17 +206,8 @@ def half_written(output: Path) -> list[str]:
     )
 
 
-#: Cases whose fix belongs to another piece of work (laion_hf/stages/download.py reads the candidates).
-NOT_YET = {
-    ("download", "damaged-file"): pytest.mark.xfail(
-        strict=True, reason="download reads candidates without naming the file (ArrowInvalid): "
-        "stages/download.py should open them through laion_hf.errors.reading"),
-    ("download", "wrong-column-type"): pytest.mark.xfail(
-        run=False, reason="download counts an int64 url column as refused-scheme rows and exits 0 (after ~60 s of "
-        "img2dataset): stages/download.py should call laion_hf.schema.require_text_columns on candidates"),
-}
 CASES = [
-    pytest.param(c, k, id=f"{c}:{k}", marks=NOT_YET.get((c, k), ()))
+    pytest.param(c, k, id=f"{c}:{k}")
     for c in COMMANDS for k in KINDS
     if (k.startswith("output") and c in WRITES_OUTPUT) or (not k.startswith("output") and c in READS_INPUT)
 ]
