@@ -91,12 +91,13 @@ class Searcher:
 
     def _model(self, multilingual: bool = False):
         """The index's CLIP (with the multilingual encoder that goes with it when asked), checked once."""
-        from laion_hf.models.clip import load_clip
+        from laion_hf.models.clip import DEFAULT_WEIGHTS, load_clip
 
         with self._lock:
             if multilingual not in self._models:
                 name = self.index.info.model["name"]
-                clip = load_clip(name, pretrained=self.pretrained, multilingual=multilingual or None,
+                # none recorded = the weights the model name means, never random ones
+                clip = load_clip(name, pretrained=self.pretrained or DEFAULT_WEIGHTS, multilingual=multilingual or None,
                                  device=self.device)
                 self._verify(clip)
                 self._models[multilingual] = clip

@@ -179,7 +179,7 @@ def test_broken_card_is_refused_before_uploading(hub, tmp_path):
 def test_a_token_the_server_echoes_is_not_printed(hub, variants, tmp_path, monkeypatch, capsys):
     """A proxy that echoes the Authorization header in its error body must not get the token onto the screen."""
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     hub.faults.echo_authorization_path = r"/api/repos/create"
     code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/echo")
     assert (code, "Traceback" in output) == (2, False)
@@ -192,7 +192,7 @@ def test_a_token_the_server_echoes_is_not_printed(hub, variants, tmp_path, monke
 
 def test_a_token_echoed_while_loading_is_not_in_the_error(hub, variants, tmp_path):
     folder = tmp_path / "hub"
-    publish_folder({"research": _sources(variants)["research"]}, folder, family="demo", plots=False)
+    publish_folder({"research": _sources(variants)["research"]}, folder, family="laion5b", plots=False)
     push_folder(folder, "laion-hf/loadecho", token=hub.token)
     hub.faults.echo_authorization_path = r"laion-hf/loadecho"
     echoed = r"laion-hf/loadecho: the Hub answered HTTP 500: request rejected \(you sent Bearer \[token\]\)"
@@ -206,7 +206,7 @@ def test_a_token_echoed_while_loading_is_not_in_the_error(hub, variants, tmp_pat
 @pytest.mark.slow
 def test_an_upload_cut_mid_body_names_the_file_and_a_rerun_resumes(hub, variants, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "hub"
-    publish_folder(_sources(variants), folder, family="demo", plots=False, target_shard_bytes=10_000)
+    publish_folder(_sources(variants), folder, family="laion5b", plots=False, target_shard_bytes=10_000)
     hub.faults.drop_after_completed_uploads = 2
     hub.faults.drop_upload_after_bytes = 3000
     code, output = run_entry_point(monkeypatch, capsys, "push", folder, "laion-hf/cut", "--files-per-commit", "2")

@@ -51,8 +51,8 @@ def test_workers_do_not_hang_after_this_process_ran_a_model(tmp_path):
         from laion_hf.stages.filter import filter_shards
         from laion_hf.stages.score import score_shards
         write_shards({str(tmp_path / "in")!r}, shards=2, per_shard=4, seed=3)
-        filter_shards({str(tmp_path / "in")!r}, {str(tmp_path / "filtered")!r}, batch_size=4, show_progress=False)
-        report = score_shards({str(tmp_path / "filtered")!r}, {str(tmp_path / "scored")!r}, workers=2, show_progress=False)
+        filter_shards({str(tmp_path / "in")!r}, {str(tmp_path / "filtered")!r}, model="laion-hf-tiny", batch_size=4, show_progress=False)
+        report = score_shards({str(tmp_path / "filtered")!r}, {str(tmp_path / "scored")!r}, nsfw="tiny", watermark="tiny", aesthetic="tiny", clip="laion-hf-tiny", workers=2, show_progress=False)
         print("scored", report["shards"], "shards")
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)

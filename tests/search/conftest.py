@@ -40,7 +40,7 @@ def demo_index(tmp_path_factory) -> DemoIndex:
     root = tmp_path_factory.mktemp("search-demo")
     write_shards(str(root / "shards"), shards=2, per_shard=PER_SHARD, languages=("en",), mismatch_rate=0.0,
                  seed=DEMO_SEED)
-    filter_shards(str(root / "shards"), str(root / "filtered"), batch_size=64, show_progress=False)
+    filter_shards(str(root / "shards"), str(root / "filtered"), model="laion-hf-tiny", batch_size=64, show_progress=False)
     build_index(root / "filtered", root / "index", model="laion-hf-tiny")
     import pyarrow.parquet as pq
 

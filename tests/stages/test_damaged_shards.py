@@ -29,10 +29,11 @@ PER_SHARD = 6
 def run_step(step: str, source, output) -> tuple[int, int, Counter]:
     """Run one image step; return (rows in, rows kept, rows removed by reason) over the whole run."""
     if step == "filter":
-        report = filter_shards(str(source), str(output), batch_size=8, workers=1, show_progress=False)
+        report = filter_shards(str(source), str(output), model="laion-hf-tiny", batch_size=8, workers=1, show_progress=False)
         stages = report.stages
     elif step == "score":
-        report = score_shards(str(source), str(output), batch_size=8, show_progress=False)
+        report = score_shards(str(source), str(output), nsfw="tiny", watermark="tiny", aesthetic="tiny", clip="laion-hf-tiny",
+                              batch_size=8, show_progress=False)
         stages = [StageStats.from_dict(s) for s in report["stages"]]
     else:
         stages = [dedup_shards(str(source), str(output), show_progress=False).stats]
