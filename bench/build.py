@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from laion_hf.build import Build, BuildOptions, LocalRunner
-from laion_hf.demo.image_server import ImageServer
 from laion_hf.demo.run import generate_crawl
 from laion_hf.recipes import load_recipe, parse_override
+from laion_hf.testing.image_server import ImageServer
 
 
 def full_build(work: Path, args, overrides) -> tuple[Path, dict[str, float], int]:

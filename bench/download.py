@@ -1,6 +1,6 @@
 """Benchmark ``laion_hf.stages.download.download`` against plain img2dataset on the same candidates.
 
-A loopback :class:`~laion_hf.demo.image_server.ImageServer`, in its own
+A loopback :class:`~laion_hf.testing.image_server.ImageServer`, in its own
 process (so its threads do not share an interpreter with either tool), serves
 N distinct ~12 KB PNGs (incompressible noise, so every image passes the 5 KB
 rule), and one candidate parquet lists them. Runs are paired, tools alternating
@@ -50,8 +50,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from laion_hf.demo.image_server import ImageServer
 from laion_hf.stages.download import download
+from laion_hf.testing.image_server import ImageServer
 
 
 def noise_png(rng: np.random.Generator, size: int = 64) -> bytes:

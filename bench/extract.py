@@ -1,7 +1,7 @@
 """Benchmark ``laion-hf extract`` against cc2dataset's WAT extraction, single process, same WAT files.
 
 Three passes over the same generated WAT files (realistic Common Crawl layout,
-written by :mod:`laion_hf.demo.wat`):
+written by :mod:`laion_hf.testing.wat`):
 
 * ``bare``: fastwarc + orjson parse of every metadata record, nothing else: the
   floor any Python WAT extractor stands on;
@@ -66,7 +66,7 @@ def caption_pool() -> list[str]:
 
 def synthetic_pages(seed: int, pages: int, captions: list[str]):
     """Pages shaped like Common Crawl's: many anchors, some images, site-wide logos, relative and bad URLs."""
-    from laion_hf.demo.wat import Image, Page
+    from laion_hf.testing.wat import Image, Page
 
     rng = random.Random(seed)
     for index in range(pages):
@@ -94,7 +94,7 @@ def synthetic_pages(seed: int, pages: int, captions: list[str]):
 
 
 def generate(files: int, pages: int) -> list[str]:
-    from laion_hf.demo.wat import write_wat
+    from laion_hf.testing.wat import write_wat
 
     folder = os.path.join(OUT, "wat", f"{files}x{pages}")
     os.makedirs(folder, exist_ok=True)

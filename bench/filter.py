@@ -46,7 +46,7 @@ from laion_hf.io.shards import discover_shards  # noqa: E402
 from laion_hf.models.images import decode_image  # noqa: E402
 from laion_hf.stages.embed import SIMILARITY, ClipEmbed  # noqa: E402
 from laion_hf.stages.filter import READ_BATCHES, SimilarityFilter, filter_shard  # noqa: E402
-from laion_hf.synthetic.shards import write_shards  # noqa: E402
+from laion_hf.testing.synthetic.shards import write_shards  # noqa: E402
 
 
 def _rates(count: int, times: list[float]) -> str:

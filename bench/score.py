@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from laion_hf.models.heads import NSFW_L14, AestheticV2, NsfwDetector, WatermarkDetector, save_head  # noqa: E402
 from laion_hf.stages.score import EMBEDDING_COLUMN, ScoreStage, head_path, load_watermark  # noqa: E402
-from laion_hf.synthetic import sample  # noqa: E402
+from laion_hf.testing.synthetic import sample  # noqa: E402
 
 
 def _timed(fn) -> float:
@@ -99,8 +99,9 @@ def bench_watermark(images: int, runs: int, backbone: str | None, workdir: Path)
     data = [sample(7_000_000 + i, size=256, watermark=i % 2 == 0).encode("JPEG", quality=90) for i in range(images)]
     batch = pa.table({"key": [str(i) for i in range(images)], "image": pa.array(data, pa.binary()), "image_ext": ["jpg"] * images})
     stage = ScoreStage(nsfw=None, aesthetic=None, watermark=spec, batch_size=images)
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     pixels = detector.preprocess([Image.open(io.BytesIO(d)).convert("RGB") for d in data])
 

@@ -44,7 +44,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from laion_hf.search.index import KnnIndex, build_index
-    from laion_hf.search.synthetic import random_vectors, write_embedding_folder
+    from laion_hf.testing.vectors import random_vectors, write_embedding_folder
 
     clusters = args.rows // 200 if args.kind == "clustered" else 0  # 200 rows a concept, as in tests/search
     vectors = random_vectors(args.rows + args.queries, args.dim, clusters=clusters, spread=1.2, seed=0)

@@ -27,12 +27,12 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
+from laion_hf.core.schema import LAION_5B_BASE, LAION_5B_MULTI, LAION_400M, RELAION, canonical_names, require_columns
+from laion_hf.core.stage import split_kept
 from laion_hf.hub.load import iter_metadata
 from laion_hf.io.samples import IMAGE, IMAGE_EXT, read_sample_batches
 from laion_hf.io.shards import discover_shards
-from laion_hf.schema import LAION_400M, LAION_5B_BASE, LAION_5B_MULTI, RELAION, canonical_names, require_columns
-from laion_hf.stages.base import split_kept
+from laion_hf.stages.removal import VARIANT_THRESHOLDS, RemovalStage
 
 _IMAGE_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 IMAGE_SCHEMA = pa.schema(

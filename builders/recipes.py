@@ -23,7 +23,7 @@ import datasets
 import pyarrow as pa
 
 from laion_hf.build import REPORT_FILE, STAGES_DIR, STEPS, Build, BuildOptions, image_shards
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.io.samples import IMAGE, IMAGE_EXT, read_sample_batches
 from laion_hf.recipes import builtin_recipes, load_recipe
 

@@ -85,7 +85,7 @@ def demo_repo(args):
     from laion_hf.demo import generate_sample_copy
     from laion_hf.hub.publish import publish_folder
     from laion_hf.hub.push import push_folder
-    from laion_hf.hub.testing_server import HubServer
+    from laion_hf.testing.hub_server import HubServer
 
     with tempfile.TemporaryDirectory() as tmp, HubServer(Path(tmp) / "hub") as hub, hub.environment():
         copy = generate_sample_copy(Path(tmp) / "copy", rows_per_shard=100, download_shards=4)

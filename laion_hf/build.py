@@ -24,8 +24,8 @@ runner (this process or a process pool) or to :class:`laion_hf.runners.ray.RayRu
 from __future__ import annotations
 
 import functools
-import inspect
 import hashlib
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,16 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from laion_hf.clean.lists import load_removal_sets
-from laion_hf.clean.removal import RemovalStage, keyword_pattern, load_keywords
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import Stage, StageStats
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
+from laion_hf.io.removal_lists import load_removal_sets
 from laion_hf.io.samples import SidecarFactory, image_shards, transform_shard
 from laion_hf.io.shards import Shard
 from laion_hf.recipes import ConfigSpec, Recipe
-from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
 from laion_hf.runners.local import run_shards
-from laion_hf.stages.base import Stage, StageStats
+from laion_hf.stages.language import LanguageStage
+from laion_hf.stages.removal import RemovalStage, keyword_pattern, load_keywords
+from laion_hf.stages.score import NsfwTagStage
 
 STAGES_DIR = "stages"
 HUB_DIR = "hub"
@@ -558,7 +559,7 @@ def count_rows(directory: str) -> int:
 
 def removal_list_records(recipe: Recipe, extra: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Every removal list a config applied: kind, file, valid values, sha256 (the card's provenance table)."""
-    from laion_hf.clean.lists import load_list
+    from laion_hf.io.removal_lists import load_list
 
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for config in recipe.configs:

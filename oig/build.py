@@ -47,8 +47,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_hf.core.stage import DROP_REASON, StageStats, alive_mask, ensure_drop_reason, split_kept
 from laion_hf.io.atomic import atomic_path, join, mark_done, read_done, remove_stale_temporaries
-from laion_hf.stages.base import DROP_REASON, StageStats, alive_mask, ensure_drop_reason, split_kept
 from oig.card import render_card
 from oig.decontaminate import BenchmarkIndex, Decontaminator
 from oig.dedup import DEDUP_KEY, DUPLICATE_OF, MINHASH, DedupOptions, DedupScope, DuplicateMarker, Signer

@@ -18,8 +18,8 @@ from typing import Any
 import mmh3
 import pyarrow as pa
 
-from laion_hf.errors import UserError
-from laion_hf.stages.base import Stage, alive_mask, mark_dropped
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
 from oig.dedup import normalise
 from oig.sources import iter_records
 

@@ -49,8 +49,8 @@ import pyarrow as pa
 from datasketch import MinHash
 from datasketch.lsh import _optimal_param
 
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
 from laion_hf.io.atomic import mark_done, read_done
-from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 
 DUPLICATE_OF = "duplicate_of"
 DEDUP_KEY = "dedup_key"

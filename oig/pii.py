@@ -34,8 +34,8 @@ import phonenumbers
 import pyarrow as pa
 from phonenumbers import Leniency, PhoneNumberMatcher
 
-from laion_hf.errors import UserError
-from laion_hf.stages.base import Stage, alive_mask
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import Stage, alive_mask
 from oig.schema import format_text
 
 PLACEHOLDERS = {

@@ -25,9 +25,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
 from laion_hf.io.atomic import atomic_path
-from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 from oig.schema import ASSISTANT_ROLE, QUALITY
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from oig.pii import DEFAULT_PHONE_REGIONS, PiiDetector
 from oig.quality import QualityThresholds
 from oig.render import load_yaml

@@ -39,7 +39,7 @@ import yaml
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from oig.schema import ASSISTANT_ROLE, USER_ROLE, format_text
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"

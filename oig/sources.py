@@ -39,7 +39,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 FILE_TYPES = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 HF_OPTIONS = ("name", "split", "data_files", "data_dir", "field", "revision")

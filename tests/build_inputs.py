@@ -8,14 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.hashing import laion_hash
+from laion_hf.core.hashing import laion_hash
 from laion_hf.io.tar import write_samples
 
 LANGUAGES = ("en", "de", "", "fr", "en")
 
 
 def _picture(n: int) -> bytes:
-    from laion_hf.synthetic import sample
+    from laion_hf.testing.synthetic import sample
 
     return sample(n, size=64, p_overlay=0.0).encode(quality=95)
 
@@ -79,7 +79,7 @@ def make_scene_shards(directory: Path, count: int = 48, shards: int = 2) -> list
     fifth caption describes another scene (a pair the CLIP filter must drop); every seventh
     image shows the unsafe motif.
     """
-    from laion_hf.synthetic import mismatched_caption, sample
+    from laion_hf.testing.synthetic import mismatched_caption, sample
 
     directory.mkdir(parents=True, exist_ok=True)
     languages = ("en", "de", "fr", "es")

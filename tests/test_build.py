@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from laion_hf.build import Build, BuildError, BuildOptions, image_shards
 from laion_hf.cli import app
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.recipes import load_recipe
 from tests.build_inputs import make_image_shards
 
@@ -26,7 +26,7 @@ def build(recipe, inputs, output, **options):
 def test_relaion5b_variants_from_image_shards(tmp_path):
     rows = make_image_shards(tmp_path / "in", shards=2, per_shard=10)
     removal = tmp_path / "reported-links.txt"
-    from laion_hf.hashing import hex_digest
+    from laion_hf.core.hashing import hex_digest
 
     removal.write_text(hex_digest("md5", rows[0]["url"].encode()) + "\n")
 

@@ -18,17 +18,17 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.lists import KINDS, RemovalSets, load_removal_sets, parse_spec
 from laion_hf.clean.options import CleanOptions, build_stage, metadata_stage
-from laion_hf.clean.removal import VARIANT_THRESHOLDS, RemovalStage
 from laion_hf.clean.report import REPORT_NAME, CleanReport
-from laion_hf.clean.files import open_parquet
 from laion_hf.clean.shard import check_shard_columns, clean_shard, image_removals_path
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.io.atomic import adopt_legacy, bookkeeping_path, filesystem, join, read_json, write_json
+from laion_hf.io.parquet import open_parquet
+from laion_hf.io.removal_lists import KINDS, RemovalSets, load_removal_sets, parse_spec
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.runners.local import run_shards
+from laion_hf.stages.removal import VARIANT_THRESHOLDS, RemovalStage
 
 OPTIONS_NAME = "clean_options.json"
 

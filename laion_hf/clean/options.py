@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, field, replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.files import iter_tables, open_parquet
-from laion_hf.clean.lists import RemovalSets, load_removal_sets
-from laion_hf.clean.removal import (
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import require_columns, resolve_columns
+from laion_hf.io.parquet import iter_tables, open_parquet
+from laion_hf.io.removal_lists import RemovalSets, load_removal_sets
+from laion_hf.io.shards import discover_shards
+from laion_hf.stages.removal import (
     MissingPunsafeError,
     RemovalStage,
     keyword_pattern,
@@ -22,9 +25,6 @@ from laion_hf.clean.removal import (
     load_keywords,
     resolve_threshold,
 )
-from laion_hf.errors import UserError
-from laion_hf.io.shards import discover_shards
-from laion_hf.schema import require_columns, resolve_columns
 
 BATCH_SIZE = 65536
 

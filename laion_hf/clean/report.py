@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from laion_hf.core.stage import StageStats
 from laion_hf.io.atomic import join, write_json
-from laion_hf.stages.base import StageStats
 
 REPORT_NAME = "clean_report.json"
 

@@ -30,16 +30,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from laion_hf.clean.files import iter_tables, open_parquet, parquet_writer
-from laion_hf.clean.removal import COMPUTED_IMAGE_DIGEST, RemovalStage, laion_hashes
-from laion_hf.errors import UserError
-from laion_hf.hashing import hex_digest
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import hex_digest
+from laion_hf.core.schema import require_columns, resolve_columns
+from laion_hf.core.stage import StageStats, count_reasons, split_kept
 from laion_hf.io.atomic import atomic_path, bookkeeping_path, join, read_json, write_json
+from laion_hf.io.parquet import iter_tables, open_parquet, parquet_writer
 from laion_hf.io.samples import IMAGE_EXTENSIONS
 from laion_hf.io.shards import Shard
 from laion_hf.io.tar import iter_samples, rewrite_tar
-from laion_hf.schema import require_columns, resolve_columns
-from laion_hf.stages.base import StageStats, count_reasons, split_kept
+from laion_hf.stages.removal import COMPUTED_IMAGE_DIGEST, RemovalStage, laion_hashes
 
 SUCCESS = "success"
 IMAGE_REMOVED_DIR = "image-removed"

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
-from laion_hf.clean.files import iter_tables, open_parquet
 from laion_hf.clean.options import CleanOptions, build_stage
 from laion_hf.clean.shard import SUCCESS
-from laion_hf.errors import UserError
-from laion_hf.hashing import hex_digest
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import hex_digest
+from laion_hf.core.schema import resolve_columns
+from laion_hf.io.parquet import iter_tables, open_parquet
 from laion_hf.io.samples import IMAGE_EXTENSIONS
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples
-from laion_hf.schema import resolve_columns
 
 
 @dataclass(frozen=True)

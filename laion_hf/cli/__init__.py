@@ -10,21 +10,20 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from laion_hf.cli.app import app
-from laion_hf.errors import UserError, os_error_message
-
 # Command modules register themselves on `app` when imported.
 from laion_hf.cli import build as _build  # noqa: E402,F401  (build)
 from laion_hf.cli import clean as _clean  # noqa: E402,F401  (clean, verify-clean)
-from laion_hf.cli import extract as _extract  # noqa: E402,F401  (extract)
+from laion_hf.cli import dedup as _dedup  # noqa: E402,F401  (dedup)
 from laion_hf.cli import demo as _demo  # noqa: E402,F401  (demo: synthetic crawl -> build -> loopback Hub -> load_dataset)
+from laion_hf.cli import download as _download  # noqa: E402,F401  (download)
+from laion_hf.cli import extract as _extract  # noqa: E402,F401  (extract)
+from laion_hf.cli import filter as _filter  # noqa: E402,F401  (filter)
 from laion_hf.cli import oig as _oig  # noqa: E402,F401  (oig build)
 from laion_hf.cli import publish as _publish  # noqa: E402,F401  (publish, push)
 from laion_hf.cli import score as _score  # noqa: E402,F401  (score)
-from laion_hf.cli import download as _download  # noqa: E402,F401  (download)
-from laion_hf.cli import filter as _filter  # noqa: E402,F401  (filter)
-from laion_hf.cli import dedup as _dedup  # noqa: E402,F401  (dedup)
 from laion_hf.cli import search as _search  # noqa: E402,F401  (index, search, serve)
+from laion_hf.cli.app import app
+from laion_hf.core.errors import UserError, os_error_message
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from laion_hf.errors import UserError
-from laion_hf.stages.base import StageStats
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import StageStats
 
 app = typer.Typer(
     name="laion-hf",

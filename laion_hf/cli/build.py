@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from laion_hf.build import STEPS, Build, BuildOptions, BuildReport
-from laion_hf.clean.lists import parse_spec
 from laion_hf.cli.app import app, check_output_dir, console, stats_table
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.io.removal_lists import parse_spec
 from laion_hf.recipes import load_recipe, parse_override
 
 

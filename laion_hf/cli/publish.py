@@ -11,7 +11,7 @@ import yaml
 from rich.table import Table
 
 from laion_hf.cli.app import app, check_output_dir, console
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 
 def _parse_configs(specs: list[str]) -> dict[str, str]:

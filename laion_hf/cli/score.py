@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from laion_hf.cli.app import app, check_output_dir, console, stats_table
-from laion_hf.stages.base import StageStats
+from laion_hf.core.stage import StageStats
 
 SCORE_COLUMNS = ("punsafe", "pwatermark", "aesthetic")  # laion_hf.stages.score, without importing torch for --help
 _HEAD_HELP = (

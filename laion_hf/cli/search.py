@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from laion_hf.cli.app import app, console
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?\s*$", re.IGNORECASE)
 

@@ -1,8 +1,8 @@
 """``make demo``: the whole chain on a synthetic crawl, with nothing downloaded from the internet.
 
 1. a loopback image server serves scenes of the synthetic domain
-   (:mod:`laion_hf.synthetic`), and WAT files in Common Crawl's layout
-   (:mod:`laion_hf.demo.wat`) link to them. Planted among the good pairs:
+   (:mod:`laion_hf.testing.synthetic`), and WAT files in Common Crawl's layout
+   (:mod:`laion_hf.testing.wat`) link to them. Planted among the good pairs:
    mismatched captions, watermarks, the unsafe motif, a keyword, duplicates
    (the same link on two pages, the same image under two links), broken links
    (404, corrupt bytes, too small), ``X-Robots-Tag: noai`` opt-outs, links the
@@ -28,11 +28,11 @@ from typing import Any
 from PIL import Image as PILImage
 
 from laion_hf.build import Build, BuildOptions, BuildReport
-from laion_hf.demo.image_server import ImageServer
-from laion_hf.demo.wat import Image, Page, write_wat
-from laion_hf.hashing import hex_digest
+from laion_hf.core.hashing import hex_digest
 from laion_hf.recipes import load_recipe
-from laion_hf.synthetic import LANGUAGES, mismatched_caption, sample
+from laion_hf.testing.image_server import ImageServer
+from laion_hf.testing.synthetic import LANGUAGES, mismatched_caption, sample
+from laion_hf.testing.wat import Image, Page, write_wat
 
 DEMO_REPO = "laion-hf/demo"
 KEYWORD = "forbiddenword"  # listed in laion_hf/recipes/demo-keywords.txt
@@ -209,7 +209,7 @@ def run_demo(
     from huggingface_hub.utils import disable_progress_bars
 
     from laion_hf.hub.push import push_folder
-    from laion_hf.hub.testing_server import HubServer
+    from laion_hf.testing.hub_server import HubServer
 
     output = Path(output)
     with ImageServer() as images:

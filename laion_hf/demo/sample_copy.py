@@ -4,7 +4,7 @@ LAION's metadata is Spark output: ``part-NNNNN-<uuid>-c000.snappy.parquet``
 shards, a hidden Hadoop checksum ``.part-...parquet.crc`` beside each, and an
 empty ``_SUCCESS``; :func:`write_spark_output` writes exactly that, and
 :func:`release_table` turns real (URL, TEXT) pairs into the rows of any LAION
-family (:data:`laion_hf.schema.FAMILIES`), other columns drawn from a seed.
+family (:data:`laion_hf.core.schema.FAMILIES`), other columns drawn from a seed.
 
 The two parts of a copy do not line up, as in real copies:
 
@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from laion_hf.clean import CleanOptions, CleanReport, clean_copy
-from laion_hf.hashing import laion_hash
+from laion_hf.core.hashing import laion_hash
+from laion_hf.core.schema import FAMILIES, IMG2DATASET, LAION_5B_JOINED
 from laion_hf.io.tar import write_samples
-from laion_hf.schema import FAMILIES, IMG2DATASET, LAION_5B_JOINED
 
 _WORDS = ("red", "small", "house", "garden", "river", "vintage", "poster", "dog", "city", "map", "blue", "chair")
 #: A stand-in for the keyword filter (the real lists are not public).

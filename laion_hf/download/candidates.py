@@ -15,11 +15,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_hf.core.hashing import laion_hash_array
+from laion_hf.core.schema import require_columns
 from laion_hf.download.options import DownloadError
 from laion_hf.download.shard import COMPUTED_COLUMNS
-from laion_hf.hashing import laion_hash_array
 from laion_hf.io.atomic import atomic_path, filesystem, join
-from laion_hf.schema import require_columns
 
 BATCH_ROWS = 4096
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError)  # what pyarrow raises on damaged parquet

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from laion_hf.core.errors import UserError
 from laion_hf.download.fetch import FetchLimits
 from laion_hf.download.optout import DISALLOWED_HEADER_DIRECTIVES
-from laion_hf.errors import UserError
 
 MIN_IMAGE_BYTES = 5 * 1024  # LAION dropped images under 5 KB
 MAX_IMAGE_PIXELS = 89_478_484  # ... and over this many pixels (Pillow's decompression-bomb limit)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from laion_hf.core.stage import StageStats
 from laion_hf.download.options import DownloadError
 from laion_hf.io.atomic import join, read_done, write_json
 from laion_hf.io.shards import discover_shards
-from laion_hf.stages.base import StageStats
 
 REPORT_FILE = "download_report.json"
 

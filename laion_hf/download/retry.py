@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from laion_hf.core.schema import require_columns
 from laion_hf.download.options import SUCCESS, DownloadOptions
 from laion_hf.download.shard import RESULT_SCHEMA, KeyOrderedTar, fetch_rows, fetcher_for, scratch_dir, write_shard
 from laion_hf.io.atomic import mark_done
 from laion_hf.io.shards import Shard
 from laion_hf.io.tar import iter_members, sample_key
-from laion_hf.schema import require_columns
 
 
 def retry_shard(shard: Shard, output_dir: str, options: DownloadOptions) -> int:

@@ -35,21 +35,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from laion_hf.core.stage import StageStats
 from laion_hf.download.addresses import AddressPolicy
 from laion_hf.download.fetch import USER_AGENT, Fetcher
 from laion_hf.download.images import ImageProcessor
+from laion_hf.download.options import ERROR_REASON, FAILED_CHECKS, FAILED_TO_DOWNLOAD, REFUSED, SUCCESS, DownloadOptions
 from laion_hf.download.optout import HeaderOptOut
-from laion_hf.download.options import (
-    ERROR_REASON,
-    FAILED_CHECKS,
-    FAILED_TO_DOWNLOAD,
-    REFUSED,
-    SUCCESS,
-    DownloadOptions,
-)
 from laion_hf.io.atomic import atomic_path, filesystem, join, write_json
 from laion_hf.io.tar import add_member
-from laion_hf.stages.base import StageStats
 
 OOM_SHARD_COUNT = 5  # img2dataset's default: shard ids are 5 digits
 

@@ -37,16 +37,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import laion_hash_array
+from laion_hf.core.stage import StageStats
 from laion_hf.extract import rules
 from laion_hf.extract.dedup import find_global_duplicates
 from laion_hf.extract.language import LanguageDetector
 from laion_hf.extract.wat import MalformedLog, iter_metadata_payloads
-from laion_hf.hashing import laion_hash_array
 from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
 from laion_hf.io.data_card import write_data_card
 from laion_hf.runners.local import run_shards
-from laion_hf.stages.base import StageStats
 
 STAGE = "extract"
 FILES_DIR = "_files"

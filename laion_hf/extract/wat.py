@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import IO
 
-from fsspec.implementations.local import LocalFileSystem
 from fastwarc.warc import ArchiveIterator, WarcRecordType
+from fsspec.implementations.local import LocalFileSystem
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.io.atomic import filesystem
 
 GZIP_MAGIC = b"\x1f\x8b\x08"

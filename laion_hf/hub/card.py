@@ -35,7 +35,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.hub.evidence import FAMILIES, ConfigEvidence
 from laion_hf.hub.layout import HubLayout
 from laion_hf.hub.plots import Plot

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 REDACTED = "[token]"
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;)]+")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from laion_hf.clean.lists import KINDS as LIST_KINDS
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.io.removal_lists import KINDS as LIST_KINDS
 
 BUILD_REPORT = "build_report.json"
 CLEAN_REPORT = "clean_report.json"
@@ -258,7 +258,7 @@ def _keyword_step(path: str, removed: int) -> Step:
 
 
 def _from_clean(evidence: ConfigEvidence, report: Mapping[str, Any]) -> None:
-    from laion_hf.clean.removal import resolve_threshold
+    from laion_hf.stages.removal import resolve_threshold
 
     options = report.get("options") or {}
     total = report.get("total") or {}

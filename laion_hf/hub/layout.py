@@ -30,7 +30,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError, reading
+from laion_hf.core.errors import UserError, reading
 from laion_hf.io.atomic import atomic_path, filesystem, read_json, write_json
 from laion_hf.io.samples import ShardIndex
 from laion_hf.io.shards import Shard, discover_shards

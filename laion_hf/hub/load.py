@@ -25,8 +25,8 @@ import PIL.ImageOps
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_hf.core.schema import canonical_names
 from laion_hf.hub.errors import hub_http_errors
-from laion_hf.schema import canonical_names
 
 #: OpenAI CLIP normalisation (open_clip's OPENAI_DATASET_MEAN/STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,7 +58,7 @@ def stream(
 
 def clip_preprocess(image_size: int = 224) -> Callable:
     """CLIP's evaluation transform (resize, center crop, RGB, normalise) from open_clip, no weights needed."""
-    from laion_hf.torch_compat import import_torchvision
+    from laion_hf.models.torch_compat import import_torchvision
 
     import_torchvision()
     from open_clip.transform import image_transform
@@ -188,7 +188,7 @@ def iter_metadata(
     """Stream LAION metadata parquet (local or ``hf://``) as batches with canonical column names.
 
     ``columns`` are canonical names (``url``, ``caption``, ``width``...; see
-    :func:`laion_hf.schema.canonical_names`, which keeps both pairs of a download
+    :func:`laion_hf.core.schema.canonical_names`, which keeps both pairs of a download
     saved with LAION's ``WIDTH``/``HEIGHT`` beside its own); ``swap_width_height``
     exchanges LAION's width and height, as LAION's own join scripts do for the
     original LAION-5B metadata.
@@ -204,7 +204,7 @@ def iter_metadata(
                 by_canonical = {canonical: actual for actual, canonical in renames.items()}
                 missing = [c for c in columns if c not in by_canonical]
                 if missing:
-                    from laion_hf.schema import SchemaError
+                    from laion_hf.core.schema import SchemaError
 
                     raise SchemaError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(parquet.schema_arrow.names)})")
                 wanted = [by_canonical[c] for c in columns]

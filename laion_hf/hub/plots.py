@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from laion_hf.core.schema import resolve_columns
 from laion_hf.hub.evidence import Threshold
-from laion_hf.schema import resolve_columns
 
 #: canonical score column -> axis title
 NUMERIC = {

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.hub.card import render_card, write_card
 from laion_hf.hub.evidence import ConfigEvidence, Threshold, choose_family, find_reports, gather
 from laion_hf.hub.layout import DEFAULT_TARGET_SHARD_BYTES, Format, HubLayout, write_hub_folder

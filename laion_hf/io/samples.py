@@ -35,12 +35,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError, reading
+from laion_hf.core.errors import UserError, reading
+from laion_hf.core.schema import require_columns, require_text_columns, resolve_columns
+from laion_hf.core.stage import Stage, StageStats, alive_mask, count_reasons, mark_dropped, split_kept
 from laion_hf.io.atomic import atomic_path, join, write_json
 from laion_hf.io.shards import Shard, discover_shards
 from laion_hf.io.tar import SampleIndex, add_member, index_samples, read_span
-from laion_hf.schema import require_columns, require_text_columns, resolve_columns
-from laion_hf.stages.base import Stage, StageStats, alive_mask, count_reasons, mark_dropped, split_kept
 
 IMAGE = "image"
 IMAGE_EXT = "image_ext"

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import fsspec
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.io.atomic import atomic_path, filesystem
 
 

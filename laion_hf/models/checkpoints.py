@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 
 class ModelLoadError(UserError):

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from laion_hf.models.checkpoints import ModelLoadError, hub_offline, is_torchscript, reading, sha256_file
-from laion_hf.torch_compat import import_torchvision
+from laion_hf.models.torch_compat import import_torchvision
 
 __all__ = ["ModelLoadError", "WeightsUnavailableError", "sha256_file"]  # re-exported for the stages and tests
 

@@ -182,7 +182,7 @@ class WatermarkDetector(nn.Module):
         **backbone_kwargs,
     ) -> None:
         super().__init__()
-        from laion_hf.torch_compat import import_torchvision
+        from laion_hf.models.torch_compat import import_torchvision
 
         import_torchvision()
         import timm

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from laion_hf.models.checkpoints import ModelLoadError, hub_offline, read_tensors
-from laion_hf.torch_compat import import_torchvision
+from laion_hf.models.torch_compat import import_torchvision
 
 REAL_MULTILINGUAL = "sentence-transformers/clip-ViT-B-32-multilingual-v1"
 _ACTIVATIONS = {"torch.nn.modules.linear.Identity": nn.Identity, "torch.nn.modules.activation.Tanh": nn.Tanh}

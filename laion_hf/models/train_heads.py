@@ -36,7 +36,7 @@ from PIL import Image
 
 from laion_hf.models.clip import TINY, TINY_WEIGHTS, WEIGHTS_DIR, load_clip, sha256_file
 from laion_hf.models.heads import AestheticV2, NsfwDetector, WatermarkDetector, save_head
-from laion_hf.synthetic import sample
+from laion_hf.testing.synthetic import sample
 
 HEADS_DIR = WEIGHTS_DIR / "heads"
 NSFW_PATH = HEADS_DIR / "tiny-nsfw.safetensors"

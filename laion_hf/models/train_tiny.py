@@ -31,16 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from laion_hf.models.clip import (
-    TINY,
-    TINY_MULTILINGUAL,
-    TINY_QUALITY,
-    TINY_WEIGHTS,
-    register_tiny_config,
-    sha256_file,
-)
-from laion_hf.synthetic import LANGUAGES, caption, mismatched_caption, sample
-from laion_hf.synthetic.attributes import COLOURS, LAYOUTS, MAX_COUNT, SHAPES, TEXTURES, Attributes
+from laion_hf.models.clip import TINY, TINY_MULTILINGUAL, TINY_QUALITY, TINY_WEIGHTS, register_tiny_config, sha256_file
+from laion_hf.testing.synthetic import LANGUAGES, caption, mismatched_caption, sample
+from laion_hf.testing.synthetic.attributes import COLOURS, LAYOUTS, MAX_COUNT, SHAPES, TEXTURES, Attributes
 
 CALIBRATION_SEEDS = range(1_000_000, 1_001_000)
 TEST_SEEDS = range(2_000_000, 2_001_000)

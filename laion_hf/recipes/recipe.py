@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from laion_hf.clean.lists import KINDS as REMOVAL_KINDS
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.io.removal_lists import KINDS as REMOVAL_KINDS
 
 FORMAT_VERSION = 1
 PACKAGE_PREFIX = "pkg:"

@@ -34,11 +34,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from laion_hf.core.stage import DROP_REASON, Stage, StageStats, alive_mask, count_reasons, ensure_drop_reason
 from laion_hf.io.atomic import mark_done, read_done, remove_stale_temporaries
 from laion_hf.io.data_card import write_data_card
 from laion_hf.io.samples import SampleShardWriter, SidecarFactory, read_sample_batches
 from laion_hf.io.shards import Shard
-from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, count_reasons, ensure_drop_reason
 
 SHARD = "__shard"
 ROW = "__row"

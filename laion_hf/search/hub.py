@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.search.index import INFO_FILE
 
 PREFIX = "hf://"

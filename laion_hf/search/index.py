@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.io.atomic import atomic_path, read_json, write_json
 from laion_hf.search.source import EmbeddingSource, SourceError, open_source
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.search.index import KnnIndex
 from laion_hf.search.source import IMAGE
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.search.hub import local_index_folder
 from laion_hf.search.images import ImageStore
 from laion_hf.search.index import KnnIndex

@@ -23,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError
-from laion_hf.schema import resolve_columns
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import resolve_columns
 
 IMAGE, TEXT = "image", "text"
 MODALITY_FOLDERS = {IMAGE: "img_emb", TEXT: "text_emb"}

@@ -22,7 +22,7 @@ split so that only hashes are ever held together:
    embedding: ``near-duplicate-embedding``.
    Decisions are written per shard to ``OUTPUT/_dedup/decisions``.
 3. **mark** (per shard, parallel, resumable): :class:`DuplicateMarker` is an
-   ordinary :class:`~laion_hf.stages.base.Stage` run by ``transform_shard``:
+   ordinary :class:`~laion_hf.core.stage.Stage` run by ``transform_shard``:
    it marks the decided rows with their reason and fills ``duplicate_of``;
    kept samples are copied byte for byte, removed ones go to
    ``NNNNN_removed.parquet`` with reason and keeper.
@@ -52,14 +52,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from laion_hf.errors import UserError
-from laion_hf.hashing import laion_hash_array
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import laion_hash_array
+from laion_hf.core.schema import resolve_columns
+from laion_hf.core.stage import Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
 from laion_hf.io.samples import IMAGE, image_shards, load_shard_stages, read_sample_batches, transform_shard
 from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
-from laion_hf.schema import resolve_columns
-from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
 
 DUPLICATE_OF = "duplicate_of"
 DUPLICATE_HASH = "duplicate-hash"

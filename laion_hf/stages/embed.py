@@ -28,12 +28,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import require_columns, resolve_columns
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
 from laion_hf.io.samples import IMAGE
 from laion_hf.models.clip import normalise
 from laion_hf.models.images import decode_image
-from laion_hf.schema import require_columns, resolve_columns
-from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 
 SIMILARITY = "similarity"
 IMAGE_EMBEDDING = "image_embedding"

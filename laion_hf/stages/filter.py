@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import resolve_columns
+from laion_hf.core.stage import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.io.atomic import atomic_path, join
 from laion_hf.io.samples import IMAGE, IMAGE_EXT, image_shards, load_shard_stages, transform_shard
 from laion_hf.io.shards import Shard
 from laion_hf.runners.local import run_shards
-from laion_hf.schema import resolve_columns
-from laion_hf.stages.base import DROP_REASON, Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.stages.embed import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,

@@ -41,7 +41,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import resolve_columns
+from laion_hf.core.stage import Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.io.samples import IMAGE, image_shards, transform_shard
 from laion_hf.io.shards import Shard
 from laion_hf.models import heads
@@ -49,8 +51,6 @@ from laion_hf.models.checkpoints import read_tensors
 from laion_hf.models.clip import DEFAULT_WEIGHTS, QUICKGELU, WEIGHTS_DIR
 from laion_hf.models.images import decode_image
 from laion_hf.runners.local import run_shards
-from laion_hf.schema import resolve_columns
-from laion_hf.stages.base import Stage, StageStats, alive_mask, mark_dropped
 from laion_hf.stages.embed import DECODE_ERROR, IMAGE_EMBEDDING
 
 EMBEDDING_COLUMN = IMAGE_EMBEDDING  # what ClipEmbed leaves in the batch
@@ -379,3 +379,29 @@ def score_shards(
         for name, what in plan.items():
             summary[name][what] += 1
     return {"shards": len(results), "stages": [t.to_dict() for t in totals], "columns": summary, "output_dir": output_dir}
+
+
+NSFW_COLUMN = "NSFW"
+
+
+@dataclass
+class NsfwTagStage(Stage):
+    """LAION-400M's tag from punsafe: NSFW at or above ``nsfw_at``, UNSURE at or above ``unsure_at``, else UNLIKELY."""
+
+    unsure_at: float
+    nsfw_at: float
+    name: str = "nsfw-tag"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        column = resolve_columns(batch.column_names, ["punsafe"])["punsafe"]
+        if column is None:
+            raise UserError(f"stage {self.name}: the NSFW tag needs a punsafe column (run the punsafe head first)")
+        scores = pc.cast(batch[column], pa.float64())
+        tag = pc.if_else(
+            pc.greater_equal(scores, self.nsfw_at),
+            "NSFW",
+            pc.if_else(pc.greater_equal(scores, self.unsure_at), "UNSURE", "UNLIKELY"),
+        )
+        if NSFW_COLUMN in batch.column_names:
+            return batch.set_column(batch.column_names.index(NSFW_COLUMN), NSFW_COLUMN, tag)
+        return batch.append_column(NSFW_COLUMN, tag)

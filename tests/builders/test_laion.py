@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from builders import Laion5B, Laion400M, ReLaion5B
+from laion_hf.core.schema import SchemaError
 from laion_hf.demo import generate_sample_copy
 from laion_hf.demo.photos import real_photos
 from laion_hf.demo.sample_copy import release_table, write_spark_output
 from laion_hf.io.tar import iter_samples
-from laion_hf.schema import SchemaError
 from tests.formats import image_bytes, write_real_photo_shards
 
 

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy
-from laion_hf.clean.lists import RemovalListError
-from laion_hf.clean.removal import MissingPunsafeError
-from laion_hf.clean.files import CorruptParquetError
 from laion_hf.clean.shard import ShardMismatchError
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import SchemaError
+from laion_hf.io.parquet import CorruptParquetError
+from laion_hf.io.removal_lists import RemovalListError
 from laion_hf.io.tar import CorruptTarError
-from laion_hf.schema import SchemaError
+from laion_hf.stages.removal import MissingPunsafeError
 
 
 def written(out: Path) -> list[str]:

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy
-from laion_hf.errors import UserError
-from laion_hf.hashing import laion_hash
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import laion_hash
 from laion_hf.io.tar import iter_samples
 from tests.formats import image_bytes
 

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy
-from laion_hf.clean.removal import MissingPunsafeError
+from laion_hf.core.hashing import laion_hash
 from laion_hf.demo.sample_copy import release_table, write_spark_output
-from laion_hf.hashing import laion_hash
+from laion_hf.stages.removal import MissingPunsafeError
 
 WITH_PUNSAFE = ["laion5b-joined", "laion5b-joined-multi", "laion5b-aesthetic", "relaion5b"]
 WITHOUT_PUNSAFE = ["laion400m", "laion5b-base", "laion5b-multi"]

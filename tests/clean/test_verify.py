@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy, verify_clean, verify_copy
-from laion_hf.clean.removal import MissingPunsafeError
 from laion_hf.io.tar import iter_samples
+from laion_hf.stages.removal import MissingPunsafeError
 from tests.clean.test_cli import run_cli
 from tests.formats import image_bytes
 

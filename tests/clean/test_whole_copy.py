@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy, verify_copy
-from laion_hf.errors import UserError
-from laion_hf.hashing import laion_hash
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import laion_hash
 from tests.clean.test_clean import THRESHOLDS, listed, read_dir, reason_for
 
 

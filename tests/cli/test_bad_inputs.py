@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.demo.wat import Image, Page, write_wat
-from laion_hf.synthetic.shards import write_shards
+from laion_hf.testing.synthetic.shards import write_shards
+from laion_hf.testing.wat import Image, Page, write_wat
 from tests.damaged_shards import cut_tar
 from tests.entry_point import run_entry_point
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import load_removal_sets, verify_clean
+from laion_hf.core.hashing import laion_hash
+from laion_hf.core.schema import IMG2DATASET, LAION_5B_JOINED
 from laion_hf.demo import clean_sample_copy, generate_sample_copy
-from laion_hf.hashing import laion_hash
 from laion_hf.io.tar import iter_samples
-from laion_hf.schema import IMG2DATASET, LAION_5B_JOINED
 
 
 @pytest.fixture(scope="module")

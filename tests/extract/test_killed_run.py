@@ -16,9 +16,9 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.demo.wat import Image, Page, write_wat
 from laion_hf.extract import extract
 from laion_hf.extract.extract import SCRATCH_DIR
+from laion_hf.testing.wat import Image, Page, write_wat
 
 #: Where the child kills itself: the name of a function it wraps, and the module that holds it.
 KILL_POINTS = {

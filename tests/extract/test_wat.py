@@ -7,8 +7,15 @@ import gzip
 import orjson
 import pytest
 
-from laion_hf.demo.wat import Image, Page, write_wat
-from laion_hf.extract.wat import CORRUPT_GZIP, TRUNCATED_RECORD, MalformedLog, UnreadableInputError, iter_metadata_payloads, next_member
+from laion_hf.extract.wat import (
+    CORRUPT_GZIP,
+    TRUNCATED_RECORD,
+    MalformedLog,
+    UnreadableInputError,
+    iter_metadata_payloads,
+    next_member,
+)
+from laion_hf.testing.wat import Image, Page, write_wat
 
 
 def pages(n: int) -> list[Page]:

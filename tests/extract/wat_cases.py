@@ -6,8 +6,8 @@ import gzip
 import io
 import json
 
-from laion_hf.demo.wat import Image, Page, WatWriter
 from laion_hf.extract import rules
+from laion_hf.testing.wat import Image, Page, WatWriter
 
 CC_LICENSE = "https://creativecommons.org/licenses/by-sa/4.0/"
 LONG_ALT = "word " * 600

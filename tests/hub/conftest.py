@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from laion_hf.hub.pytest_plugin import hub  # noqa: F401  (re-exported fixture)
 from laion_hf.io.tar import write_samples
+from laion_hf.testing.fixtures import hub  # noqa: F401  (re-exported fixture)
 
 
 def tiny_jpeg(seed: int) -> bytes:
@@ -115,9 +115,9 @@ def real_download(tmp_path, laion_pairs) -> Path:
     and ``download_report.json``. Captions carry their detected language, as extracted candidates do."""
     import hashlib
 
+    from laion_hf.core.stage import StageStats
     from laion_hf.extract.language import LanguageDetector
     from laion_hf.io.atomic import write_json
-    from laion_hf.stages.base import StageStats
     from laion_hf.stages.download import REPORT_FILE, DownloadReport
 
     directory = tmp_path / "real-download"

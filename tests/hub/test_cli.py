@@ -74,7 +74,7 @@ def test_publish_discovers_variant_dirs_and_reads_a_context_file(tmp_path, varia
 
 
 def test_bad_context_file_is_a_user_error(tmp_path, variants):
-    from laion_hf.errors import UserError
+    from laion_hf.core.errors import UserError
 
     (tmp_path / "card.yaml").write_text("- just\n- a list\n")
     with pytest.raises(UserError, match="card.yaml: card context must be a mapping"):

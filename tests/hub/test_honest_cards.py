@@ -12,7 +12,7 @@ from huggingface_hub import DatasetCard
 from laion_hf.build import Build, BuildOptions
 from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.cli import main
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.hub.evidence import choose_family, find_reports, gather
 from laion_hf.hub.publish import publish_folder
 from laion_hf.recipes import load_recipe
@@ -140,8 +140,8 @@ def test_a_broken_report_is_a_user_error_naming_it(real_download, tmp_path):
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
     """The demo recipe from its filter step on synthetic shards (tiny CLIP, tiny heads), with a removal list."""
-    from laion_hf.hashing import hex_digest
-    from laion_hf.synthetic.shards import write_shards
+    from laion_hf.core.hashing import hex_digest
+    from laion_hf.testing.synthetic.shards import write_shards
 
     root = tmp_path_factory.mktemp("demo-build")
     truth = write_shards(str(root / "in"), shards=2, per_shard=24, languages=("en", "de", "fr", "es"), mismatch_rate=0.3, size=64)

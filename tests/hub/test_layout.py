@@ -3,7 +3,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from laion_hf.hub.layout import LayoutError, pack, shard_names, write_hub_folder
 from laion_hf.io.tar import CorruptTarError, iter_samples
 from tests.damaged_shards import CUTS, cut_tar, drop_sample

@@ -22,12 +22,12 @@ import yaml
 
 from laion_hf.build import Build, BuildOptions
 from laion_hf.clean import CleanOptions, clean_copy
-from laion_hf.demo.image_server import ImageServer
 from laion_hf.demo.photos import real_photos
 from laion_hf.io.shards import discover_shards
 from laion_hf.recipes import load_recipe
 from laion_hf.stages.dedup import dedup_shards
 from laion_hf.stages.download import download
+from laion_hf.testing.image_server import ImageServer
 from tests.build_inputs import make_image_shards
 
 SAMPLES = 15  # three of each format
@@ -142,7 +142,7 @@ def test_an_earlier_run_with_other_options_is_still_refused(tmp_path):
     out = tmp_path / "out"
     clean_copy(str(tmp_path / "in"), str(out), CleanOptions(), show_progress=False)
     (out / ".laion-hf" / "clean_options.json").rename(out / "clean_options.json")
-    from laion_hf.errors import UserError
+    from laion_hf.core.errors import UserError
 
     with pytest.raises(UserError, match="cleaned with different options"):
         clean_copy(str(tmp_path / "in"), str(out), CleanOptions(variant="research"), show_progress=False)
@@ -159,8 +159,8 @@ def test_report_json_files_do_not_decide_the_builder(tmp_path):
 
 
 def test_extract_output_loads_without_its_per_file_scratch(tmp_path):
-    from laion_hf.demo.wat import Image, Page, write_wat
     from laion_hf.extract import extract
+    from laion_hf.testing.wat import Image, Page, write_wat
 
     inputs = [write_wat(str(tmp_path / "in" / f"{name}.warc.wat.gz"),
                         [Page(url=f"https://{name}.example/", images=[Image(f"https://cdn.example/{name}.jpg", f"picture of {name}")])])

@@ -9,11 +9,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
 from laion_hf.io.samples import MISSING_IMAGE, MissingSampleError, image_shards, read_sample_batches, transform_shard
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import CorruptTarError, iter_samples, write_samples
-from laion_hf.stages.base import Stage, alive_mask, mark_dropped
 from tests.damaged_shards import CUTS, cut_tar, drop_sample
 
 

@@ -31,7 +31,7 @@ from laion_hf.models.clip import (
     tiny_thresholds,
 )
 from laion_hf.models.multilingual import Dense, MultilingualCheckpointError, MultilingualTextEncoder
-from laion_hf.synthetic import sample
+from laion_hf.testing.synthetic import sample
 from tests.models.small_clip import SMALL, register_small, save_openai_archive, small_model
 
 

@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch import nn
 
+from laion_hf.models.checkpoints import ModelLoadError
 from laion_hf.models.heads import (
     NSFW_B32,
     NSFW_L14,
     AestheticV1,
     AestheticV2,
     CheckpointError,
-    WatermarkDetector,
     NsfwDetector,
+    WatermarkDetector,
     load_aesthetic_v1,
     load_aesthetic_v2,
     load_head,
@@ -22,7 +23,6 @@ from laion_hf.models.heads import (
     save_head,
     watermark_pixels,
 )
-from laion_hf.models.checkpoints import ModelLoadError
 
 
 def _unit(n: int, dim: int) -> torch.Tensor:
@@ -98,7 +98,7 @@ def test_aesthetic_v2_loads_the_published_mlp_state_dict(tmp_path):
 
 def test_watermark_loads_laions_efficientnet_state_dict(tmp_path):
     """watermark_model_v1.pt: timm efficientnet_b3a whose classifier LAION replaced by 1536->625->256->2."""
-    from laion_hf.torch_compat import import_torchvision
+    from laion_hf.models.torch_compat import import_torchvision
 
     import_torchvision()
     import timm
@@ -126,7 +126,7 @@ def test_watermark_preprocess_matches_laions_transform():
     """Resize((256, 256)) + ToTensor + ImageNet Normalize, as in LAION-5B-WatermarkDetection."""
     from PIL import Image
 
-    from laion_hf.torch_compat import import_torchvision
+    from laion_hf.models.torch_compat import import_torchvision
 
     transforms = import_torchvision().transforms
     laion = transforms.Compose(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from laion_hf.hub.pytest_plugin import hub  # noqa: F401  (re-exported fixture)
+from laion_hf.testing.fixtures import hub  # noqa: F401  (re-exported fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_RECIPE = REPO / "oig" / "recipes" / "sample.yaml"

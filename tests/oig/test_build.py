@@ -9,12 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from laion_hf.core.errors import UserError
 from laion_hf.io.atomic import done_marker
 from oig.build import build, data_file
-from laion_hf.errors import UserError
 from oig.recipe import RecipeError
 from oig.schema import OUTPUT_SCHEMA
-
 from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow

@@ -2,10 +2,9 @@ import json
 
 import pytest
 
-from laion_hf.errors import UserError
-from laion_hf.stages.base import count_reasons, split_kept
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import count_reasons, split_kept
 from oig.decontaminate import BenchmarkIndex, Decontaminator
-
 from tests.oig.helpers import batch, conversation
 
 HELD_OUT = "Which gas do plants take in from the air to make their food through photosynthesis in sunlight"

@@ -3,10 +3,9 @@ import random
 import numpy as np
 import pyarrow as pa
 
-from laion_hf.stages.base import count_reasons, mark_dropped, split_kept
+from laion_hf.core.stage import count_reasons, mark_dropped, split_kept
 from oig.dedup import DedupOptions, DedupScope, band_keys
 from oig.schema import format_text
-
 from tests.oig.helpers import batch, conversation, deduplicate
 
 ARTICLE = (

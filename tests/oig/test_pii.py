@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 from oig.pii import PiiDetector, PiiScrubber, evaluate, luhn_valid, scrub
-
 from tests.oig.helpers import batch, conversation
 
 LABELLED = Path(__file__).parent / "data" / "pii_labelled.jsonl"

@@ -1,9 +1,8 @@
 import pytest
 
-from laion_hf.errors import UserError
-from laion_hf.stages.base import count_reasons, split_kept
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import count_reasons, split_kept
 from oig.quality import QualityScorer, QualityThresholds
-
 from tests.oig.helpers import batch, conversation
 
 GOOD = conversation(
@@ -64,8 +63,9 @@ def test_thresholds_per_constituent_switch_checks_off():
 
 
 def test_rows_dropped_earlier_are_not_rescored(scorer):
-    from laion_hf.stages.base import mark_dropped
     import pyarrow as pa
+
+    from laion_hf.core.stage import mark_dropped
 
     earlier = mark_dropped(batch([CASES["too_short"]]), pa.array([True]), "earlier")
     marked = scorer(earlier)

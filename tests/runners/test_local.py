@@ -47,7 +47,7 @@ def test_failed_shard_gets_no_marker_and_others_finish(tmp_path):
 def test_workers_do_not_hang_after_this_process_ran_a_model(tmp_path):
     """filter (torch in this process) then score with 2 workers: forked workers inherited torch's OpenMP locks and hung."""
     script = textwrap.dedent(f"""
-        from laion_hf.synthetic.shards import write_shards
+        from laion_hf.testing.synthetic.shards import write_shards
         from laion_hf.stages.filter import filter_shards
         from laion_hf.stages.score import score_shards
         write_shards({str(tmp_path / "in")!r}, shards=2, per_shard=4, seed=3)

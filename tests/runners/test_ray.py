@@ -9,14 +9,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.build_inputs import make_image_shards
-from tests.damaged_shards import drop_sample
 from laion_hf.build import LocalRunner, image_shards, merge_shard_records
-from laion_hf.clean.removal import RemovalStage, keyword_pattern
 from laion_hf.io.atomic import read_done
 from laion_hf.io.samples import MISSING_IMAGE
 from laion_hf.io.tar import iter_samples
-from laion_hf.recipes.stages import LanguageStage, NsfwTagStage
+from laion_hf.stages.language import LanguageStage
+from laion_hf.stages.removal import RemovalStage, keyword_pattern
+from laion_hf.stages.score import NsfwTagStage
+from tests.build_inputs import make_image_shards
+from tests.damaged_shards import drop_sample
 
 ray = pytest.importorskip("ray")
 
@@ -105,9 +106,9 @@ def test_a_success_row_without_its_sample_is_counted_alike_on_both_runners(tmp_p
 def test_ray_and_local_runners_agree_on_the_demo(tmp_path, ray_runner):
     """The demo crawl built locally, then its image steps (tiny CLIP, heads, dedup, variants) again on Ray."""
     from laion_hf.build import Build, BuildOptions
-    from laion_hf.demo.image_server import ImageServer
     from laion_hf.demo.run import generate_crawl
     from laion_hf.recipes import load_recipe
+    from laion_hf.testing.image_server import ImageServer
 
     with ImageServer() as server:
         crawl = generate_crawl(tmp_path / "crawl", server, files=1, pages_per_file=10)

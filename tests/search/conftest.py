@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from laion_hf.cli import main
-from laion_hf.hub.pytest_plugin import hub  # noqa: F401  (re-exported fixture)
-from laion_hf.synthetic import Attributes, sample
+from laion_hf.testing.fixtures import hub  # noqa: F401  (re-exported fixture)
+from laion_hf.testing.synthetic import Attributes, sample
 
 DEMO_SEED = 3
 PER_SHARD = 128
@@ -35,7 +35,7 @@ def scene_of(key: str) -> Attributes:
 def demo_index(tmp_path_factory) -> DemoIndex:
     from laion_hf.search.index import build_index
     from laion_hf.stages.filter import filter_shards
-    from laion_hf.synthetic.shards import write_shards
+    from laion_hf.testing.synthetic.shards import write_shards
 
     root = tmp_path_factory.mktemp("search-demo")
     write_shards(str(root / "shards"), shards=2, per_shard=PER_SHARD, languages=("en",), mismatch_rate=0.0,

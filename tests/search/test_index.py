@@ -9,16 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.search.index import (
-    INFO_FILE,
-    METADATA_FILE,
-    KnnIndex,
-    KnnIndexError,
-    build_index,
-    choose_factory,
-)
+from laion_hf.search.index import INFO_FILE, METADATA_FILE, KnnIndex, KnnIndexError, build_index, choose_factory
 from laion_hf.search.source import SourceError, open_source
-from laion_hf.search.synthetic import random_vectors, write_embedding_folder
+from laion_hf.testing.vectors import random_vectors, write_embedding_folder
 
 
 def _metadata(rows: int, offset: int = 0) -> pa.Table:

@@ -11,7 +11,7 @@ import pytest
 
 from laion_hf.search.index import INFO_FILE, KnnIndex, KnnIndexError, build_index
 from laion_hf.search.query import Filters, ModelMismatchError, QueryError, Searcher
-from laion_hf.search.synthetic import random_vectors, write_embedding_folder
+from laion_hf.testing.vectors import random_vectors, write_embedding_folder
 
 
 @pytest.mark.slow

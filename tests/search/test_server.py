@@ -17,7 +17,7 @@ import pytest
 
 from laion_hf.search.index import build_index
 from laion_hf.search.server import SearchServer
-from laion_hf.search.synthetic import random_vectors, write_embedding_folder
+from laion_hf.testing.vectors import random_vectors, write_embedding_folder
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 

@@ -12,14 +12,14 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import StageStats
 from laion_hf.io.samples import MISSING_IMAGE
 from laion_hf.io.tar import CorruptTarError
-from laion_hf.stages.base import StageStats
 from laion_hf.stages.dedup import dedup_shards
 from laion_hf.stages.filter import filter_shards
 from laion_hf.stages.score import score_shards
-from laion_hf.synthetic.shards import write_shards
+from laion_hf.testing.synthetic.shards import write_shards
 from tests.damaged_shards import CUTS, cut_tar, drop_sample
 
 STEPS = ("filter", "score", "dedup")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.hashing import laion_hash
+from laion_hf.core.hashing import laion_hash
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages.dedup import (
@@ -25,7 +25,7 @@ from laion_hf.stages.dedup import (
     embedding_signatures,
     perceptual_hash,
 )
-from laion_hf.synthetic import sample
+from laion_hf.testing.synthetic import sample
 
 
 def encode(image, fmt: str = "PNG", **params) -> bytes:

@@ -20,15 +20,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from laion_hf.cli import app
-from laion_hf.demo.image_server import ImageServer, corrupt_image, huge_png
+from laion_hf.core.hashing import laion_hash
 from laion_hf.download.images import check_image
 from laion_hf.download.options import MIN_IMAGE_BYTES, DownloadError, DownloadOptions
 from laion_hf.download.shard import compute_key
-from laion_hf.hashing import laion_hash
 from laion_hf.io.atomic import read_json
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages.download import download
+from laion_hf.testing.image_server import ImageServer, corrupt_image, huge_png
 
 
 def noise_image(seed: int, size: int = 64, fmt: str = "PNG") -> bytes:

@@ -13,11 +13,11 @@ import ssl
 import pytest
 import trustme
 
-from laion_hf.demo.image_server import TERABYTE, ImageServer, Route
 from laion_hf.download.addresses import AddressPolicy, Unresolvable
 from laion_hf.download.fetch import Fetcher, FetchLimits
 from laion_hf.download.options import DownloadOptions
 from laion_hf.download.optout import OPT_OUT_MESSAGE, HeaderOptOut
+from laion_hf.testing.image_server import TERABYTE, ImageServer, Route
 
 IMAGE = bytes(range(256)) * 48  # 12 KiB; the fetcher does not look inside
 PUBLIC = ("127.0.0.1/32",)

@@ -15,15 +15,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from laion_hf.cli import app
+from laion_hf.core.stage import split_kept
 from laion_hf.io.samples import read_sample_batches
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples
 from laion_hf.models.clip import TINY, tiny_thresholds
-from laion_hf.stages.base import split_kept
 from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
 from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
-from laion_hf.synthetic import mismatched_caption, sample
-from laion_hf.synthetic.shards import write_shards
+from laion_hf.testing.synthetic import mismatched_caption, sample
+from laion_hf.testing.synthetic.shards import write_shards
 from tests.models import real_images
 from tests.models.cli_entry import run_cli
 
@@ -191,7 +191,7 @@ def test_cli_filters_and_prints_a_summary(tmp_path):
 
 
 def test_thresholds_belong_to_the_weights(tmp_path):
-    from laion_hf.errors import UserError
+    from laion_hf.core.errors import UserError
     from laion_hf.models.clip import TINY_WEIGHTS, Weights, resolve_weights
     from laion_hf.stages.filter import choose_thresholds
 

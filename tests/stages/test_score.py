@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.stage import DROP_REASON, mark_dropped
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.models.clip import TINY
-from laion_hf.stages.base import DROP_REASON, mark_dropped
 from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
-from laion_hf.synthetic import sample
+from laion_hf.testing.synthetic import sample
 from tests.models import real_images
 from tests.models.cli_entry import run_cli
 
@@ -238,7 +238,7 @@ JOINED_PUNSAFE = [0.97, 0.02, 0.5, 0.1, 0.3, 0.46, 0.01, 0.2]  # LAION-joined va
 @pytest.fixture(scope="module")
 def joined_download(laion_pairs, tmp_path_factory):
     """An img2dataset shard of 8 real LAION pairs carrying LAION's joined columns, with real-format photos."""
-    from laion_hf.hashing import laion_hash
+    from laion_hf.core.hashing import laion_hash
 
     rng = np.random.default_rng(0)
     rows = []

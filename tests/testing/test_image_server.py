@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from laion_hf.demo.image_server import LAION_MAX_PIXELS, ImageServer, corrupt_image, huge_png
+from laion_hf.testing.image_server import LAION_MAX_PIXELS, ImageServer, corrupt_image, huge_png
 
 
 def _png(size: tuple[int, int] = (8, 8)) -> bytes:

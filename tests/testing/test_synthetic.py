@@ -6,8 +6,8 @@ import io
 
 from PIL import Image
 
-from laion_hf.synthetic import LANGUAGES, caption, mismatched_caption, sample
-from laion_hf.synthetic.attributes import Attributes, aesthetic_score
+from laion_hf.testing.synthetic import LANGUAGES, caption, mismatched_caption, sample
+from laion_hf.testing.synthetic.attributes import Attributes, aesthetic_score
 
 
 def test_same_seed_same_sample():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from fastwarc.warc import ArchiveIterator
 
-from laion_hf.demo.wat import Image, Page, write_wat
+from laion_hf.testing.wat import Image, Page, write_wat
 
 
 def test_layout_is_warcinfo_then_three_metadata_records_per_page(tmp_path):

@@ -7,7 +7,7 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from laion_hf.stages.base import StageStats, count_reasons, mark_dropped, split_kept
+from laion_hf.core.stage import StageStats, count_reasons, mark_dropped, split_kept
 
 
 def test_first_reason_wins_and_null_mask_keeps():

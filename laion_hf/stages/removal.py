@@ -31,11 +31,11 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.lists import DIGEST_SIZE, RemovalSets
-from laion_hf.errors import UserError
-from laion_hf.hashing import laion_hash_array
-from laion_hf.schema import resolve_columns
-from laion_hf.stages.base import Stage, ensure_drop_reason, mark_dropped
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import laion_hash_array
+from laion_hf.core.schema import resolve_columns
+from laion_hf.core.stage import Stage, ensure_drop_reason, mark_dropped
+from laion_hf.io.removal_lists import DIGEST_SIZE, RemovalSets
 
 #: punsafe thresholds of the Re-LAION-5B variants (rows strictly above are removed).
 VARIANT_THRESHOLDS = {"research": 0.95, "research-safe": 0.45}

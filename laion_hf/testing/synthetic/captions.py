@@ -7,7 +7,7 @@ multilingual text encoder has to learn, not English with swapped words.
 
 from __future__ import annotations
 
-from laion_hf.synthetic.attributes import Attributes
+from laion_hf.testing.synthetic.attributes import Attributes
 
 LANGUAGES = ("en", "de", "fr", "es")
 

@@ -2,9 +2,9 @@
 
 Use them from a conftest.py with one line::
 
-    from laion_hf.hub.pytest_plugin import hub  # noqa: F401  (pytest finds fixtures by name)
+    from laion_hf.testing.fixtures import hub  # noqa: F401  (pytest finds fixtures by name)
 
-``hub`` is a started :class:`~laion_hf.hub.testing_server.HubServer` with
+``hub`` is a started :class:`~laion_hf.testing.hub_server.HubServer` with
 huggingface_hub and datasets pointed at it (constants patched, ``HF_ENDPOINT``
 and ``HF_HUB_DISABLE_XET=1`` exported for subprocesses) and ``HF_TOKEN`` set
 to its write token; everything is restored after the test.
@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from laion_hf.hub.testing_server import HubServer
+from laion_hf.testing.hub_server import HubServer
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import random
 
 from PIL import Image, ImageDraw, ImageFont
 
-from laion_hf.synthetic.attributes import COLOURS, Attributes
+from laion_hf.testing.synthetic.attributes import COLOURS, Attributes
 
 HAZARD_COLOUR = (255, 0, 170)  # hot pink: no scene colour uses it, so the motif is unambiguous
 WATERMARK_TEXT = "© STOCK"

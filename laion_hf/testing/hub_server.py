@@ -721,7 +721,7 @@ def use_endpoint(url: str) -> Iterator[None]:
 
 
 def main() -> None:
-    """Run the server in the foreground: ``python -m laion_hf.hub.testing_server [--port N] [--root DIR]``."""
+    """Run the server in the foreground: ``python -m laion_hf.testing.hub_server [--port N] [--root DIR]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from laion_hf.hashing import laion_hash, laion_hash_array, normalize_hex, url_digest
+from laion_hf.core.hashing import laion_hash, laion_hash_array, normalize_hex, url_digest
 
 _MASK = (1 << 64) - 1
 _C1, _C2 = 0x87C37B91114253D5, 0x4CF5AD432745937F

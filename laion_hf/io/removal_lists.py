@@ -29,9 +29,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.files import CorruptParquetError, iter_tables, open_parquet
-from laion_hf.errors import UserError
-from laion_hf.hashing import normalize_hex
+from laion_hf.core.errors import UserError
+from laion_hf.core.hashing import normalize_hex
+from laion_hf.io.parquet import CorruptParquetError, iter_tables, open_parquet
 
 KINDS = ("url-md5", "url-sha256", "image-md5", "image-sha256", "laion-hash", "sample-id")
 _HEX_ALGORITHM = {"url-md5": "md5", "url-sha256": "sha256", "image-md5": "md5", "image-sha256": "sha256"}

@@ -3,15 +3,10 @@ import hashlib
 import pyarrow as pa
 import pytest
 
-from laion_hf.clean.lists import RemovalSets
-from laion_hf.clean.removal import (
-    MissingPunsafeError,
-    RemovalStage,
-    keyword_pattern,
-    resolve_threshold,
-)
-from laion_hf.hashing import laion_hash
-from laion_hf.stages.base import split_kept
+from laion_hf.core.hashing import laion_hash
+from laion_hf.core.stage import split_kept
+from laion_hf.io.removal_lists import RemovalSets
+from laion_hf.stages.removal import MissingPunsafeError, RemovalStage, keyword_pattern, resolve_threshold
 
 
 def sets(**kinds) -> RemovalSets:

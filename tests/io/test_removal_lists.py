@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.clean.lists import RemovalListError, load_list, load_removal_sets, parse_spec, parse_value
+from laion_hf.io.removal_lists import RemovalListError, load_list, load_removal_sets, parse_spec, parse_value
 
 MD5 = "0123456789abcdef0123456789abcdef"
 SHA = "ab" * 32
@@ -98,7 +98,7 @@ def test_lists_exported_on_windows_with_a_bom_and_crlf_are_read(tmp_path):
 
 
 def test_a_keyword_file_with_a_bom_gives_clean_keywords(tmp_path):
-    from laion_hf.clean.removal import load_keywords
+    from laion_hf.stages.removal import load_keywords
 
     path = tmp_path / "keywords.txt"
     path.write_bytes(b"\xef\xbb\xbfnsfw\r\nexplicit\r\n")

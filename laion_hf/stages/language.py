@@ -1,11 +1,8 @@
-"""The two stages that only recipes need: selection by caption language, and LAION-400M's NSFW tag.
+"""Selection by caption language: :class:`LanguageStage` keeps the rows whose ``language`` matches a selection.
 
-- :class:`LanguageStage` keeps the rows whose ``language`` matches a
-  selection. LAION-400M kept English captions; LAION-5B split its pairs into
-  2B-en (English), 2B-multi (another detected language) and 1B-nolang (no
-  reliable language, an empty code) - each a selection here.
-- :class:`NsfwTagStage` writes LAION-400M's ``NSFW`` column (UNLIKELY /
-  UNSURE / NSFW) from ``punsafe``; it tags, it never drops.
+LAION-400M kept English captions; LAION-5B split its pairs into 2B-en
+(English), 2B-multi (another detected language) and 1B-nolang (no reliable
+language, an empty code) - each a selection here.
 """
 
 from __future__ import annotations
@@ -15,11 +12,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.errors import UserError
-from laion_hf.schema import resolve_columns
-from laion_hf.stages.base import Stage, mark_dropped
-
-NSFW_COLUMN = "NSFW"
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import resolve_columns
+from laion_hf.core.stage import Stage, mark_dropped
 
 
 @dataclass
@@ -51,26 +46,3 @@ class LanguageStage(Stage):
             detected = pc.not_equal(codes, "")
             keep = pc.and_(keep, detected if self.language_detected else pc.invert(detected))
         return mark_dropped(batch, pc.invert(keep), self.reason)
-
-
-@dataclass
-class NsfwTagStage(Stage):
-    """LAION-400M's tag from punsafe: NSFW at or above ``nsfw_at``, UNSURE at or above ``unsure_at``, else UNLIKELY."""
-
-    unsure_at: float
-    nsfw_at: float
-    name: str = "nsfw-tag"
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        column = resolve_columns(batch.column_names, ["punsafe"])["punsafe"]
-        if column is None:
-            raise UserError(f"stage {self.name}: the NSFW tag needs a punsafe column (run the punsafe head first)")
-        scores = pc.cast(batch[column], pa.float64())
-        tag = pc.if_else(
-            pc.greater_equal(scores, self.nsfw_at),
-            "NSFW",
-            pc.if_else(pc.greater_equal(scores, self.unsure_at), "UNSURE", "UNLIKELY"),
-        )
-        if NSFW_COLUMN in batch.column_names:
-            return batch.set_column(batch.column_names.index(NSFW_COLUMN), NSFW_COLUMN, tag)
-        return batch.append_column(NSFW_COLUMN, tag)

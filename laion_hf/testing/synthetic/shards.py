@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from laion_hf.io.atomic import atomic_path, join, write_json
 from laion_hf.io.tar import write_samples
-from laion_hf.synthetic import mismatched_caption, sample
+from laion_hf.testing.synthetic import mismatched_caption, sample
 
 
 @dataclass(frozen=True)

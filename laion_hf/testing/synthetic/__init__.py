@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from laion_hf.synthetic.attributes import (
+from laion_hf.testing.synthetic.attributes import (
     COLOURS,
     LAYOUTS,
     SHAPES,
@@ -29,8 +29,8 @@ from laion_hf.synthetic.attributes import (
     different_attributes,
     random_attributes,
 )
-from laion_hf.synthetic.captions import LANGUAGES, caption, captions
-from laion_hf.synthetic.render import render
+from laion_hf.testing.synthetic.captions import LANGUAGES, caption, captions
+from laion_hf.testing.synthetic.render import render
 
 __all__ = [
     "COLOURS",

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
+from laion_hf.core.schema import require_text_columns
 from laion_hf.io.atomic import filesystem
-from laion_hf.schema import require_text_columns
 
 
 class CorruptParquetError(UserError, ValueError):

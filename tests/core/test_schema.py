@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from laion_hf.schema import (
+from laion_hf.core.schema import (
     FAMILIES,
     IMG2DATASET,
     LAION_5B_JOINED,
@@ -49,7 +49,7 @@ def test_detect_family_is_order_and_case_insensitive(family):
 
 
 def test_canonical_names_keep_both_pairs_of_a_download_saved_with_laions_columns():
-    from laion_hf.schema import canonical_names
+    from laion_hf.core.schema import canonical_names
 
     names = ["url", "caption", "key", "width", "height", "WIDTH", "HEIGHT", "TEXT"]
     assert canonical_names(names) == {

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
-from laion_hf.errors import UserError
+from laion_hf.core.errors import UserError
 
 _BASE_FIELDS = [
     pa.field("SAMPLE_ID", pa.int64()),
