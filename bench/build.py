@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from laion_hf.build import Build, BuildOptions, LocalRunner
+from laion_hf.build import Build, BuildOptions
+from laion_hf.runners.local import LocalRunner
 from laion_hf.demo.run import generate_crawl
 from laion_hf.recipes import load_recipe, parse_override
 from laion_hf.testing.image_server import ImageServer
@@ -68,7 +69,8 @@ def main() -> None:
 
         from laion_hf.runners.ray import RayRunner
 
-        ray_runner = RayRunner(num_cpus=args.workers, concurrency=args.workers, object_store_memory=300 * 1024**2)
+        ray_runner = RayRunner(num_cpus=args.workers, concurrency=args.workers, object_store_memory=300 * 1024**2,
+                               show_progress=False)
         started = time.perf_counter()
         ray_runner.start()
         print(f"ray.init: {time.perf_counter() - started:.1f} s (not in the timings below)")

@@ -1,4 +1,4 @@
-"""Benchmark ``laion_hf.stages.download.download`` against plain img2dataset on the same candidates.
+"""Benchmark ``laion_hf.steps.download.download`` against plain img2dataset on the same candidates.
 
 A loopback :class:`~laion_hf.testing.image_server.ImageServer`, in its own
 process (so its threads do not share an interpreter with either tool), serves
@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from laion_hf.stages.download import download
+from laion_hf.steps.download import download
 from laion_hf.testing.image_server import ImageServer
 
 

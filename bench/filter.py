@@ -45,7 +45,9 @@ from laion_hf.io.samples import read_sample_batches  # noqa: E402
 from laion_hf.io.shards import discover_shards  # noqa: E402
 from laion_hf.models.images import decode_image  # noqa: E402
 from laion_hf.stages.embed import SIMILARITY, ClipEmbed  # noqa: E402
-from laion_hf.stages.filter import READ_BATCHES, SimilarityFilter, filter_shard  # noqa: E402
+from laion_hf.runners.base import transform  # noqa: E402
+from laion_hf.stages.filter import READ_BATCHES, SimilarityFilter  # noqa: E402
+from laion_hf.steps.filter import EmbeddingWriter  # noqa: E402
 from laion_hf.testing.synthetic.shards import write_shards  # noqa: E402
 
 
@@ -88,7 +90,7 @@ def bench_model(label: str, model: str, images: int, batch_size: int, workers: i
         output = workdir / f"{label}-out"
         shutil.rmtree(output, ignore_errors=True)
         for shard in shards:
-            filter_shard(shard, str(output), stages, batch_size=batch_size * READ_BATCHES, save_embeddings=True)
+            transform(shard, str(output), stages, batch_size * READ_BATCHES, sidecar=EmbeddingWriter)
 
     raw()  # warm-up (allocator, kernels)
     ours_times, raw_times = [], []

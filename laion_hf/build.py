@@ -3,7 +3,7 @@
 The pipeline is a fixed sequence of *steps*; a recipe says which run and how::
 
     01-extract  WAT files -> candidate parquet            (laion_hf.extract)
-    02-download candidates -> img2dataset image shards     (laion_hf.stages.download)
+    02-download candidates -> img2dataset image shards     (laion_hf.steps.download)
     03-filter   CLIP similarity >= threshold, languages   (laion_hf.stages.filter)
     04-score    punsafe / pwatermark / aesthetic columns   (laion_hf.stages.score)
     05-dedup    exact LAION hash (+ near duplicates)       (laion_hf.stages.dedup)
@@ -23,7 +23,6 @@ runner (this process or a process pool) or to :class:`laion_hf.runners.ray.RayRu
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import time
@@ -31,16 +30,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from laion_hf.core.errors import UserError
 from laion_hf.core.stage import Stage, StageStats
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
 from laion_hf.io.removal_lists import load_removal_sets
-from laion_hf.io.samples import SidecarFactory, image_shards, transform_shard
-from laion_hf.io.shards import Shard
+from laion_hf.io.samples import SidecarFactory, image_shards
 from laion_hf.recipes import ConfigSpec, Recipe
-from laion_hf.runners.local import run_shards
+from laion_hf.runners.base import Runner, stage_totals
+from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.language import LanguageStage
 from laion_hf.stages.removal import RemovalStage, keyword_pattern, load_keywords
 from laion_hf.stages.score import NsfwTagStage
@@ -54,97 +53,6 @@ STEPS = ("extract", "download", "filter", "score", "dedup", "configs", "publish"
 
 class BuildError(UserError):
     """A build cannot start or continue (bad inputs, a step missing its input)."""
-
-
-# ---------------------------------------------------------------- runners
-
-
-
-
-class StageRunner(Protocol):
-    """What a build needs from a runner: run Stage objects over image shards, per shard, resumably."""
-
-    def run_stages(
-        self,
-        shards: Sequence[Shard],
-        stages: Sequence[Stage],
-        output_dir: str,
-        uses_model: bool = False,
-        sidecar: SidecarFactory | None = None,
-    ) -> dict[str, dict[str, Any]]: ...
-
-    def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:
-        """Run-wide dedup of ``shards`` (see :mod:`laion_hf.stages.dedup`) into ``output_dir``."""
-        ...
-
-
-def _transform(
-    shard: Shard, *, output_dir: str, stages: Sequence[Stage], batch_size: int, sidecar: SidecarFactory | None = None
-) -> dict[str, Any]:
-    """One shard through ``stages`` (``setup()`` first: once per shard in a worker process)."""
-    for stage in stages:
-        stage.setup()
-    extra = sidecar(output_dir, shard.name) if sidecar is not None else None
-    return transform_shard(shard, output_dir, stages, batch_size, sidecar=extra)
-
-
-@dataclass
-class LocalRunner:
-    """Shards in this process (``workers=1``) or across a local process pool."""
-
-    workers: int = 1
-    batch_size: int = 256
-    show_progress: bool = True
-
-    def run_stages(
-        self,
-        shards: Sequence[Shard],
-        stages: Sequence[Stage],
-        output_dir: str,
-        uses_model: bool = False,
-        sidecar: SidecarFactory | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        process = functools.partial(
-            _transform, output_dir=output_dir, stages=list(stages), batch_size=self.batch_size, sidecar=sidecar
-        )
-        return run_shards(
-            shards,
-            process,
-            output_dir=output_dir,
-            name_of=_shard_name,
-            workers=self.workers,
-            description=", ".join(s.name for s in stages) or "copy",
-            show_progress=self.show_progress,
-        )
-
-
-    def run_dedup(self, source_dir: str, output_dir: str, max_distance: int | None, shards: Sequence[Shard]) -> StageStats:
-        from laion_hf.stages.dedup import dedup_shards
-
-        report = dedup_shards(
-            source_dir,
-            output_dir,
-            max_distance=max_distance,
-            workers=self.workers,
-            batch_size=self.batch_size,
-            show_progress=self.show_progress,
-        )
-        return report.stats
-
-
-def _shard_name(shard: Shard) -> str:
-    return shard.name
-
-
-def merge_shard_records(records: dict[str, dict[str, Any]], stage_names: Sequence[str]) -> list[StageStats]:
-    """Per-stage totals over shards' done-marker records (as written by ``transform_shard``)."""
-    totals = [StageStats(name) for name in stage_names]
-    for record in records.values():
-        for total, data in zip(totals, record["stages"]):
-            total.merge(StageStats.from_dict(data))
-    for total in totals:
-        total.check()
-    return totals
 
 
 # ---------------------------------------------------------------- options and report
@@ -239,7 +147,7 @@ def model_records(recipe: Recipe) -> list[dict[str, Any]]:
 class Build:
     """Run a recipe's steps in order, each resumable, collecting the stats of every stage."""
 
-    def __init__(self, recipe: Recipe, options: BuildOptions, runner: StageRunner | None = None) -> None:
+    def __init__(self, recipe: Recipe, options: BuildOptions, runner: Runner | None = None) -> None:
         if options.start_at not in STEPS[:6]:
             raise BuildError(f"--start-at {options.start_at!r}: one of {', '.join(STEPS[:6])}")
         if options.start_at not in ("extract", "configs") and options.start_at not in recipe.stages:
@@ -251,7 +159,7 @@ class Build:
         self.runner = runner or self._make_runner()
         self.report = BuildReport(recipe=recipe.to_dict(), runner=options.runner)
 
-    def _make_runner(self) -> StageRunner:
+    def _make_runner(self) -> Runner:
         if self.options.runner == "local":
             return LocalRunner(self.options.workers, self.options.batch_size, self.options.show_progress)
         if self.options.runner == "ray":
@@ -263,6 +171,7 @@ class Build:
                 concurrency=self.options.workers,
                 model_num_gpus=self.options.gpus_per_model_actor,
                 batch_size=self.options.batch_size,
+                show_progress=self.options.show_progress,
             )
         raise BuildError(f"--runner {self.options.runner!r}: local or ray")
 
@@ -290,8 +199,8 @@ class Build:
         self, source: str, stages: list[Stage], uses_model: bool, sidecar: SidecarFactory | None = None
     ) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
-            records = self.runner.run_stages(image_shards(source), stages, directory, uses_model=uses_model, sidecar=sidecar)
-            return merge_shard_records(records, [s.name for s in stages])
+            records = self.runner.map_stages(image_shards(source), stages, directory, uses_model=uses_model, sidecar=sidecar)
+            return stage_totals(records, [s.name for s in stages])
 
         return run
 
@@ -341,17 +250,17 @@ class Build:
 
     def _extract(self, inputs: list[str]) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
-            from laion_hf.extract import extract
+            from laion_hf.steps.extract import extract
 
             started = time.perf_counter()
-            report = extract(list(inputs), directory, workers=self.options.workers, show_progress=self.options.show_progress, **self.recipe.extract)
+            report = extract(list(inputs), directory, runner=self.runner, **self.recipe.extract)
             return [as_stage_stats(report.total, wall=time.perf_counter() - started)]
 
         return run
 
     def _download(self, source: Any) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
-            from laion_hf.stages.download import download
+            from laion_hf.steps.download import download
 
             started = time.perf_counter()
             report = download(
@@ -359,7 +268,7 @@ class Build:
                 directory,
                 processes=self.options.workers,
                 allow_private_network=self.options.allow_private_network,
-                show_progress=self.options.show_progress,
+                runner=self.runner,
                 **self.recipe.download,
             )
             return [as_stage_stats(report, wall=time.perf_counter() - started)]
@@ -367,7 +276,7 @@ class Build:
         return run
 
     def _filter(self, source: Any) -> Callable[[str], list[StageStats]]:
-        from laion_hf.stages.filter import EmbeddingWriter
+        from laion_hf.steps.filter import EmbeddingWriter
 
         return self._image_step(self._single_input(source), self.image_stages["filter"], uses_model=True, sidecar=EmbeddingWriter)
 
@@ -376,12 +285,13 @@ class Build:
 
     def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
         def run(directory: str) -> list[StageStats]:
+            from laion_hf.steps.dedup import dedup_shards
+
             source_dir = self._single_input(source)
             started = time.perf_counter()
-            stats = self.runner.run_dedup(
-                source_dir, directory, self.recipe.dedup.near_duplicate_max_distance, image_shards(source_dir)
-            )
-            return [as_stage_stats(stats, wall=time.perf_counter() - started)]
+            report = dedup_shards(source_dir, directory, max_distance=self.recipe.dedup.near_duplicate_max_distance,
+                                  batch_size=self.options.batch_size, runner=self.runner)
+            return [as_stage_stats(report.stats, wall=time.perf_counter() - started)]
 
         return run
 
@@ -498,15 +408,15 @@ def check_stage_options(recipe: Recipe) -> None:
 
     allowed: dict[str, set[str]] = {}
     if recipe.has("extract"):
-        from laion_hf.extract import extract
+        from laion_hf.steps.extract import extract
 
-        allowed["extract"] = _option_names(extract, {"show_progress"})
+        allowed["extract"] = _option_names(extract, {"show_progress", "runner"})
     if recipe.has("download"):
         from dataclasses import fields
 
-        from laion_hf.stages.download import DownloadOptions, download
+        from laion_hf.steps.download import DownloadOptions, download
 
-        taken = {"allow_private_network", "processes", "workers", "show_progress", "retry_failed"}
+        taken = {"allow_private_network", "processes", "workers", "show_progress", "retry_failed", "runner"}
         allowed["download"] = (_option_names(download, taken) | {f.name for f in fields(DownloadOptions)}) - taken
     for stage, names in allowed.items():
         for key in getattr(recipe, stage):

@@ -1,13 +1,14 @@
 """``laion-hf clean``: turn an existing LAION copy into Re-LAION research / research-safe.
 
-Modules: :mod:`lists` (removal lists), :mod:`removal` (the :class:`RemovalStage`
-that marks rows), :mod:`options` (loading sources into a stage), :mod:`shard`
-(one shard's parquet + tar), :mod:`report` (counts and invariant),
-:mod:`verify` (re-reading the output). :func:`clean_copy` ties them to the
-local runner: shards in parallel, resumable through done markers. With
-``metadata_output`` it cleans the whole copy: the download, then the LAION
-metadata it came from, which also loses the rows whose image an image list
-removed from the download.
+Modules: :mod:`options` (loading sources into a stage), :mod:`shard` (one
+shard's parquet + tar), :mod:`report` (counts and invariant), :mod:`verify`
+(re-reading the output); removal lists are :mod:`laion_hf.io.removal_lists`,
+the stage that marks rows :mod:`laion_hf.stages.removal`. :func:`clean_copy`
+is the command's step: it hands the shards to the local runner (in parallel,
+resumable through done markers), so this package sits with the steps, above
+the runners. With ``metadata_output`` it cleans the whole copy: the download,
+then the LAION metadata it came from, which also loses the rows whose image an
+image list removed from the download.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from laion_hf.io.atomic import adopt_legacy, bookkeeping_path, filesystem, join,
 from laion_hf.io.parquet import open_parquet
 from laion_hf.io.removal_lists import KINDS, RemovalSets, load_removal_sets, parse_spec
 from laion_hf.io.shards import Shard, discover_shards
-from laion_hf.runners.local import run_shards
+from laion_hf.runners.base import shard_name
+from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.removal import VARIANT_THRESHOLDS, RemovalStage
 
 OPTIONS_NAME = "clean_options.json"
@@ -47,10 +49,6 @@ __all__ = [
     "verify_clean",
     "verify_copy",
 ]
-
-
-def _shard_name(shard: Shard) -> str:
-    return shard.name
 
 
 def _claim_output(output_dir: str, options: CleanOptions) -> None:
@@ -100,10 +98,8 @@ def _clean_shards(
     """Run :func:`clean_shard` over ``shards`` into ``output_dir`` and write its checked report."""
     _claim_output(output_dir, options)
     process = partial(clean_shard, output_dir=output_dir, stage=stage, batch_size=options.batch_size)
-    results = run_shards(
-        shards, process, output_dir=output_dir, name_of=_shard_name, workers=workers,
-        description=description, show_progress=show_progress,
-    )
+    runner = LocalRunner(workers=workers, show_progress=show_progress)
+    results = runner.map(shards, process, output_dir=output_dir, name_of=shard_name, description=description)
     report = CleanReport(
         input_dir=input_dir,
         output_dir=output_dir,

@@ -8,7 +8,8 @@ import typer
 
 from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.io.atomic import join
-from laion_hf.stages.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_EMBEDDING_DISTANCE, REPORT_FILE, dedup_shards
+from laion_hf.stages.duplicates import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_EMBEDDING_DISTANCE
+from laion_hf.steps.dedup import REPORT_FILE, dedup_shards
 
 
 @app.command("dedup")

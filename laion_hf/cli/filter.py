@@ -30,7 +30,7 @@ def filter_command(
 ) -> None:
     """Keep image-text pairs whose CLIP similarity reaches the threshold; save their embeddings."""
     check_output_dir(output)
-    from laion_hf.stages.filter import filter_shards  # imports torch: only for this command
+    from laion_hf.steps.filter import filter_shards  # imports torch: only for this command
 
     choice: str | bool | None = {"default": True, "none": None}.get(multilingual, multilingual)
     report = filter_shards(

@@ -61,7 +61,7 @@ def score_command(
 ) -> None:
     """Add punsafe / pwatermark / aesthetic to every sample (keeping scores the input has); optionally drop by limits."""
     check_output_dir(output_dir)
-    from laion_hf.stages.score import score_shards
+    from laion_hf.steps.score import score_shards
 
     report = score_shards(
         input_dir,

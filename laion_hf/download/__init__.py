@@ -1,4 +1,4 @@
-"""The download step's parts, one concern per module (the entry point is :func:`laion_hf.stages.download.download`).
+"""The download step's parts, one concern per module (the entry point is :func:`laion_hf.steps.download.download`).
 
 ``addresses`` which hosts may be contacted and where to connect; ``fetch`` one
 URL with pinned connections, checked redirects, a deadline and a body cap;

@@ -1,5 +1,8 @@
-"""Common Crawl WAT files -> deduplicated LAION image/text candidates (``laion-hf extract``)."""
+"""Common Crawl WAT files -> LAION image/text candidates: the rules and the per-file pass.
 
-from laion_hf.extract.extract import CANDIDATE_SCHEMA, ExtractReport, expand_inputs, extract, extract_file
+The run (files in parallel, then the global dedup) is the extract step, :mod:`laion_hf.steps.extract`.
+"""
 
-__all__ = ["CANDIDATE_SCHEMA", "ExtractReport", "expand_inputs", "extract", "extract_file"]
+from laion_hf.extract.extract import CANDIDATE_SCHEMA, expand_inputs, extract_file
+
+__all__ = ["CANDIDATE_SCHEMA", "expand_inputs", "extract_file"]

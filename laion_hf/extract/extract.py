@@ -20,18 +20,13 @@ skipping its JSON parse is most of the speed-up over parsing everything.
 
 from __future__ import annotations
 
-import functools
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import fsspec
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -39,14 +34,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash_array
-from laion_hf.core.stage import StageStats
 from laion_hf.extract import rules
-from laion_hf.extract.dedup import find_global_duplicates
 from laion_hf.extract.language import LanguageDetector
 from laion_hf.extract.wat import MalformedLog, iter_metadata_payloads
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
-from laion_hf.io.data_card import write_data_card
-from laion_hf.runners.local import run_shards
+from laion_hf.io.atomic import atomic_path, filesystem, join
 
 STAGE = "extract"
 FILES_DIR = "_files"
@@ -87,30 +78,6 @@ class WatInput:
 
     name: str
     path: str
-
-
-@dataclass
-class ExtractReport:
-    """What a run produced: final shards, per-file stats (StageStats-compatible dicts) and their total."""
-
-    output_dir: str
-    shards: list[str]
-    files: dict[str, dict[str, Any]]
-    total: StageStats = field(default_factory=lambda: StageStats(STAGE))
-    records: int = 0
-    response_pages: int = 0
-    malformed: Counter[str] = field(default_factory=Counter)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output_dir": self.output_dir,
-            "shards": self.shards,
-            "total": self.total.to_dict(),
-            "records": self.records,
-            "response_pages": self.response_pages,
-            "malformed": dict(self.malformed),
-            "files": self.files,
-        }
 
 
 # ---------------------------------------------------------------- inputs
@@ -307,112 +274,3 @@ def extract_file(
         "malformed": dict(sorted(malformed.items())),
         "malformed_records": [entry.to_dict() for entry in log.entries[:MAX_LISTED_MALFORMED]],
     }
-
-
-# ---------------------------------------------------------------- a run
-
-
-def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, stats: dict[str, dict]) -> None:
-    """Write the final shards without cross-file duplicates; add ``duplicate_global`` to each file's stats."""
-    names = [w.name for w in wats]
-    # the marker names the per-file results it was computed from: any re-extracted file invalidates it
-    inputs = {name: dict(stats[name]) for name in names}
-    marker = join(output_dir, DEDUP_MARKER)
-    fs, inner = filesystem(marker)
-    recorded = read_json(marker) if fs.exists(inner) else {}
-    if recorded.get("files") == names and recorded.get("inputs") == inputs:
-        duplicates_by_name = recorded["duplicates"]
-    else:
-        shard_paths = [join(files_dir, f"{name}.parquet") for name in names]
-        duplicates = find_global_duplicates(shard_paths, _scratch(output_dir))
-        duplicates_by_name = {}
-        for name, path, rows in zip(names, shard_paths, duplicates):
-            with fsspec.open(path, "rb") as source:
-                table = pq.read_table(source)
-            if len(rows):
-                keep = np.ones(table.num_rows, dtype=bool)
-                keep[rows] = False
-                table = table.filter(pa.array(keep))
-            with atomic_path(join(output_dir, f"{name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
-                pq.write_table(table, sink, compression="zstd")
-            duplicates_by_name[name] = int(len(rows))
-        write_json(marker, {"files": names, "inputs": inputs, "duplicates": duplicates_by_name})
-    for name in names:
-        record = stats[name]
-        count = duplicates_by_name[name]
-        if count:
-            record["kept"] -= count
-            record["dropped"] = dict(sorted({**record["dropped"], rules.DUPLICATE_GLOBAL: count}.items()))
-
-
-def _scratch(output_dir: str) -> str:
-    """The dedup's scratch folder: ``OUTPUT/_scratch`` when OUTPUT is local, else one in the system temp dir."""
-    fs, inner = filesystem(output_dir)
-    if isinstance(fs, LocalFileSystem):
-        return os.path.join(inner, SCRATCH_DIR)
-    return tempfile.mkdtemp(prefix="laion-hf-dedup-")
-
-
-def _remove_leftovers(output_dir: str) -> None:
-    """Delete what a killed run left where this one writes: temporaries of the final shards, the dedup scratch."""
-    remove_stale_temporaries(output_dir)
-    fs, inner = filesystem(output_dir)
-    if isinstance(fs, LocalFileSystem):
-        shutil.rmtree(os.path.join(inner, SCRATCH_DIR), ignore_errors=True)
-
-
-def extract(
-    inputs: list[str],
-    output_dir: str,
-    workers: int = 1,
-    *,
-    listing_prefix: str = COMMON_CRAWL_PREFIX,
-    global_dedup: bool = True,
-    detect_language: bool = True,
-    show_progress: bool = True,
-) -> ExtractReport:
-    """Extract LAION image/text candidates from WAT files into parquet shards in ``output_dir``.
-
-    Re-running with the same inputs skips finished files (their recorded stats
-    are reused) and redoes unfinished ones from scratch; what a killed run left
-    behind (temporaries, the dedup's scratch folder) is removed first.
-    """
-    wats = expand_inputs(inputs, listing_prefix)
-    if not wats:
-        raise ExtractInputError("no WAT input given")
-    _remove_leftovers(output_dir)
-    files_dir = join(output_dir, FILES_DIR)
-    detector = LanguageDetector() if detect_language else None
-    process = functools.partial(extract_file, files_dir=files_dir, detector=detector)
-    stats = run_shards(
-        wats,
-        process,
-        output_dir=files_dir,
-        name_of=lambda w: w.name,
-        workers=workers,
-        description="WAT files",
-        show_progress=show_progress,
-    )
-    if global_dedup:
-        _apply_global_dedup(wats, files_dir, output_dir, stats)
-        shards = [join(output_dir, f"{w.name}.parquet") for w in wats]
-    else:
-        shards = [join(files_dir, f"{w.name}.parquet") for w in wats]
-    report = ExtractReport(output_dir=output_dir, shards=shards, files=stats)
-    for record in stats.values():
-        file_stats = StageStats.from_dict(record)
-        file_stats.check()
-        report.total.merge(file_stats)
-        report.records += record["records"]
-        report.response_pages += record["response_pages"]
-        report.malformed.update(record["malformed"])
-    write_json(join(output_dir, REPORT_FILE), report.to_dict())
-    write_data_card(output_dir)  # names the final shards, not _files/ (which `load_dataset` would add)
-    return report
-
-
-def iter_pairs(report: ExtractReport) -> Iterable[dict[str, Any]]:
-    """Every kept pair of a run as a dict (for small runs and tests)."""
-    for shard in report.shards:
-        with fsspec.open(shard, "rb") as source:
-            yield from pq.read_table(source).to_pylist()

@@ -29,28 +29,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
 from laion_hf.core.errors import UserError
 from laion_hf.core.schema import resolve_columns
-from laion_hf.core.stage import Stage, StageStats, alive_mask, mark_dropped
-from laion_hf.io.samples import IMAGE, image_shards, transform_shard
-from laion_hf.io.shards import Shard
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
+from laion_hf.io.samples import IMAGE
 from laion_hf.models import heads
 from laion_hf.models.checkpoints import read_tensors
 from laion_hf.models.clip import DEFAULT_WEIGHTS, QUICKGELU, WEIGHTS_DIR
 from laion_hf.models.images import decode_image
-from laion_hf.runners.local import run_shards
 from laion_hf.stages.embed import DECODE_ERROR, IMAGE_EMBEDDING
 
 EMBEDDING_COLUMN = IMAGE_EMBEDDING  # what ClipEmbed leaves in the batch
@@ -303,82 +298,6 @@ class ThresholdStage(Stage):
                     )
                 batch = mark_dropped(batch, compare(batch[column], limit), f"{column}{symbol}{limit:g}")
         return batch
-
-
-def _shard_name(shard: Shard) -> str:
-    return shard.name
-
-
-def _parquet_columns(path: str) -> list[str]:
-    with fsspec.open(path, "rb") as f:
-        return pq.read_schema(f).names
-
-
-def score_shards(
-    input_dir: str,
-    output_dir: str,
-    *,
-    nsfw: str | None = LAION,
-    aesthetic: str | None = LAION,
-    watermark: str | None = LAION,
-    clip: str = DEFAULT_CLIP,
-    clip_pretrained: str | None = DEFAULT_WEIGHTS,
-    overwrite: bool = False,
-    columns: Mapping[str, str] | None = None,
-    models_dir: str | None = None,
-    cache_dir: str | None = None,
-    drop_above: Mapping[str, float] | None = None,
-    drop_below: Mapping[str, float] | None = None,
-    batch_size: int = 256,
-    workers: int = 1,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Score every img2dataset-layout shard of ``input_dir`` into ``output_dir`` (resumable per shard).
-
-    Before anything is written, every model a shard needs is located and loaded
-    (LAION's heads and ViT-L/14 by default), and a missing or unreadable one
-    stops the run with a message saying which file and how to supply it. Returns ``{"shards": n, "stages": [merged
-    StageStats dicts], "columns": {score: {"column": name, "computed": shards,
-    "kept": shards}}, "output_dir": ...}``: which scores were computed and
-    which the input already had and kept.
-    """
-    shards = image_shards(input_dir)
-    score = ScoreStage(nsfw=nsfw, aesthetic=aesthetic, watermark=watermark, clip=clip, clip_pretrained=clip_pretrained,
-                       overwrite=overwrite, columns=dict(columns or {}), models_dir=models_dir, cache_dir=cache_dir)
-    unknown = set(score.columns) - set(SCORE_COLUMNS)
-    if unknown:
-        raise UserError(f"output column for {', '.join(sorted(unknown))}: not a score ({', '.join(SCORE_COLUMNS)})")
-    plans = [score.plan(_parquet_columns(shard.parquet)) for shard in shards]
-    computed = [name for name in score.specs() if any(plan[name] == COMPUTED for plan in plans)]
-    score.head_paths(computed)  # every checkpoint located (or a clear error) before any model loads ...
-    if set(computed) & set(EMBEDDING_SCORES):
-        from laion_hf.models.clip import resolve_weights
-
-        resolve_weights(clip, clip_pretrained, cache_dir)
-    score.load(computed)  # ... and read before any output is written
-    stages: list[Stage] = [score]
-    if drop_above or drop_below:
-        stages.append(ThresholdStage(dict(drop_above or {}), dict(drop_below or {})))
-    results = run_shards(
-        shards,
-        partial(transform_shard, output_dir=output_dir, stages=stages, batch_size=batch_size),
-        output_dir=output_dir,
-        name_of=_shard_name,
-        workers=workers,
-        description="score",
-        show_progress=show_progress,
-    )
-    totals = [StageStats(stage.name) for stage in stages]
-    for recorded in results.values():
-        for total, stats in zip(totals, recorded["stages"]):
-            total.merge(StageStats.from_dict(stats))
-    summary = {
-        name: {"column": score.output_column(name), COMPUTED: 0, KEPT: 0} for name in score.specs()
-    }
-    for plan in plans:
-        for name, what in plan.items():
-            summary[name][what] += 1
-    return {"shards": len(results), "stages": [t.to_dict() for t in totals], "columns": summary, "output_dir": output_dir}
 
 
 NSFW_COLUMN = "NSFW"

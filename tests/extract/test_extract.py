@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.core.hashing import laion_hash
-from laion_hf.extract import CANDIDATE_SCHEMA, expand_inputs, extract
+from laion_hf.extract import CANDIDATE_SCHEMA, expand_inputs
+from laion_hf.steps.extract import extract
 from laion_hf.extract.extract import REPORT_FILE, ExtractInputError
 from laion_hf.extract.wat import UnreadableInputError
 from laion_hf.io.atomic import read_json

@@ -16,7 +16,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.extract import extract
+from laion_hf.steps.extract import extract
 from laion_hf.extract.extract import SCRATCH_DIR
 from laion_hf.testing.wat import Image, Page, write_wat
 
@@ -37,7 +37,7 @@ def kill_after(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 setattr(module, function_name, kill_after)
-from laion_hf.extract import extract
+from laion_hf.steps.extract import extract
 extract(inputs, output, detect_language=False, show_progress=False)
 """
 

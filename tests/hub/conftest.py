@@ -118,7 +118,7 @@ def real_download(tmp_path, laion_pairs) -> Path:
     from laion_hf.core.stage import StageStats
     from laion_hf.extract.language import LanguageDetector
     from laion_hf.io.atomic import write_json
-    from laion_hf.stages.download import REPORT_FILE, DownloadReport
+    from laion_hf.steps.download import REPORT_FILE, DownloadReport
 
     directory = tmp_path / "real-download"
     directory.mkdir()

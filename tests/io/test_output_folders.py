@@ -25,8 +25,8 @@ from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.demo.photos import real_photos
 from laion_hf.io.shards import discover_shards
 from laion_hf.recipes import load_recipe
-from laion_hf.stages.dedup import dedup_shards
-from laion_hf.stages.download import download
+from laion_hf.steps.dedup import dedup_shards
+from laion_hf.steps.download import download
 from laion_hf.testing.image_server import ImageServer
 from tests.build_inputs import make_image_shards
 
@@ -159,7 +159,7 @@ def test_report_json_files_do_not_decide_the_builder(tmp_path):
 
 
 def test_extract_output_loads_without_its_per_file_scratch(tmp_path):
-    from laion_hf.extract import extract
+    from laion_hf.steps.extract import extract
     from laion_hf.testing.wat import Image, Page, write_wat
 
     inputs = [write_wat(str(tmp_path / "in" / f"{name}.warc.wat.gz"),

@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.build import LocalRunner, image_shards, merge_shard_records
 from laion_hf.io.atomic import read_done
-from laion_hf.io.samples import MISSING_IMAGE
+from laion_hf.io.samples import MISSING_IMAGE, image_shards
 from laion_hf.io.tar import iter_samples
+from laion_hf.runners.base import stage_totals
+from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.language import LanguageStage
 from laion_hf.stages.removal import RemovalStage, keyword_pattern
 from laion_hf.stages.score import NsfwTagStage
@@ -26,7 +27,7 @@ ray = pytest.importorskip("ray")
 def ray_runner():
     from laion_hf.runners.ray import RayRunner
 
-    runner = RayRunner(num_cpus=2, object_store_memory=150 * 1024**2, concurrency=1, batch_size=4)
+    runner = RayRunner(num_cpus=2, object_store_memory=150 * 1024**2, concurrency=1, batch_size=4, show_progress=False)
     runner.start()
     yield runner
     ray.shutdown()
@@ -57,11 +58,11 @@ def test_ray_and_local_runners_write_the_same_rows_and_counts(tmp_path, ray_runn
     shards = image_shards(str(tmp_path / "in"))
     names = [s.name for s in stages()]
 
-    local = LocalRunner(batch_size=3, show_progress=False).run_stages(shards, stages(), str(tmp_path / "local"))
-    first = ray_runner.run_stages(shards[:1], stages(), str(tmp_path / "ray"))  # as if the run stopped here
+    local = LocalRunner(batch_size=3, show_progress=False).map_stages(shards, stages(), str(tmp_path / "local"))
+    first = ray_runner.map_stages(shards[:1], stages(), str(tmp_path / "ray"))  # as if the run stopped here
     marker = tmp_path / "ray" / ".laion-hf" / "done" / "00000.json"
     stamp = marker.stat().st_mtime_ns
-    remote = ray_runner.run_stages(shards, stages(), str(tmp_path / "ray"))
+    remote = ray_runner.map_stages(shards, stages(), str(tmp_path / "ray"))
     assert marker.stat().st_mtime_ns == stamp and remote["00000"] == first["00000"]  # resumed, not redone
 
     local_rows, local_samples = output(tmp_path / "local")
@@ -73,10 +74,10 @@ def test_ray_and_local_runners_write_the_same_rows_and_counts(tmp_path, ray_runn
     assert {r["NSFW"] for r in kept} == {"UNLIKELY", "UNSURE", "NSFW"}
 
     def counts(records):
-        return [(s.stage, s.rows_in, s.kept, dict(s.dropped)) for s in merge_shard_records(records, names)]
+        return [(s.stage, s.rows_in, s.kept, dict(s.dropped)) for s in stage_totals(records, names)]
 
     assert counts(remote) == counts(local)
-    removal, language, tag = merge_shard_records(remote, names)
+    removal, language, tag = stage_totals(remote, names)
     assert removal.rows_in == 21 and removal.dropped == {"punsafe": 6, "keyword": 1}
     assert language.rows_in == removal.kept and language.dropped == {"language": 5}
     assert tag.rows_in == tag.kept == 9
@@ -90,14 +91,14 @@ def test_a_success_row_without_its_sample_is_counted_alike_on_both_runners(tmp_p
     drop_sample(tmp_path / "in" / "00001.tar", "000010003")
     shards = image_shards(str(tmp_path / "in"))
     names = [s.name for s in stages()]
-    local = LocalRunner(batch_size=3, show_progress=False).run_stages(shards, stages(), str(tmp_path / "local"))
-    remote = ray_runner.run_stages(shards, stages(), str(tmp_path / "ray"))
+    local = LocalRunner(batch_size=3, show_progress=False).map_stages(shards, stages(), str(tmp_path / "local"))
+    remote = ray_runner.map_stages(shards, stages(), str(tmp_path / "ray"))
 
     def counts(records):
-        return [(s.stage, s.rows_in, s.kept, dict(s.dropped)) for s in merge_shard_records(records, names)]
+        return [(s.stage, s.rows_in, s.kept, dict(s.dropped)) for s in stage_totals(records, names)]
 
     assert counts(remote) == counts(local)
-    removal = merge_shard_records(remote, names)[0]
+    removal = stage_totals(remote, names)[0]
     assert removal.rows_in == 10 and removal.dropped[MISSING_IMAGE] == 1
     assert output(tmp_path / "ray") == output(tmp_path / "local")
 

@@ -34,7 +34,7 @@ def scene_of(key: str) -> Attributes:
 @pytest.fixture(scope="session")
 def demo_index(tmp_path_factory) -> DemoIndex:
     from laion_hf.search.index import build_index
-    from laion_hf.stages.filter import filter_shards
+    from laion_hf.steps.filter import filter_shards
     from laion_hf.testing.synthetic.shards import write_shards
 
     root = tmp_path_factory.mktemp("search-demo")

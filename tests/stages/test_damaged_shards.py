@@ -16,9 +16,9 @@ from laion_hf.core.errors import UserError
 from laion_hf.core.stage import StageStats
 from laion_hf.io.samples import MISSING_IMAGE
 from laion_hf.io.tar import CorruptTarError
-from laion_hf.stages.dedup import dedup_shards
-from laion_hf.stages.filter import filter_shards
-from laion_hf.stages.score import score_shards
+from laion_hf.steps.dedup import dedup_shards
+from laion_hf.steps.filter import filter_shards
+from laion_hf.steps.score import score_shards
 from laion_hf.testing.synthetic.shards import write_shards
 from tests.damaged_shards import CUTS, cut_tar, drop_sample
 

@@ -27,7 +27,7 @@ from laion_hf.download.shard import compute_key
 from laion_hf.io.atomic import read_json
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
-from laion_hf.stages.download import download
+from laion_hf.steps.download import download
 from laion_hf.testing.image_server import ImageServer, corrupt_image, huge_png
 
 

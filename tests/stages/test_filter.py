@@ -21,7 +21,8 @@ from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples
 from laion_hf.models.clip import TINY, tiny_thresholds
 from laion_hf.stages.embed import DECODE_ERROR, SIMILARITY, ClipEmbed
-from laion_hf.stages.filter import REASON, SimilarityFilter, filter_shards
+from laion_hf.stages.filter import REASON, SimilarityFilter
+from laion_hf.steps.filter import filter_shards
 from laion_hf.testing.synthetic import mismatched_caption, sample
 from laion_hf.testing.synthetic.shards import write_shards
 from tests.models import real_images

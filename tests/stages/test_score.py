@@ -17,7 +17,8 @@ from laion_hf.core.stage import DROP_REASON, mark_dropped
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.models.clip import TINY
-from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage, score_shards
+from laion_hf.stages.score import EMBEDDING_COLUMN, UNDECODABLE, ScoreStage, ThresholdStage
+from laion_hf.steps.score import score_shards
 from laion_hf.testing.synthetic import sample
 from tests.models import real_images
 from tests.models.cli_entry import run_cli

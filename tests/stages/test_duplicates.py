@@ -14,17 +14,17 @@ import pytest
 from laion_hf.core.hashing import laion_hash
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
-from laion_hf.stages.dedup import (
+from laion_hf.stages.duplicates import (
     DUPLICATE_HASH,
     DUPLICATE_OF,
     EMBEDDING_SIMHASH,
     NEAR_DUPLICATE_EMBEDDING,
     NEAR_DUPLICATE_PHASH,
     decide,
-    dedup_shards,
     embedding_signatures,
     perceptual_hash,
 )
+from laion_hf.steps.dedup import dedup_shards
 from laion_hf.testing.synthetic import sample
 
 
@@ -185,7 +185,7 @@ def test_cli_dedup(tmp_path):
 
 
 def test_resume_with_other_options_is_refused(tmp_path):
-    from laion_hf.stages.dedup import DedupError
+    from laion_hf.stages.duplicates import DedupError
 
     source = write_input(tmp_path / "in")
     dedup_shards(str(source), str(tmp_path / "out"), show_progress=False)
@@ -229,7 +229,7 @@ def test_embedding_signatures_estimate_the_angle(tmp_path):
 
 
 def test_embedding_folder_that_does_not_match_its_metadata_is_refused(tmp_path):
-    from laion_hf.stages.dedup import DedupError
+    from laion_hf.stages.duplicates import DedupError
 
     embeddings = write_embeddings(tmp_path / "emb", {})
     np.save(embeddings / "img_emb" / "img_emb_00000.npy", np.zeros((1, 32), np.float16))

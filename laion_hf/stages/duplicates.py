@@ -1,49 +1,30 @@
-"""Deduplicate a whole run: exact on the LAION hash, near-duplicates by perceptual hash.
+"""Duplicate rules of a whole run: exact on the LAION hash, near-duplicates by perceptual (or embedding) hash.
 
-A duplicate can sit in any shard, so no shard can decide alone. The work is
-split so that only hashes are ever held together:
+- *signatures*: ``(shard, key, hash, phash)`` per sample. ``hash`` is the LAION
+  hash of (url, caption) (computed when the column is absent,
+  :func:`signature_hashes`); ``phash`` the 64-bit DCT perceptual hash of the
+  image (``imagehash.phash``, :func:`perceptual_hash`), null when it does not
+  decode; optionally a 64-bit SimHash of each CLIP image embedding
+  (:func:`embedding_signatures`).
+- :func:`decide`: rows in (shard name, key) order, walked once. The first row
+  of each LAION hash is its keeper; every later one is ``duplicate-hash``.
+  Among the remaining rows, a row whose phash is within ``max_distance`` bits
+  of an earlier kept row is ``near-duplicate-phash`` of the earliest such row
+  (then the same on embeddings: ``near-duplicate-embedding``). Candidates come
+  from a multi-index: the 64 bits are cut into ``max_distance + 1`` bands, and
+  two hashes within that distance agree exactly on at least one band
+  (pigeonhole), so only rows sharing a band value are compared. The
+  ``duplicate_of`` of every removed row is the key of a row that is kept.
+- :class:`DuplicateMarker`: an ordinary stage that marks the decided rows with
+  their reason and fills ``duplicate_of``.
 
-1. **signatures** (per shard, parallel, resumable): stream the shard's samples
-   and write ``(shard, key, hash, phash)`` to ``OUTPUT/_dedup/signatures``.
-   ``hash`` is the LAION hash of (url, caption) (computed when the column is
-   absent); ``phash`` is the 64-bit DCT perceptual hash of the image
-   (``imagehash.phash``), null when it does not decode.
-2. **decide** (once): read only those four columns of every shard, order rows
-   by (shard name, key) and walk them once. The first row of each LAION hash
-   is its keeper; every later one is ``duplicate-hash``. Among the remaining
-   rows, a row whose phash is within ``max_distance`` bits of an earlier kept
-   row is ``near-duplicate-phash`` of the earliest such row. Candidates are
-   found with a multi-index: the 64 bits are cut into ``max_distance + 1``
-   bands, and two hashes within that distance agree exactly on at least one
-   band (pigeonhole), so only rows sharing a band value are compared. The
-   ``duplicate_of`` of every removed row is the key of a row that is kept.
-   Optionally (``embeddings=`` a clip-retrieval folder, as ``laion-hf filter``
-   saves it) a third pass does the same on a 64-bit SimHash of each CLIP image
-   embedding: ``near-duplicate-embedding``.
-   Decisions are written per shard to ``OUTPUT/_dedup/decisions``.
-3. **mark** (per shard, parallel, resumable): :class:`DuplicateMarker` is an
-   ordinary :class:`~laion_hf.core.stage.Stage` run by ``transform_shard``:
-   it marks the decided rows with their reason and fills ``duplicate_of``;
-   kept samples are copied byte for byte, removed ones go to
-   ``NNNNN_removed.parquet`` with reason and keeper.
-
-On Ray the same split holds: signatures are a ``map_batches``; the exact
-decision is a shuffle by ``hash`` (each partition sorts its rows by
-(shard, key) and keeps the first); the near-duplicate decision shuffles by
-(band index, band value) to emit candidate pairs within each bucket, checks
-their Hamming distance, and resolves the pairs (far fewer than rows) in
-(shard, key) order; marking is a ``map_batches`` joined with the decisions
-partitioned by shard.
+The dedup step (:mod:`laion_hf.steps.dedup`) runs them over a folder of shards.
 """
 
 from __future__ import annotations
 
 import io
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from functools import partial
-from operator import attrgetter
-from typing import Any
+from collections import defaultdict
 
 import imagehash
 import numpy as np
@@ -55,11 +36,8 @@ from PIL import Image
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash_array
 from laion_hf.core.schema import resolve_columns
-from laion_hf.core.stage import Stage, StageStats, alive_mask, mark_dropped
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
-from laion_hf.io.samples import IMAGE, image_shards, load_shard_stages, read_sample_batches, transform_shard
-from laion_hf.io.shards import Shard
-from laion_hf.runners.local import run_shards
+from laion_hf.core.stage import Stage, alive_mask, mark_dropped
+from laion_hf.io.atomic import filesystem, join
 
 DUPLICATE_OF = "duplicate_of"
 DUPLICATE_HASH = "duplicate-hash"
@@ -68,14 +46,10 @@ NEAR_DUPLICATE_EMBEDDING = "near-duplicate-embedding"
 EMBEDDING_SIMHASH = "embedding_simhash"
 DEFAULT_MAX_EMBEDDING_DISTANCE = 3  # SimHash bits of 64: an angle under ~8.4 degrees, cosine above ~0.99
 DEFAULT_MAX_DISTANCE = 4  # bits of 64; re-encodes and small resizes of one image stay within it
-REPORT_FILE = "dedup_report.json"
-OPTIONS_FILE = "dedup_options.json"
-_WORK = "_dedup"
 _MASK64 = 0xFFFF_FFFF_FFFF_FFFF
-_SIGNATURE_SCHEMA = pa.schema(
+SIGNATURE_SCHEMA = pa.schema(
     [("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]
 )
-_DECISION_SCHEMA = pa.schema([("key", pa.string()), (DUPLICATE_OF, pa.string()), ("reason", pa.string())])
 
 
 class DedupError(UserError):
@@ -96,7 +70,7 @@ def perceptual_hash(data: bytes) -> int | None:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _hashes(batch: pa.Table) -> pa.Array:
+def signature_hashes(batch: pa.Table) -> pa.Array:
     columns = resolve_columns(batch.column_names, ["hash", "url", "caption"])
     if columns["hash"] is not None:
         return batch[columns["hash"]].cast(pa.int64())
@@ -104,33 +78,6 @@ def _hashes(batch: pa.Table) -> pa.Array:
         return pa.nulls(batch.num_rows, pa.int64())  # no hash and no url: nothing to match exactly
     captions = batch[columns["caption"]] if columns["caption"] else pa.nulls(batch.num_rows, pa.string())
     return laion_hash_array(batch[columns["url"]], captions)
-
-
-def signature_shard(shard: Shard, signatures_dir: str, batch_size: int = 256) -> dict[str, Any]:
-    """Write ``(shard, key, hash, phash)`` of every sample of ``shard``; return its row count.
-
-    Rows that arrive marked (``missing-image``) get no signature: a removed
-    row must never be the keeper of another.
-    """
-    parts: list[pa.Table] = []
-    for batch in read_sample_batches(shard, batch_size):
-        batch = batch.filter(alive_mask(batch))
-        key_column = resolve_columns(batch.column_names, ["key"])["key"]
-        parts.append(
-            pa.table(
-                {
-                    "shard": pa.array([shard.name] * batch.num_rows, pa.string()),
-                    "key": batch[key_column].cast(pa.string()),
-                    "hash": _hashes(batch),
-                    "phash": pa.array([perceptual_hash(b) for b in batch[IMAGE].to_pylist()], pa.int64()),
-                },
-                schema=_SIGNATURE_SCHEMA,
-            )
-        )
-    table = pa.concat_tables(parts) if parts else _SIGNATURE_SCHEMA.empty_table()
-    with atomic_path(join(signatures_dir, f"{shard.name}.parquet")) as tmp:
-        pq.write_table(table, tmp)
-    return {"shard": shard.name, "rows": table.num_rows}
 
 
 # -- the decision ------------------------------------------------------------------------------------
@@ -275,99 +222,3 @@ class DuplicateMarker(Stage):
         for reason in (DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING):
             batch = mark_dropped(batch, pa.array([bool(f) and f[1] == reason for f in found]), reason)
         return batch
-
-
-def mark_shard(shard: Shard, decisions_dir: str, output_dir: str, batch_size: int = 256) -> dict[str, Any]:
-    marker = DuplicateMarker.from_file(join(decisions_dir, f"{shard.name}.parquet"))
-    return transform_shard(shard, output_dir, [marker], batch_size)
-
-
-# -- the entry point ----------------------------------------------------------------------------------
-
-
-@dataclass
-class DedupReport:
-    """Merged stage stats (rows in = kept + removed by reason) and where the output is."""
-
-    stats: StageStats
-    output_dir: str
-    shards: list[str] = field(default_factory=list)
-    max_distance: int | None = DEFAULT_MAX_DISTANCE
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.stats.to_dict(), "output_dir": self.output_dir, "shards": self.shards,
-                "max_distance": self.max_distance}
-
-
-def _check_options(output_dir: str, options: dict[str, Any]) -> None:
-    """Record the run's options; a resume with other options would mix two decisions, so it is refused."""
-    path = join(output_dir, OPTIONS_FILE)
-    fs, inner = filesystem(path)
-    if not fs.exists(inner):
-        write_json(path, options)
-    elif (recorded := read_json(path)) != options:
-        raise DedupError(f"{path}: {output_dir} was deduplicated with {recorded}, not {options}; use another OUTPUT")
-
-
-def _decide_run(
-    signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None,
-    embeddings: str | None, max_embedding_distance: int | None,
-) -> None:
-    summary = join(decisions_dir, "_decided.json")
-    fs, inner = filesystem(summary)
-    if fs.exists(inner):
-        return
-    remove_stale_temporaries(decisions_dir)
-    signatures = pa.concat_tables(
-        [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=_SIGNATURE_SCHEMA) for s in shards]
-    )
-    if embeddings is not None:
-        signatures = signatures.join(embedding_signatures(embeddings), keys="key", join_type="left outer")
-    removed = decide(signatures, max_distance, max_embedding_distance if embeddings is not None else None)
-    for shard in shards:
-        rows = removed.filter(pc.equal(removed["shard"], shard.name)).select(_DECISION_SCHEMA.names)
-        with atomic_path(join(decisions_dir, f"{shard.name}.parquet")) as tmp:
-            pq.write_table(rows.cast(_DECISION_SCHEMA), tmp)
-    write_json(summary, {"rows": signatures.num_rows,
-                         "removed": dict(Counter(removed["reason"].to_pylist()))})
-
-
-def dedup_shards(
-    input_dir: str,
-    output_dir: str,
-    *,
-    max_distance: int | None = DEFAULT_MAX_DISTANCE,
-    embeddings: str | None = None,
-    max_embedding_distance: int = DEFAULT_MAX_EMBEDDING_DISTANCE,
-    workers: int = 1,
-    batch_size: int = 256,
-    show_progress: bool = True,
-) -> DedupReport:
-    """Remove exact (LAION hash) and near (pHash, optionally CLIP embedding) duplicates across ``input_dir``.
-
-    Resumable per shard in each pass; ``max_distance=None`` turns the pHash
-    pass off. ``embeddings`` is a clip-retrieval folder (``laion-hf filter``'s
-    output) whose ``img_emb`` rows are matched to samples by key.
-    """
-    shards = image_shards(input_dir)
-    _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance, "embeddings": embeddings,
-                                "max_embedding_distance": max_embedding_distance if embeddings else None})
-    work = join(output_dir, _WORK)
-    signatures_dir, decisions_dir = join(work, "signatures"), join(work, "decisions")
-    name_of = attrgetter("name")
-    run_shards(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
-               output_dir=signatures_dir, name_of=name_of, workers=workers,
-               description="dedup: signatures", show_progress=show_progress)
-    _decide_run(signatures_dir, decisions_dir, shards, max_distance, embeddings, max_embedding_distance)
-    recorded = run_shards(shards, partial(mark_shard, decisions_dir=decisions_dir, output_dir=output_dir,
-                                          batch_size=batch_size),
-                          output_dir=output_dir, name_of=name_of, workers=workers,
-                          description="dedup: mark", show_progress=show_progress)
-    stats = StageStats("dedup")
-    for shard_stats in recorded.values():
-        for stage in load_shard_stages(shard_stats):
-            stats.merge(stage)
-    stats.check()
-    report = DedupReport(stats, output_dir, [s.name for s in shards], max_distance)
-    write_json(join(output_dir, REPORT_FILE), report.to_dict())
-    return report

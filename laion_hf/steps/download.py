@@ -1,8 +1,8 @@
-"""Download candidate (url, caption) pairs into img2dataset shards, safely and with every row accounted for.
+"""The download step: candidate (url, caption) pairs -> img2dataset shards, safely, every row accounted for.
 
 The public entry point, :func:`download`: candidates are cut into shard
 inputs (``OUTPUT/_work/input``, which fixes every row's key), then each shard
-is one task for a runner (:func:`laion_hf.download.shard.download_shard`):
+is one unit for a runner (:func:`laion_hf.download.shard.download_shard`):
 fetch its URLs with a thread pool under the address policy and limits, apply
 LAION's image rules to the original bytes in the same worker, and write
 img2dataset's layout in key order with one ``status`` / ``error_reason`` per
@@ -32,7 +32,8 @@ from laion_hf.download.retry import retry_shard
 from laion_hf.download.shard import download_shard
 from laion_hf.io.atomic import filesystem, join, read_done, read_json, write_json
 from laion_hf.io.shards import discover_shards
-from laion_hf.runners.local import progress_bar, run_shards
+from laion_hf.runners.base import Runner, progress_bar
+from laion_hf.runners.local import LocalRunner
 
 __all__ = ["REPORT_FILE", "DownloadError", "DownloadOptions", "DownloadReport", "download"]
 
@@ -45,7 +46,7 @@ def _remove(path: str) -> None:
         fs.rm(inner, recursive=True)
 
 
-def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: DownloadOptions, show_progress: bool) -> int:
+def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: DownloadOptions, runner: Runner) -> int:
     input_dir = join(output_dir, _WORK, "input")
     prepared_marker = join(output_dir, _WORK, "prepared.json")
     fs, marker_inner = filesystem(prepared_marker)
@@ -61,15 +62,8 @@ def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: D
             raise DownloadError(f"{candidates}: the candidate files hold no rows")
         write_json(prepared_marker, {"shards": shard_count})
     names = [f"{i:05d}" for i in range(shard_count)]
-    run_shards(
-        names,
-        partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options),
-        output_dir=output_dir,
-        name_of=str,
-        workers=options.processes,
-        description="download shards",
-        show_progress=show_progress,
-    )
+    runner.map(names, partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options),
+               output_dir=output_dir, description="download shards")
     return sum(pq.ParquetFile(join(input_dir, f"{name}.parquet")).metadata.num_rows for name in names)
 
 
@@ -100,6 +94,7 @@ def download(
     threads: int = 16,
     timeout: float = 10.0,
     show_progress: bool = True,
+    runner: Runner | None = None,
     **options: Any,
 ) -> DownloadReport:
     """Download ``candidates`` (parquet files or directories with url, caption...) into ``output_dir``.
@@ -109,6 +104,7 @@ def download(
     existing shards are processed again and merged in under their key. Other
     keyword options are :class:`DownloadOptions` fields (``rows_per_shard``,
     ``deadline``, ``max_body_bytes``, ``allowed_networks``, ``resize_mode``...).
+    Shards are ``runner``'s units (default: a local runner with ``processes`` workers).
     """
     started = time.perf_counter()
     settings = DownloadOptions(
@@ -120,6 +116,7 @@ def download(
         fs, report_inner = filesystem(join(output_dir, REPORT_FILE))
         if fs.exists(report_inner):  # a finished run: nothing to fetch
             return write_report(output_dir, processed=0, seconds=time.perf_counter() - started)
-        processed = _download_fresh(candidates, output_dir, settings, show_progress)
+        runner = runner or LocalRunner(workers=processes, show_progress=show_progress)
+        processed = _download_fresh(candidates, output_dir, settings, runner)
     _remove(join(output_dir, _WORK))
     return write_report(output_dir, processed=processed, seconds=time.perf_counter() - started)
