@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from laion_hf.build import Build, BuildOptions
-from laion_hf.runners.local import LocalRunner
 from laion_hf.demo.run import generate_crawl
 from laion_hf.recipes import load_recipe, parse_override
+from laion_hf.runners.local import LocalRunner
 from laion_hf.testing.image_server import ImageServer
 
 
@@ -37,7 +37,7 @@ def full_build(work: Path, args, overrides) -> tuple[Path, dict[str, float], int
             show_progress=False,
         )
         report = Build(load_recipe("demo", overrides), options).run()
-    downloaded = work / "full" / "stages" / "02-download"
+    downloaded = work / "full" / "steps" / "download"
     return downloaded, report.step_seconds, report.stages[1].kept
 
 

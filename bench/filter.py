@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from laion_hf.io.samples import read_sample_batches  # noqa: E402
 from laion_hf.io.shards import discover_shards  # noqa: E402
 from laion_hf.models.images import decode_image  # noqa: E402
-from laion_hf.stages.embed import SIMILARITY, ClipEmbed  # noqa: E402
 from laion_hf.runners.base import transform  # noqa: E402
+from laion_hf.stages.embed import SIMILARITY, ClipEmbed  # noqa: E402
 from laion_hf.stages.filter import READ_BATCHES, SimilarityFilter  # noqa: E402
 from laion_hf.steps.filter import EmbeddingWriter  # noqa: E402
 from laion_hf.testing.synthetic.shards import write_shards  # noqa: E402

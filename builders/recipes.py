@@ -22,7 +22,7 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 
-from laion_hf.build import REPORT_FILE, STAGES_DIR, STEPS, Build, BuildOptions, image_shards
+from laion_hf.build import CONFIGS, REPORT_FILE, STEPS_DIR, Build, BuildOptions, image_shards
 from laion_hf.core.errors import UserError
 from laion_hf.io.samples import IMAGE, IMAGE_EXT, read_sample_batches
 from laion_hf.recipes import builtin_recipes, load_recipe
@@ -77,7 +77,7 @@ def recipe_configs() -> list[RecipeBuilderConfig]:
 
 def config_dir(build_output: str, config: str) -> str:
     """Where a build wrote a config's shards."""
-    return os.path.join(build_output, STAGES_DIR, f"{STEPS.index('configs') + 1:02d}-configs", config)
+    return os.path.join(build_output, STEPS_DIR, CONFIGS, config)
 
 
 class LaionRecipe(datasets.GeneratorBasedBuilder):

@@ -1,66 +1,62 @@
 """``laion-hf build``: a recipe, end to end, from WAT files to a Hub-ready folder with its card.
 
-The pipeline is a fixed sequence of *steps*; a recipe says which run and how::
+The recipe's ``steps`` are data (see :mod:`laion_hf.steps.registry`): each
+step is planned from its spec before any work starts (a missing model or list
+fails first), then run with one runner into ``OUTPUT/steps/<name>/``. Image
+passes that share a CLIP run as one pass (``OUTPUT/steps/filter+score/``: the
+images are read once and the score heads reuse the filter's embeddings).
+After the last step, each config is an image pass into
+``OUTPUT/steps/configs/<name>/`` (with exactly its rows' embeddings), and
+``OUTPUT/hub`` gets the Hub layout and the card.
 
-    01-extract  WAT files -> candidate parquet            (laion_hf.extract)
-    02-download candidates -> img2dataset image shards     (laion_hf.steps.download)
-    03-filter   CLIP similarity >= threshold, languages   (laion_hf.stages.filter)
-    04-score    punsafe / pwatermark / aesthetic columns   (laion_hf.stages.score)
-    05-dedup    exact LAION hash (+ near duplicates)       (laion_hf.stages.dedup)
-    06-configs/<name>  removal lists, punsafe limit, keywords, language subset
-    07-publish  OUTPUT/hub: Hub layout + card with the recipe, models and counts
-
-Every step writes under ``OUTPUT/stages/<nn>-<step>/`` and, when complete, a
-step-level done marker (``_stage.done.json``) holding its stats: a re-run
-skips finished steps and, inside an unfinished image step, finished shards
-(the runner's per-shard markers). ``OUTPUT/build_report.json`` has the
-resolved recipe, model checksums and the per-stage table (in, kept, dropped
-by reason, seconds); the card is rendered from it.
-
-Runners only schedule: image steps hand a list of Stage objects to the local
-runner (this process or a process pool) or to :class:`laion_hf.runners.ray.RayRunner`.
+Every step folder gets a done marker (``.laion-hf/done/_step.json``) holding its
+stats when complete; folders are named by step, so a re-run skips finished
+steps by name (adding or removing a step does not renumber or redo the others)
+and, inside an unfinished step, finished units (the runner's markers).
+``OUTPUT/build_report.json`` has the resolved recipe, model checksums and the
+per-stage table (in, kept, dropped by reason, seconds); the card is rendered
+from it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from laion_hf.core.errors import UserError
-from laion_hf.core.stage import Stage, StageStats
+from laion_hf.core.spec import resolve_file
+from laion_hf.core.stage import StageStats
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
-from laion_hf.io.removal_lists import load_removal_sets
-from laion_hf.io.samples import SidecarFactory, image_shards
-from laion_hf.recipes import ConfigSpec, Recipe
-from laion_hf.runners.base import Runner, stage_totals
+from laion_hf.io.samples import image_shards
+from laion_hf.recipes import Recipe
+from laion_hf.runners.base import Runner
 from laion_hf.runners.local import LocalRunner
-from laion_hf.stages.language import LanguageStage
-from laion_hf.stages.removal import RemovalStage, keyword_pattern, load_keywords
-from laion_hf.stages.score import NsfwTagStage
+from laion_hf.steps.configs import config_pass
+from laion_hf.steps.registry import STEPS, Context, Driver, ImagePass, Work, run_image_pass
 
-STAGES_DIR = "stages"
+STEPS_DIR = "steps"
+CONFIGS = "configs"
+PUBLISH = "publish"
 HUB_DIR = "hub"
 REPORT_FILE = "build_report.json"
-STEP_MARKER = "_stage"
-STEPS = ("extract", "download", "filter", "score", "dedup", "configs", "publish")
+STEP_MARKER = "_step"
 
 
 class BuildError(UserError):
     """A build cannot start or continue (bad inputs, a step missing its input)."""
 
 
-# ---------------------------------------------------------------- options and report
-
-
 @dataclass
 class BuildOptions:
-    """What ``laion-hf build`` was asked for, besides the recipe."""
+    """What ``laion-hf build`` was asked for, besides the recipe.
+
+    ``start_at`` names the recipe step (or ``configs``) to start from, with
+    ``inputs`` then being that step's input folder.
+    """
 
     inputs: list[str]
     output: str
@@ -68,7 +64,7 @@ class BuildOptions:
     workers: int = 1
     ray_address: str | None = None
     gpus_per_model_actor: float = 0.0
-    start_at: str = "extract"
+    start_at: str | None = None
     removals: tuple[tuple[str, str], ...] = ()
     allow_private_network: bool = False
     batch_size: int = 256
@@ -124,8 +120,6 @@ def model_records(recipe: Recipe) -> list[dict[str, Any]]:
     A pretrained *tag* (``openai``) has no local file until open_clip fetches
     it; the card then says so rather than inventing a checksum.
     """
-    from laion_hf.recipes.recipe import resolve_file
-
     records = []
     for ref, spec in recipe.models.items():
         weights = spec.path or spec.pretrained
@@ -141,21 +135,48 @@ def model_records(recipe: Recipe) -> list[dict[str, Any]]:
     return records
 
 
-# ---------------------------------------------------------------- the pipeline
+@dataclass
+class Group:
+    """Steps that run as one unit of the pipeline: a driver, or adjacent image passes fused into one read."""
+
+    names: list[str]
+    work: list[Work]
+
+    @property
+    def folder(self) -> str:
+        return "+".join(self.names)
+
+
+def plan_groups(names: Sequence[str], works: Sequence[Work]) -> list[Group]:
+    """Adjacent image passes with the same ``fuse`` key share one group; everything else is its own."""
+    groups: list[Group] = []
+    for name, work in zip(names, works):
+        last = groups[-1] if groups else None
+        if (isinstance(work, ImagePass) and work.fuse is not None and last is not None
+                and isinstance(last.work[-1], ImagePass) and last.work[-1].fuse == work.fuse):
+            last.names.append(name)
+            last.work.append(work)
+        else:
+            groups.append(Group([name], [work]))
+    return groups
 
 
 class Build:
-    """Run a recipe's steps in order, each resumable, collecting the stats of every stage."""
+    """Run a recipe's steps in order with one runner, each resumable, collecting the stats of every stage."""
 
     def __init__(self, recipe: Recipe, options: BuildOptions, runner: Runner | None = None) -> None:
-        if options.start_at not in STEPS[:6]:
-            raise BuildError(f"--start-at {options.start_at!r}: one of {', '.join(STEPS[:6])}")
-        if options.start_at not in ("extract", "configs") and options.start_at not in recipe.stages:
-            raise BuildError(f"--start-at {options.start_at}: recipe {recipe.name} has no {options.start_at} stage")
-        check_stage_options(recipe)
+        names = list(recipe.steps)
+        if options.start_at is not None:
+            if options.start_at not in (*names, CONFIGS):
+                raise BuildError(f"--start-at {options.start_at!r}: recipe {recipe.name} has steps {', '.join(names)} (or {CONFIGS})")
+            names = [] if options.start_at == CONFIGS else names[names.index(options.start_at):]
         self.recipe = recipe
         self.options = options
-        self.order = self._plan()
+        context = Context(models=recipe.models, recipe_path=recipe.path,
+                          options={"allow_private_network": options.allow_private_network, "batch_size": options.batch_size})
+        # Every step is planned now: a missing model or list fails before any work.
+        self.groups = plan_groups(names, [STEPS[name].plan(recipe.steps[name], context) for name in names])
+        self.configs = {config.name: config for config in recipe.configs}
         self.runner = runner or self._make_runner()
         self.report = BuildReport(recipe=recipe.to_dict(), runner=options.runner)
 
@@ -175,14 +196,11 @@ class Build:
             )
         raise BuildError(f"--runner {self.options.runner!r}: local or ray")
 
-    # -- step bookkeeping
+    def step_dir(self, *parts: str) -> str:
+        return join(self.options.output, STEPS_DIR, *parts)
 
-    def step_dir(self, number: int, name: str) -> str:
-        return join(self.options.output, STAGES_DIR, f"{number:02d}-{name}")
-
-    def _step(self, number: int, name: str, run: Callable[[str], list[StageStats]]) -> str:
-        """Run one step into its directory unless its done marker exists; record its stats."""
-        directory = self.step_dir(number, name)
+    def _step(self, name: str, directory: str, run) -> dict[str, Any]:
+        """Run one step into ``directory`` unless its done marker exists; record its stats."""
         recorded = read_done(directory, STEP_MARKER)
         if recorded is None:
             started = time.perf_counter()
@@ -193,47 +211,31 @@ class Build:
             mark_done(directory, STEP_MARKER, recorded)
         self.report.stages.extend(StageStats.from_dict(d) for d in recorded["stats"])
         self.report.step_seconds[name] = recorded["seconds"]
-        return directory
+        return recorded
 
-    def _image_step(
-        self, source: str, stages: list[Stage], uses_model: bool, sidecar: SidecarFactory | None = None
-    ) -> Callable[[str], list[StageStats]]:
-        def run(directory: str) -> list[StageStats]:
-            records = self.runner.map_stages(image_shards(source), stages, directory, uses_model=uses_model, sidecar=sidecar)
-            return stage_totals(records, [s.name for s in stages])
-
-        return run
-
-    # -- the steps
-
-    def _plan(self) -> list[str]:
-        """The steps to run, with their stages built now: a missing model or list fails before any work."""
-        order = [s for s in ("extract", "download", "filter", "score", "dedup") if self.recipe.has(s)]
-        if self.options.start_at == "configs":
-            order = []
-        elif self.options.start_at in order:
-            order = order[order.index(self.options.start_at) :]
-        self.image_stages: dict[str, list[Stage]] = {}
-        if "filter" in order:
-            self.image_stages["filter"] = filter_stages(self.recipe)
-        if "score" in order:
-            self.image_stages["score"] = score_stages(self.recipe)
-        for config in self.recipe.configs:
-            self.image_stages[f"configs/{config.name}"] = config_stages(config, self.options.removals)
-        return order
+    def _run_group(self, group: Group, source: Any, directory: str) -> list[StageStats]:
+        if isinstance(group.work[0], Driver):
+            return group.work[0].run(source if group.names[0] == "extract" else self._single_input(source), directory, self.runner)
+        return run_image_pass(self.runner, group.work, self._single_input(source), directory, description=group.folder)
 
     def run(self) -> BuildReport:
         started = time.perf_counter()
         source: Any = self.options.inputs
-        for step in self.order:
-            number = STEPS.index(step) + 1
-            source = self._step(number, step, getattr(self, f"_{step}")(source))
+        embeddings: str | None = None
+        for group in self.groups:
+            directory = self.step_dir(group.folder)
+            self._step(group.folder, directory, lambda d, g=group, s=source: self._run_group(g, s, d))
+            if any(isinstance(w, ImagePass) and w.sidecar is not None for w in group.work):
+                embeddings = directory  # the pass that wrote the embeddings the configs carry along
+            source = directory
         source_dir = self._single_input(source)
         config_dirs = {}
-        for config in self.recipe.configs:
-            directory = self._step(STEPS.index("configs") + 1, f"configs/{config.name}", self._config(source_dir, config))
-            config_dirs[config.name] = directory
-            self.report.configs[config.name] = {"rows": count_rows(directory), "dir": directory}
+        for name, config in self.configs.items():
+            directory = self.step_dir(CONFIGS, name)
+            work = config_pass(config, self.options.removals, embeddings)
+            self._step(f"{CONFIGS}/{name}", directory, lambda d, w=work: run_image_pass(self.runner, [w], source_dir, d, description=name))
+            config_dirs[name] = directory
+            self.report.configs[name] = {"rows": count_rows(directory), "dir": directory}
         self.report.models = model_records(self.recipe)
         self._publish(config_dirs)
         self.report.seconds = time.perf_counter() - started
@@ -245,219 +247,21 @@ class Build:
         if isinstance(source, str):
             return source
         if len(source) != 1:
-            raise BuildError(f"--start-at configs needs one directory of image shards, got {len(source)} inputs")
+            raise BuildError(f"this step reads one folder, got {len(source)} inputs")
         return source[0]
-
-    def _extract(self, inputs: list[str]) -> Callable[[str], list[StageStats]]:
-        def run(directory: str) -> list[StageStats]:
-            from laion_hf.steps.extract import extract
-
-            started = time.perf_counter()
-            report = extract(list(inputs), directory, runner=self.runner, **self.recipe.extract)
-            return [as_stage_stats(report.total, wall=time.perf_counter() - started)]
-
-        return run
-
-    def _download(self, source: Any) -> Callable[[str], list[StageStats]]:
-        def run(directory: str) -> list[StageStats]:
-            from laion_hf.steps.download import download
-
-            started = time.perf_counter()
-            report = download(
-                self._single_input(source),
-                directory,
-                processes=self.options.workers,
-                allow_private_network=self.options.allow_private_network,
-                runner=self.runner,
-                **self.recipe.download,
-            )
-            return [as_stage_stats(report, wall=time.perf_counter() - started)]
-
-        return run
-
-    def _filter(self, source: Any) -> Callable[[str], list[StageStats]]:
-        from laion_hf.steps.filter import EmbeddingWriter
-
-        return self._image_step(self._single_input(source), self.image_stages["filter"], uses_model=True, sidecar=EmbeddingWriter)
-
-    def _score(self, source: Any) -> Callable[[str], list[StageStats]]:
-        return self._image_step(self._single_input(source), self.image_stages["score"], uses_model=True)
-
-    def _dedup(self, source: Any) -> Callable[[str], list[StageStats]]:
-        def run(directory: str) -> list[StageStats]:
-            from laion_hf.steps.dedup import dedup_shards
-
-            source_dir = self._single_input(source)
-            started = time.perf_counter()
-            report = dedup_shards(source_dir, directory, max_distance=self.recipe.dedup.near_duplicate_max_distance,
-                                  batch_size=self.options.batch_size, runner=self.runner)
-            return [as_stage_stats(report.stats, wall=time.perf_counter() - started)]
-
-        return run
-
-    def _config(self, source: str, config: ConfigSpec) -> Callable[[str], list[StageStats]]:
-        return self._image_step(source, self.image_stages[f"configs/{config.name}"], uses_model=False)
 
     def _publish(self, config_dirs: dict[str, str]) -> None:
         folder = join(self.options.output, HUB_DIR)
-        directory = self.step_dir(STEPS.index("publish") + 1, "publish")
+        directory = self.step_dir(PUBLISH)
         recorded = read_done(directory, STEP_MARKER)
         if recorded is None:
-            self.report.models = model_records(self.recipe)
             started = time.perf_counter()
             card = publish(self.recipe, self.report, config_dirs, folder, self.options)
-            recorded = {"step": "publish", "folder": folder, "card": card, "seconds": time.perf_counter() - started}
+            recorded = {"step": PUBLISH, "folder": folder, "card": card, "seconds": time.perf_counter() - started}
             mark_done(directory, STEP_MARKER, recorded)
-        self.report.step_seconds["publish"] = recorded["seconds"]
+        self.report.step_seconds[PUBLISH] = recorded["seconds"]
         self.report.hub_folder = recorded["folder"]
         self.report.card = recorded["card"]
-
-
-def model_weights(recipe: Recipe, ref: str) -> str | None:
-    """The weights to load for model ``ref``: a resolved local path, or an open_clip tag as written."""
-    from laion_hf.recipes.recipe import resolve_file
-
-    spec = recipe.models[ref]
-    weights = spec.path or spec.pretrained
-    if weights is None:
-        return None
-    local = resolve_file(weights, recipe.path)
-    return local if Path(local).exists() else weights
-
-
-def head_weights(recipe: Recipe, ref: str) -> str:
-    """A score head's weights file, which must exist (heads have no download tags)."""
-    from laion_hf.recipes import RecipeError
-
-    weights = model_weights(recipe, ref)
-    if weights is None or not Path(weights).exists():
-        raise RecipeError(
-            f"{recipe.path}: models.{ref} ({recipe.models[ref].name}): weights {weights or '(path: null)'} not found; "
-            "set models.{ref}.path to a local checkpoint".replace("{ref}", ref)
-        )
-    return weights
-
-
-def filter_stages(recipe: Recipe) -> list[Stage]:
-    """The recipe's language selection (LAION-400M: English) and CLIP similarity filter."""
-    spec = recipe.filter
-    stages: list[Stage] = []
-    if spec.languages is not None:
-        stages.append(LanguageStage(language_in=spec.languages, reason="language"))
-    stages.extend(clip_filter_stages(recipe))
-    return stages
-
-
-def clip_filter_stages(recipe: Recipe) -> list[Stage]:
-    """CLIP embeddings (the multilingual text encoder for non-English captions where the recipe asks) + the threshold."""
-    from laion_hf.stages.embed import ClipEmbed
-    from laion_hf.stages.filter import SimilarityFilter
-
-    spec = recipe.filter
-    multilingual: str | None = None
-    if spec.multilingual_model is not None:
-        text = recipe.models[spec.multilingual_model]
-        local = model_weights(recipe, spec.multilingual_model)
-        if local is not None and Path(local).exists():
-            multilingual = local
-        else:  # a Hub id: organisation (written as ``pretrained``) / name
-            multilingual = f"{text.pretrained}/{text.name}" if text.pretrained else text.name
-    clip = recipe.models[spec.model]
-    embed = ClipEmbed(
-        clip.name,
-        pretrained=model_weights(recipe, spec.model),
-        multilingual=multilingual,
-        batch_size=spec.batch_size,
-    )
-    multilingual_threshold = spec.multilingual_threshold.value if spec.multilingual_threshold else None
-    return [embed, SimilarityFilter(spec.threshold.value, multilingual_threshold)]
-
-
-def score_stages(recipe: Recipe) -> list[Stage]:
-    """The recipe's score stage (heads on its CLIP's image embeddings), limits, and LAION-400M's tag."""
-    from laion_hf.stages.score import ScoreStage, ThresholdStage
-
-    spec = recipe.score
-    heads = {column: head_weights(recipe, ref) for column, ref in spec.heads.items()}
-    clip_ref = spec.clip or recipe.filter.model
-    stages: list[Stage] = [
-        ScoreStage(
-            nsfw=heads.get("punsafe"),
-            aesthetic=heads.get("aesthetic"),
-            watermark=heads.get("pwatermark"),
-            clip=recipe.models[clip_ref].name,
-            clip_pretrained=model_weights(recipe, clip_ref),
-            batch_size=spec.batch_size,
-        )
-    ]
-    if spec.drop_above:
-        stages.append(ThresholdStage(drop_above=dict(spec.drop_above)))
-    if spec.nsfw_tag is not None:
-        stages.append(NsfwTagStage(spec.nsfw_tag.unsure_at, spec.nsfw_tag.nsfw_at))
-    return stages
-
-
-def _option_names(function: Callable[..., Any], taken: set[str]) -> set[str]:
-    parameters = inspect.signature(function).parameters
-    return {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY and name not in taken}
-
-
-def check_stage_options(recipe: Recipe) -> None:
-    """Refuse options under ``stages.extract`` / ``stages.download`` that the stage does not take."""
-    from laion_hf.recipes import RecipeError
-
-    allowed: dict[str, set[str]] = {}
-    if recipe.has("extract"):
-        from laion_hf.steps.extract import extract
-
-        allowed["extract"] = _option_names(extract, {"show_progress", "runner"})
-    if recipe.has("download"):
-        from dataclasses import fields
-
-        from laion_hf.steps.download import DownloadOptions, download
-
-        taken = {"allow_private_network", "processes", "workers", "show_progress", "retry_failed", "runner"}
-        allowed["download"] = (_option_names(download, taken) | {f.name for f in fields(DownloadOptions)}) - taken
-    for stage, names in allowed.items():
-        for key in getattr(recipe, stage):
-            if key not in names:
-                raise RecipeError(f"{recipe.path}: stages.{stage}.{key}: unknown option (allowed: {', '.join(sorted(names))})")
-
-
-def config_stages(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] = ()) -> list[Stage]:
-    """The stages that make one config: removal lists / punsafe / keywords, then the language subset."""
-    stages: list[Stage] = []
-    specs = [(r.kind, r.file) for r in config.remove] + list(extra_removals)
-    keywords = load_keywords(config.keyword_file) if config.keyword_file else []
-    if specs or config.punsafe_above is not None or keywords:
-        stages.append(
-            RemovalStage(
-                removal=load_removal_sets(specs) if specs else None,
-                punsafe_threshold=config.punsafe_above,
-                keyword_regex=keyword_pattern(keywords),
-                name=f"{config.name}: removal",
-            )
-        )
-    if config.language_in or config.language_not_in or config.language_detected is not None:
-        stages.append(
-            LanguageStage(
-                language_in=config.language_in,
-                language_not_in=config.language_not_in,
-                language_detected=config.language_detected,
-                reason="other-subset",
-                name=f"{config.name}: subset",
-            )
-        )
-    return stages
-
-
-def as_stage_stats(stats: StageStats, wall: float) -> StageStats:
-    """A plain StageStats from a whole-run step's report, timed by the step's wall clock.
-
-    Image steps time each stage's work per batch; a whole-run step (extract,
-    download, dedup) is timed as the user waits for it.
-    """
-    return StageStats(stats.stage, stats.rows_in, stats.kept, Counter(stats.dropped), wall)
 
 
 def count_rows(directory: str) -> int:

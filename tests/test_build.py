@@ -32,8 +32,8 @@ def test_relaion5b_variants_from_image_shards(tmp_path):
 
     report = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out", removals=(("url-md5", str(removal)),))
 
-    research = kept_rows(tmp_path / "out" / "stages" / "06-configs" / "research")
-    safe = kept_rows(tmp_path / "out" / "stages" / "06-configs" / "research-safe")
+    research = kept_rows(tmp_path / "out" / "steps" / "configs" / "research")
+    safe = kept_rows(tmp_path / "out" / "steps" / "configs" / "research-safe")
     # punsafe of row n is n/20: research drops > 0.95 (n = 20: none), research-safe > 0.45 (n >= 10)
     assert [r["key"] for r in research] == [r["key"] for r in rows[1:]]
     assert [r["key"] for r in safe] == [r["key"] for r in rows[1:10]]
@@ -62,8 +62,8 @@ def test_laion5b_subsets_split_by_language(tmp_path):
 def test_a_finished_step_is_not_redone_and_counts_are_reused(tmp_path):
     make_image_shards(tmp_path / "in", shards=2, per_shard=5)
     first = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
-    research = tmp_path / "out" / "stages" / "06-configs" / "research"
-    marker = research / ".laion-hf" / "done" / "_stage.json"
+    research = tmp_path / "out" / "steps" / "configs" / "research"
+    marker = research / ".laion-hf" / "done" / "_step.json"
     stamp, tar_stamp = marker.stat().st_mtime_ns, (research / "00000.tar").stat().st_mtime_ns
     second = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
     assert marker.stat().st_mtime_ns == stamp
@@ -75,16 +75,16 @@ def test_an_interrupted_step_resumes_per_shard(tmp_path):
     make_image_shards(tmp_path / "in", shards=2, per_shard=5)
     full = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "full")
     build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
-    safe = tmp_path / "out" / "stages" / "06-configs" / "research-safe"
+    safe = tmp_path / "out" / "steps" / "configs" / "research-safe"
     # As if the run died after shard 00000 of research-safe: no step marker, shard 00001 unfinished.
     done = safe / ".laion-hf" / "done"
-    (done / "_stage.json").unlink()
+    (done / "_step.json").unlink()
     (done / "00001.json").unlink()
-    (tmp_path / "out" / "stages" / "07-publish" / ".laion-hf" / "done" / "_stage.json").unlink()
+    (tmp_path / "out" / "steps" / "publish" / ".laion-hf" / "done" / "_step.json").unlink()
     shard0 = (done / "00000.json").stat().st_mtime_ns
     resumed = build(load_recipe("relaion5b"), tmp_path / "in", tmp_path / "out")
     assert (done / "00000.json").stat().st_mtime_ns == shard0
-    assert kept_rows(safe) == kept_rows(tmp_path / "full" / "stages" / "06-configs" / "research-safe")
+    assert kept_rows(safe) == kept_rows(tmp_path / "full" / "steps" / "configs" / "research-safe")
     assert [(s.stage, s.rows_in, s.kept) for s in resumed.stages] == [(s.stage, s.rows_in, s.kept) for s in full.stages]
 
 

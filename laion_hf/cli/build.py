@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from laion_hf.build import STEPS, Build, BuildOptions, BuildReport
+from laion_hf.build import Build, BuildOptions, BuildReport
 from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.core.errors import UserError
 from laion_hf.io.removal_lists import parse_spec
@@ -30,15 +30,15 @@ def build_command(
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (local) or actors per stage / CPUs (ray)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Connect to a running Ray cluster instead of starting Ray locally."),
     gpus: float = typer.Option(0.0, "--gpus-per-model-actor", help="GPUs each filter / score actor reserves (ray)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a recipe value, e.g. stages.filter.threshold=0.3 (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe value, e.g. steps.filter.threshold=0.3 (repeatable)."),
     remove: list[str] = typer.Option([], "--remove", help="A removal list KIND=FILE applied to every config (repeatable)."),
-    start_at: str = typer.Option("extract", "--start-at", help=f"First step ({', '.join(STEPS[:6])}); INPUTS are that step's input."),
+    start_at: str = typer.Option(None, "--start-at", help="First step: a step of the recipe (extract, download, filter, score, dedup) or configs; INPUTS are that step's input."),
     allow_private_network: bool = typer.Option(False, "--allow-private-network", help="Let the download step fetch from loopback / private addresses."),
     hub_format: str = typer.Option("webdataset", "--format", help="Hub folder format: webdataset or parquet."),
     repo_id: str = typer.Option(None, "--repo-id", help="The Hub repo the card's loading example names."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
 ) -> None:
-    """Build a dataset with a recipe: extract -> download -> filter -> score -> dedup -> configs -> Hub folder + card."""
+    """Build a dataset with a recipe: its steps (extract -> download -> filter -> score -> dedup), configs, Hub folder + card."""
     if len(paths) < 2:
         raise UserError("build needs at least one INPUT and an OUTPUT directory")
     *inputs, output = paths

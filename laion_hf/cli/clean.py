@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.clean import KINDS, REPORT_NAME, CleanOptions, CleanReport, clean_copy, parse_spec, verify_copy
+from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.io.atomic import join
 
 _REMOVE_HELP = f"KIND=FILE, repeatable. KIND: {', '.join(KINDS)}. FILE: text (one value a line), CSV or parquet."

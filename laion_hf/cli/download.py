@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from laion_hf.cli.app import app, console, stats_table
-from laion_hf.io.atomic import join
 from laion_hf.download.options import BODY_BYTES_PER_PIXEL, DEADLINE_TIMEOUTS, MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES
+from laion_hf.io.atomic import join
 from laion_hf.steps.download import REPORT_FILE, DownloadReport, download
 
 

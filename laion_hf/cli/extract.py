@@ -7,9 +7,9 @@ from rich.table import Table
 
 from laion_hf.cli.app import app, check_output_dir, console, stats_table
 from laion_hf.core.stage import StageStats
-from laion_hf.steps.extract import ExtractReport, extract
 from laion_hf.extract.extract import COMMON_CRAWL_PREFIX, REPORT_FILE
 from laion_hf.io.atomic import join
+from laion_hf.steps.extract import ExtractReport, extract
 
 
 def malformed_table(report: ExtractReport) -> Table:

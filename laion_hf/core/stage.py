@@ -105,6 +105,11 @@ class StageStats:
         self.seconds += other.seconds
         return self
 
+    def timed(self, seconds: float) -> StageStats:
+        """A plain copy whose time is ``seconds``: a whole-run step (extract, download, dedup) is timed as
+        the user waits for it, where an image pass sums each stage's batch times."""
+        return StageStats(self.stage, self.rows_in, self.kept, Counter(self.dropped), seconds)
+
     def check(self) -> None:
         """Raise if the rows do not add up (``rows_in == kept + removed``)."""
         if self.rows_in != self.kept + self.removed:

@@ -204,7 +204,7 @@ def run_demo(
 ) -> DemoResult:
     """Generate the crawl, build it with the demo recipe, push to a loopback Hub and stream it back.
 
-    ``overrides`` change the demo recipe as ``--set`` does (``{"stages.score": False}``).
+    ``overrides`` change the demo recipe as ``--set`` does (``{"steps.score": False}``).
     """
     from huggingface_hub.utils import disable_progress_bars
 

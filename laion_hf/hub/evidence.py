@@ -291,6 +291,7 @@ def _model(recipe: Mapping[str, Any], ref: str | None) -> str:
 def _from_build(evidence: ConfigEvidence, report: Mapping[str, Any]) -> None:
     """A build's shared steps (only those that ran, per its stage counts) and this config's own."""
     recipe = report.get("recipe") or {}
+    steps = recipe.get("steps") or {}
     configs = {c.get("name"): c for c in recipe.get("configs") or []}
     built = next((n for n, c in (report.get("configs") or {}).items() if Path(c.get("dir", "")).resolve() == Path(evidence.directory).resolve()), None)
     config = built or evidence.name
@@ -312,19 +313,19 @@ def _from_build(evidence: ConfigEvidence, report: Mapping[str, Any]) -> None:
         evidence.steps.append(Step(EXTRACT, f"extracted from WAT files: {s['rows_in']:,} image links, {s['kept']:,} kept ({_reasons(s['dropped']) or 'none dropped'})"))
     if "download" in stages:
         evidence.steps.append(_download_step(stages["download"]))
-    spec = recipe.get("filter") or {}
+    spec = steps.get("filter") or {}
     if spec and "clip-filter" in stages:
         evidence.steps.append(_filter_step(recipe, spec, stages["clip-filter"]))
     if spec.get("languages") and "language" in stages:
         evidence.steps.append(Step(LANGUAGE, f"captions kept only in {', '.join(spec['languages'])}: {_rows(_removed(stages['language']))} removed"))
-    score = recipe.get("score") or {}
+    score = steps.get("score") or {}
     if score and "score" in stages:
         evidence.steps.append(_score_step(recipe, score, stages))
     if score.get("nsfw_tag") and "nsfw-tag" in stages:
         tag = score["nsfw_tag"]
         evidence.steps.append(Step(NSFW_TAG, f"NSFW tag from punsafe: UNSURE from {tag['unsure_at']}, NSFW from {tag['nsfw_at']}"))
     if "dedup" in stages:
-        evidence.steps.append(_dedup_step(stages["dedup"], (recipe.get("dedup") or {}).get("near_duplicate_max_distance")))
+        evidence.steps.append(_dedup_step(stages["dedup"], (steps.get("dedup") or {}).get("near_duplicate_max_distance")))
     own = configs.get(config)
     removal = stages.get(f"{config}: removal")
     if own and removal:
@@ -361,7 +362,7 @@ def _build_context(report: Mapping[str, Any]) -> dict[str, Any]:
         "recipe": {
             "recipe": f"{recipe.get('name')} {recipe.get('version')}",
             "file": Path(recipe.get("path") or "?").name,
-            "stages": " -> ".join([*(recipe.get("stages") or []), "configs"]),
+            "steps": " -> ".join([*(recipe.get("steps") or {}), "configs"]),
             "configs": ", ".join(c.get("name", "?") for c in recipe.get("configs") or []),
             "runner": report.get("runner", "local"),
         },

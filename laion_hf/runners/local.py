@@ -21,16 +21,7 @@ from typing import Any
 from laion_hf.core.stage import Stage
 from laion_hf.io.samples import SidecarFactory
 from laion_hf.io.shards import Shard
-from laion_hf.runners.base import (
-    Record,
-    Unit,
-    finish,
-    progress_bar,
-    run_unit,
-    shard_name,
-    split_finished,
-    transform,
-)
+from laion_hf.runners.base import Record, Unit, finish, progress_bar, run_unit, shard_name, split_finished, transform
 
 START_METHOD = "spawn"
 

@@ -29,16 +29,7 @@ import pyarrow as pa
 from laion_hf.core.stage import Stage
 from laion_hf.io.samples import SidecarFactory
 from laion_hf.io.shards import Shard
-from laion_hf.runners.base import (
-    Record,
-    Unit,
-    finish,
-    progress_bar,
-    run_unit,
-    shard_name,
-    split_finished,
-    transform,
-)
+from laion_hf.runners.base import Record, Unit, finish, progress_bar, run_unit, shard_name, split_finished, transform
 
 
 class ShardTransformer:

@@ -25,12 +25,11 @@ import pyarrow.parquet as pq
 
 from laion_hf.core.errors import UserError
 from laion_hf.core.schema import resolve_columns
+from laion_hf.io.embeddings import FOLDERS, IMAGE_EMBEDDING, METADATA, MODEL_RECORD, TEXT_EMBEDDING
 
 IMAGE, TEXT = "image", "text"
-MODALITY_FOLDERS = {IMAGE: "img_emb", TEXT: "text_emb"}
-METADATA_FOLDER = "metadata"
-#: Written beside the embeddings by whatever computed them: which CLIP, which weights.
-MODEL_RECORD = "embedding_model.json"
+MODALITY_FOLDERS = {IMAGE: FOLDERS[IMAGE_EMBEDDING], TEXT: FOLDERS[TEXT_EMBEDDING]}
+METADATA_FOLDER = METADATA
 #: Metadata columns an index carries, canonical name -> Arrow type; each where present.
 DISPLAY_COLUMNS: dict[str, pa.DataType] = {
     "url": pa.string(),

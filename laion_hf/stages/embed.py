@@ -31,13 +31,12 @@ import torch
 from laion_hf.core.errors import UserError
 from laion_hf.core.schema import require_columns, resolve_columns
 from laion_hf.core.stage import Stage, alive_mask, mark_dropped
+from laion_hf.io.embeddings import IMAGE_EMBEDDING, TEXT_EMBEDDING
 from laion_hf.io.samples import IMAGE
 from laion_hf.models.clip import normalise
 from laion_hf.models.images import decode_image
 
 SIMILARITY = "similarity"
-IMAGE_EMBEDDING = "image_embedding"
-TEXT_EMBEDDING = "text_embedding"
 DECODE_ERROR = "image-decode-error"
 ENGLISH = "en"
 DEFAULT_MODEL = "ViT-B-32-quickgelu"  # OpenAI's ViT-B/32, the model of LAION-400M's and LAION-5B's filter

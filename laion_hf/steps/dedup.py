@@ -15,6 +15,7 @@ Only the decision holds the whole run, and only 40 bytes a row of it.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +43,8 @@ from laion_hf.stages.duplicates import (
     perceptual_hash,
     signature_hashes,
 )
+from laion_hf.steps.registry import Context, Driver
+from laion_hf.steps.specs import DedupSpec
 
 REPORT_FILE = "dedup_report.json"
 OPTIONS_FILE = "dedup_options.json"
@@ -168,3 +171,15 @@ def dedup_shards(
     report = DedupReport(stats, output_dir, [s.name for s in shards], max_distance)
     write_json(join(output_dir, REPORT_FILE), report.to_dict())
     return report
+
+
+def work(spec: DedupSpec, context: Context) -> Driver:
+    """The recipe's dedup step: signatures and marks are units of the pipeline's runner."""
+
+    def run(source: str, output_dir: str, runner: Runner) -> list[StageStats]:
+        started = time.perf_counter()
+        report = dedup_shards(source, output_dir, max_distance=spec.near_duplicate_max_distance,
+                              batch_size=context.options.get("batch_size", 256), runner=runner)
+        return [report.stats.timed(time.perf_counter() - started)]
+
+    return Driver(run)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import fields
 from functools import partial
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from laion_hf.core.stage import StageStats
 from laion_hf.download.candidates import open_candidates, write_inputs
 from laion_hf.download.options import DownloadError, DownloadOptions
 from laion_hf.download.report import REPORT_FILE, DownloadReport, write_report
@@ -34,6 +36,8 @@ from laion_hf.io.atomic import filesystem, join, read_done, read_json, write_jso
 from laion_hf.io.shards import discover_shards
 from laion_hf.runners.base import Runner, progress_bar
 from laion_hf.runners.local import LocalRunner
+from laion_hf.steps.registry import Context, Driver
+from laion_hf.steps.specs import keyword_options
 
 __all__ = ["REPORT_FILE", "DownloadError", "DownloadOptions", "DownloadReport", "download"]
 
@@ -120,3 +124,21 @@ def download(
         processed = _download_fresh(candidates, output_dir, settings, runner)
     _remove(join(output_dir, _WORK))
     return write_report(output_dir, processed=processed, seconds=time.perf_counter() - started)
+
+
+def recipe_options() -> set[str]:
+    """The options a recipe may set under ``steps.download``: :class:`DownloadOptions` fields and ``download``'s own."""
+    taken = {"allow_private_network", "processes", "workers", "show_progress", "retry_failed", "runner"}
+    return (keyword_options(download, taken) | {f.name for f in fields(DownloadOptions)}) - taken
+
+
+def work(spec: dict[str, Any], context: Context) -> Driver:
+    """The recipe's download step: every candidate shard a unit of the pipeline's runner."""
+
+    def run(candidates: str, output_dir: str, runner: Runner) -> list[StageStats]:
+        started = time.perf_counter()
+        report = download(candidates, output_dir, runner=runner,
+                          allow_private_network=context.options.get("allow_private_network", False), **spec)
+        return [report.timed(time.perf_counter() - started)]
+
+    return Driver(run)

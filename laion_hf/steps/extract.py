@@ -17,6 +17,7 @@ import functools
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -48,6 +49,8 @@ from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_
 from laion_hf.io.data_card import write_data_card
 from laion_hf.runners.base import Runner
 from laion_hf.runners.local import LocalRunner
+from laion_hf.steps.registry import Context, Driver
+from laion_hf.steps.specs import keyword_options
 
 
 @dataclass
@@ -168,3 +171,19 @@ def extract(
     write_json(join(output_dir, REPORT_FILE), report.to_dict())
     write_data_card(output_dir)  # names the final shards, not _files/ (which `load_dataset` would add)
     return report
+
+
+def recipe_options() -> set[str]:
+    """The options a recipe may set under ``steps.extract`` (the rest the pipeline sets)."""
+    return keyword_options(extract, {"show_progress", "runner"})
+
+
+def work(spec: dict[str, Any], context: Context) -> Driver:
+    """The recipe's extract step: every WAT file a unit of the pipeline's runner."""
+
+    def run(inputs: list[str], output_dir: str, runner: Runner) -> list[StageStats]:
+        started = time.perf_counter()
+        report = extract(list(inputs), output_dir, runner=runner, **spec)
+        return [report.total.timed(time.perf_counter() - started)]
+
+    return Driver(run)

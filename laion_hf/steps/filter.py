@@ -12,86 +12,32 @@ same order), for kNN indices and near-duplicate detection.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fsspec
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from laion_hf.core.stage import DROP_REASON, Stage, StageStats, alive_mask
-from laion_hf.io.atomic import atomic_path, join
-from laion_hf.io.samples import IMAGE, IMAGE_EXT, image_shards, load_shard_stages
+from laion_hf.core.stage import Stage, StageStats
+from laion_hf.io.embeddings import EmbeddingDropper, EmbeddingWriter, write_model_record
+from laion_hf.io.samples import image_shards, load_shard_stages
 from laion_hf.runners.base import Runner, stage_totals
 from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.embed import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
-    IMAGE_EMBEDDING,
     OVERWRITE_HINT,
     SIMILARITY,
-    TEXT_EMBEDDING,
     ClipEmbed,
     check_not_overwriting,
 )
 from laion_hf.stages.filter import READ_BATCHES, SimilarityFilter, choose_thresholds
-
-
-class EmbeddingDropper:
-    """Sidecar for ``save_embeddings=False``: the embedding columns never reach the shard's metadata."""
-
-    def take(self, batch: pa.Table) -> pa.Table:
-        return batch.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING])
-
-    def close(self) -> None:
-        """Nothing to write."""
-
-
-def drop_embeddings(output_dir: str, name: str) -> EmbeddingDropper:
-    """Sidecar factory (see :data:`~laion_hf.io.samples.SidecarFactory`) of :class:`EmbeddingDropper`."""
-    return EmbeddingDropper()
-
-
-class EmbeddingWriter:
-    """Collects the kept rows' embeddings of one shard and writes them clip-retrieval style, atomically.
-
-    Memory holds one shard's embeddings (rows x dim x 2 bytes x 2), which the
-    shard size bounds.
-    """
-
-    def __init__(self, output_dir: str, name: str) -> None:
-        self.output_dir = output_dir
-        self.name = name
-        self._image: list[np.ndarray] = []
-        self._text: list[np.ndarray] = []
-        self._metadata: list[pa.Table] = []
-
-    def take(self, batch: pa.Table) -> pa.Table:
-        """Keep the alive rows' embeddings; return the batch without the embedding columns."""
-        alive = alive_mask(batch)
-        kept = batch.filter(alive)
-        for column, parts in ((IMAGE_EMBEDDING, self._image), (TEXT_EMBEDDING, self._text)):
-            values = kept[column].combine_chunks()
-            dim = values.type.list_size
-            parts.append(values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float16))
-        drop = [IMAGE, IMAGE_EXT, IMAGE_EMBEDDING, TEXT_EMBEDDING, DROP_REASON]
-        self._metadata.append(kept.drop_columns([c for c in drop if c in kept.column_names]))
-        return batch.drop_columns([IMAGE_EMBEDDING, TEXT_EMBEDDING])
-
-    def _save_npy(self, kind: str, parts: list[np.ndarray]) -> None:
-        array = np.concatenate(parts) if parts else np.zeros((0, 0), np.float16)
-        with atomic_path(join(self.output_dir, kind, f"{kind}_{self.name}.npy")) as tmp:
-            with fsspec.open(tmp, "wb") as f:
-                np.save(f, array)
-
-    def close(self) -> None:
-        self._save_npy("img_emb", self._image)
-        self._save_npy("text_emb", self._text)
-        with atomic_path(join(self.output_dir, "metadata", f"metadata_{self.name}.parquet")) as tmp:
-            table = pa.concat_tables(self._metadata, promote_options="default") if self._metadata else pa.table({})
-            pq.write_table(table, tmp)
+from laion_hf.stages.language import LanguageStage
+from laion_hf.steps.registry import Context, ImagePass
+from laion_hf.steps.specs import FilterSpec, model_weights
 
 
 @dataclass
@@ -191,8 +137,10 @@ def filter_shards(
     embed.setup()  # load the model once, outside the timed part
     started = time.perf_counter()
     runner = runner or LocalRunner(batch_size=read_batch_size or batch_size * READ_BATCHES, show_progress=show_progress)
-    results = runner.map_stages(shards, stages, output_dir, sidecar=EmbeddingWriter if save_embeddings else drop_embeddings,
+    results = runner.map_stages(shards, stages, output_dir, sidecar=EmbeddingWriter if save_embeddings else EmbeddingDropper,
                                 uses_model=True, description="clip filter")
+    if save_embeddings:
+        record_embedding_model(output_dir, model=model, pretrained=pretrained, cache_dir=cache_dir)
     per_shard = {name: load_shard_stages(recorded) for name, recorded in results.items()}
     totals = stage_totals(results, [stage.name for stage in stages])
     return FilterReport(
@@ -212,3 +160,36 @@ def filter_shards(
 def _parquet_columns(path: str) -> list[str]:
     with fsspec.open(path, "rb") as f:
         return pq.read_schema(f).names
+
+
+def work(spec: FilterSpec, context: Context) -> ImagePass:
+    """The recipe's filter pass: its language selection (LAION-400M: English), CLIP embeddings and threshold.
+
+    It shares its read with the score pass when the score heads read the same CLIP (``fuse``).
+    """
+    stages: list[Stage] = []
+    if spec.languages is not None:
+        stages.append(LanguageStage(language_in=spec.languages, reason="language"))
+    multilingual: str | None = None
+    if spec.multilingual_model is not None:
+        text = context.models[spec.multilingual_model]
+        local = model_weights(context.models, spec.multilingual_model, context.recipe_path)
+        if local is not None and Path(local).exists():
+            multilingual = local
+        else:  # a Hub id: organisation (written as ``pretrained``) / name
+            multilingual = f"{text.pretrained}/{text.name}" if text.pretrained else text.name
+    embed = ClipEmbed(context.models[spec.model].name, pretrained=model_weights(context.models, spec.model, context.recipe_path),
+                      multilingual=multilingual, batch_size=spec.batch_size)
+    multilingual_threshold = spec.multilingual_threshold.value if spec.multilingual_threshold else None
+    stages += [embed, SimilarityFilter(spec.threshold.value, multilingual_threshold)]
+    record = functools.partial(record_embedding_model, model=embed.model_name, pretrained=embed.pretrained)
+    return ImagePass(stages, sidecar=EmbeddingWriter, uses_model=True, fuse=f"clip:{spec.model}", after=record)
+
+
+def record_embedding_model(output_dir: str, *, model: str, pretrained: str | None, cache_dir: str | None = None) -> None:
+    """``embedding_model.json`` beside the embeddings: the CLIP name, its weights and their sha256 (no model is loaded)."""
+    from laion_hf.models.clip import file_sha256, resolve_weights
+
+    weights = resolve_weights(model, pretrained, cache_dir)
+    checksums = {weights.file: file_sha256(weights.file)} if weights.file else {}
+    write_model_record(output_dir, {"name": model, "pretrained": weights.tag or weights.file, "checksums": checksums})

@@ -27,9 +27,12 @@ from laion_hf.stages.score import (
     KEPT,
     LAION,
     SCORE_COLUMNS,
+    NsfwTagStage,
     ScoreStage,
     ThresholdStage,
 )
+from laion_hf.steps.registry import Context, ImagePass
+from laion_hf.steps.specs import ScoreSpec, head_weights, model_weights
 
 
 def _parquet_columns(path: str) -> list[str]:
@@ -95,3 +98,26 @@ def score_shards(
         for name, what in plan.items():
             summary[name][what] += 1
     return {"shards": len(results), "stages": [t.to_dict() for t in totals], "columns": summary, "output_dir": output_dir}
+
+
+def work(spec: ScoreSpec, context: Context) -> ImagePass:
+    """The recipe's score pass: heads on its CLIP's image embeddings, limits, and LAION-400M's NSFW tag.
+
+    After a filter on the same CLIP it runs in the filter's pass and reuses its embeddings (``fuse``).
+    """
+    heads = {column: head_weights(context.models, ref, context.recipe_path) for column, ref in spec.heads.items()}
+    stages: list[Stage] = [
+        ScoreStage(
+            nsfw=heads.get("punsafe"),
+            aesthetic=heads.get("aesthetic"),
+            watermark=heads.get("pwatermark"),
+            clip=context.models[spec.clip].name,
+            clip_pretrained=model_weights(context.models, spec.clip, context.recipe_path),
+            batch_size=spec.batch_size,
+        )
+    ]
+    if spec.drop_above:
+        stages.append(ThresholdStage(drop_above=dict(spec.drop_above)))
+    if spec.nsfw_tag is not None:
+        stages.append(NsfwTagStage(spec.nsfw_tag.unsure_at, spec.nsfw_tag.nsfw_at))
+    return ImagePass(stages, uses_model=True, fuse=f"clip:{spec.clip}")

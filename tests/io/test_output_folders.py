@@ -114,7 +114,7 @@ def test_build_step_outputs_load(tmp_path):
     Build(load_recipe("relaion5b"), BuildOptions(inputs=[str(tmp_path / "in")], output=str(tmp_path / "out"),
                                                  start_at="configs", show_progress=False)).run()
     for config in ("research", "research-safe"):
-        step = tmp_path / "out" / "stages" / "06-configs" / config
+        step = tmp_path / "out" / "steps" / "configs" / config
         assert list((step / ".laion-hf" / "done").glob("*.json"))
         assert_reads_as_its_data(step)
 

@@ -18,7 +18,7 @@ def test_builtin_recipes_are_listed():
 
 def test_laion400m_is_english_vit_b32_at_030_with_nsfw_tag():
     recipe = load_recipe("laion400m")
-    assert recipe.stages == ("extract", "download", "filter", "score", "dedup")
+    assert list(recipe.steps) == ["extract", "download", "filter", "score", "dedup"]
     assert recipe.models[recipe.filter.model].name == "ViT-B-32"
     assert recipe.models[recipe.filter.model].pretrained == "openai"
     assert recipe.filter.threshold.value == 0.30 and recipe.filter.threshold.source == "recipe"
@@ -60,7 +60,7 @@ def _copy(tmp_path: Path, name: str, edit) -> Path:
 
 def test_a_copied_recipe_with_a_changed_threshold_and_model(tmp_path):
     def edit(data):
-        data["stages"]["filter"]["threshold"] = 0.33
+        data["steps"]["filter"]["threshold"] = 0.33
         data["models"]["clip"] = {"name": "ViT-L-14", "pretrained": "/models/vit-l-14.pt"}
 
     recipe = load_recipe(str(_copy(tmp_path, "laion400m", edit)))
@@ -74,9 +74,9 @@ def test_overrides_by_dotted_key_and_config_name():
         "relaion5b",
         dict(
             [
-                parse_override("stages.filter.threshold=0.31"),
+                parse_override("steps.filter.threshold=0.31"),
                 parse_override("configs.research-safe.punsafe_above=0.5"),
-                parse_override("stages.filter.languages=[en, de]"),
+                parse_override("steps.filter.languages=[en, de]"),
             ]
         ),
     )
@@ -89,7 +89,7 @@ def test_threshold_read_from_a_calibration_file(tmp_path):
     (tmp_path / "calibration.json").write_text(json.dumps({"filter": {"threshold": 0.2345}}))
 
     def edit(data):
-        data["stages"]["filter"]["threshold"] = {"file": "calibration.json", "key": "filter.threshold"}
+        data["steps"]["filter"]["threshold"] = {"file": "calibration.json", "key": "filter.threshold"}
 
     recipe = load_recipe(str(_copy(tmp_path, "laion400m", edit)))
     assert recipe.filter.threshold.value == 0.2345
@@ -99,17 +99,17 @@ def test_threshold_read_from_a_calibration_file(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["stages"]["filter"].__setitem__("treshold", 0.3), r"stages\.filter\.treshold: unknown key"),
-        (lambda d: d["stages"]["filter"].__setitem__("threshold", 1.5), r"stages\.filter\.threshold: 1\.5 is out of range"),
-        (lambda d: d["stages"]["filter"].__setitem__("threshold", "high"), r"stages\.filter\.threshold: expected a number"),
-        (lambda d: d["stages"]["filter"].__setitem__("model", "vit-h"), r"unknown model 'vit-h'"),
+        (lambda d: d["steps"]["filter"].__setitem__("treshold", 0.3), r"steps\.filter\.treshold: unknown key"),
+        (lambda d: d["steps"]["filter"].__setitem__("threshold", 1.5), r"steps\.filter\.threshold: 1\.5 is out of range"),
+        (lambda d: d["steps"]["filter"].__setitem__("threshold", "high"), r"steps\.filter\.threshold: expected a number"),
+        (lambda d: d["steps"]["filter"].__setitem__("model", "vit-h"), r"unknown model 'vit-h'"),
         (lambda d: d["configs"][1].__setitem__("default", True), r"exactly one config must have default: true \(found 2\)"),
         (lambda d: d["configs"][0].__setitem__("punsafe_above", -0.1), r"configs\[0\]\.punsafe_above: -0\.1 is out of range"),
         (lambda d: d["configs"][0].__setitem__("remove", [{"kind": "url-crc", "file": "x.txt"}]), r"unknown kind 'url-crc'"),
         (lambda d: d.pop("source"), r"missing required key 'source'"),
         (lambda d: d.__setitem__("format", 2), r"recipe format 1, not 2"),
-        (lambda d: d["stages"].__setitem__("embed", {}), r"stages\.embed: unknown key"),
-        (lambda d: d["stages"].pop("score"), r"limits punsafe but stages\.score has no punsafe head"),
+        (lambda d: d["steps"].__setitem__("embed", {}), r"steps\.embed: unknown key"),
+        (lambda d: d["steps"].pop("score"), r"limits punsafe but steps\.score has no punsafe head"),
         (lambda d: d["configs"].append({"name": "research"}), r"config name 'research' is used twice"),
     ],
 )
@@ -125,7 +125,7 @@ def test_error_names_the_line_of_the_bad_key(tmp_path):
     line = next(i for i, l in enumerate(text.splitlines(), 1) if "threshold: 3.0" in l)
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    with pytest.raises(RecipeError, match=rf"r\.yaml:{line}: stages\.filter\.threshold"):
+    with pytest.raises(RecipeError, match=rf"r\.yaml:{line}: steps\.filter\.threshold"):
         load_recipe(str(path))
 
 
@@ -133,13 +133,13 @@ def test_unknown_recipe_and_invalid_yaml(tmp_path):
     with pytest.raises(RecipeError, match="neither a built-in recipe"):
         load_recipe("laion9b")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("format: 1\nstages: [unclosed\n")
+    bad.write_text("format: 1\nsteps: [unclosed\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(str(bad))
 
 
 def test_bad_override_is_a_clear_error():
     with pytest.raises(RecipeError, match="expected KEY=VALUE"):
-        parse_override("stages.filter.threshold")
+        parse_override("steps.filter.threshold")
     with pytest.raises(RecipeError, match="no entry named 'nope'"):
         load_recipe("relaion5b", {"configs.nope.punsafe_above": 0.5})

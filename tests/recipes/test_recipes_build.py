@@ -27,13 +27,13 @@ CALIBRATED_MULTI = {"file": f"{WEIGHTS}/laion-hf-tiny.quality.json", "key": "mul
 
 
 def tiny_overrides(recipe: str) -> dict:
-    overrides = {"models.clip": TINY_CLIP, "models.nsfw": TINY_HEADS["nsfw"], "stages.filter.threshold": CALIBRATED}
+    overrides = {"models.clip": TINY_CLIP, "models.nsfw": TINY_HEADS["nsfw"], "steps.filter.threshold": CALIBRATED}
     if recipe in ("laion5b", "relaion5b"):
         overrides |= {
             "models.clip_l14": TINY_CLIP,
             "models.mclip": TINY_TEXT,
             "models.watermark": TINY_HEADS["watermark"],
-            "stages.filter.multilingual.threshold": CALIBRATED_MULTI,
+            "steps.filter.multilingual.threshold": CALIBRATED_MULTI,
         }
     return overrides
 

@@ -116,7 +116,7 @@ def test_ray_and_local_runners_agree_on_the_demo(tmp_path, ray_runner):
         removals = (("url-md5", crawl.removal_list),)
         local = Build(load_recipe("demo"), BuildOptions(inputs=crawl.wat_files, output=str(tmp_path / "local"), removals=removals,
                                                         allow_private_network=True, show_progress=False)).run()
-    downloaded = tmp_path / "local" / "stages" / "02-download"
+    downloaded = tmp_path / "local" / "steps" / "download"
     options = BuildOptions(inputs=[str(downloaded)], output=str(tmp_path / "ray"), start_at="filter", removals=removals,
                            runner="ray", show_progress=False)
     remote = Build(load_recipe("demo"), options, runner=ray_runner).run()
@@ -129,18 +129,18 @@ def test_ray_and_local_runners_agree_on_the_demo(tmp_path, ray_runner):
     # Same rows, same image bytes and captions; model outputs equal up to float rounding (Ray's actors run
     # torch with other thread counts, so sums are reduced in another order).
     for config in ("research", "research-safe"):
-        ray_rows, ray_samples = output(tmp_path / "ray" / "stages" / "06-configs" / config)
-        local_rows, local_samples = output(tmp_path / "local" / "stages" / "06-configs" / config)
+        ray_rows, ray_samples = output(tmp_path / "ray" / "steps" / "configs" / config)
+        local_rows, local_samples = output(tmp_path / "local" / "steps" / "configs" / config)
         assert _approx_rows(ray_rows, local_rows)
         assert ray_samples.keys() == local_samples.keys()
         for key, members in local_samples.items():
             assert ray_samples[key]["jpg"] == members["jpg"] and ray_samples[key]["txt"] == members["txt"]
     # The filter's clip-retrieval embeddings are written by both runners, in the same order.
     for kind in ("img_emb", "text_emb"):
-        files = sorted((tmp_path / "local" / "stages" / "03-filter" / kind).iterdir())
+        files = sorted((tmp_path / "local" / "steps" / "filter+score" / kind).iterdir())
         assert files
         for f in files:
-            np.testing.assert_allclose(np.load(f), np.load(tmp_path / "ray" / "stages" / "03-filter" / kind / f.name), atol=2e-3)
+            np.testing.assert_allclose(np.load(f), np.load(tmp_path / "ray" / "steps" / "filter+score" / kind / f.name), atol=2e-3)
 
 
 def _approx_rows(actual, expected):
