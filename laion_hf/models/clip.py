@@ -17,7 +17,7 @@ what open_clip builds for the same request:
   TorchScript archive (``ViT-B-32.pt``), which open_clip reads through
   ``torch.jit.load`` and which always means QuickGELU;
 - ``laion-hf-tiny``: the tiny open_clip model this project trains
-  (``laion_hf/models/train_tiny.py``) and ships with its multilingual student;
+  (``laion_hf/testing/train_tiny.py``) and ships with its multilingual student;
 - ``hf-hub:org/repo`` and ``local-dir:/path`` as open_clip understands them;
 - ``pretrained="default"`` (the default): the shipped weights for the tiny
   model, OpenAI's for the architectures OpenAI released; ``pretrained=None``
@@ -289,7 +289,7 @@ def default_pretrained(name: str) -> str:
 
     if name == TINY:
         if not TINY_WEIGHTS.exists():
-            raise ModelLoadError(f"{TINY_WEIGHTS}: tiny model weights missing; run python -m laion_hf.models.train_tiny")
+            raise ModelLoadError(f"{TINY_WEIGHTS}: tiny model weights missing; run python -m laion_hf.testing.train_tiny")
         return str(TINY_WEIGHTS)
     if get_pretrained_cfg(name, OPENAI):
         return OPENAI

@@ -27,35 +27,12 @@ import yaml
 
 from laion_hf.core.spec import RecipeError, SpecReader, resolve_file
 from laion_hf.io.removal_lists import KINDS as REMOVAL_KINDS
-from laion_hf.steps.specs import DedupSpec, FilterSpec, ModelSpec, ScoreSpec
+from laion_hf.steps.specs import ConfigSpec, DedupSpec, FilterSpec, ModelSpec, RemovalSpec, ScoreSpec
 
 FORMAT_VERSION = 1
 
 
 # ---------------------------------------------------------------- typed recipe
-
-
-@dataclass(frozen=True)
-class RemovalSpec:
-    """One removal list: ``kind`` (as in ``laion-hf clean --remove``) and its file."""
-
-    kind: str
-    file: str
-
-
-@dataclass(frozen=True)
-class ConfigSpec:
-    """A published config (variant or subset) and the rules that select its rows."""
-
-    name: str
-    description: str = ""
-    default: bool = False
-    remove: tuple[RemovalSpec, ...] = ()
-    punsafe_above: float | None = None
-    keyword_file: str | None = None
-    language_in: tuple[str, ...] | None = None
-    language_not_in: tuple[str, ...] | None = None
-    language_detected: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def head_path(kind: str, spec: str, clip: str = DEFAULT_CLIP, models_dir: str | 
         return heads.published_checkpoint(kind, clip.removesuffix(QUICKGELU), models_dir)
     path = TINY_HEADS[kind] if spec == TINY_HEAD else Path(spec).expanduser()
     if not path.exists():
-        hint = " (train with python -m laion_hf.models.train_heads)" if spec == TINY_HEAD else ""
+        hint = " (train with python -m laion_hf.testing.train_heads)" if spec == TINY_HEAD else ""
         raise heads.CheckpointError(f"{path}: {kind} checkpoint not found{hint}")
     return path
 

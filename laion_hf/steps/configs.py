@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from laion_hf.core.stage import Stage
 from laion_hf.io.removal_lists import load_removal_sets
-from laion_hf.recipes.recipe import ConfigSpec
 from laion_hf.stages.language import LanguageStage
 from laion_hf.stages.removal import RemovalStage, keyword_pattern, load_keywords
 from laion_hf.steps.registry import ImagePass
+from laion_hf.steps.specs import ConfigSpec
 
 
 def config_pass(config: ConfigSpec, extra_removals: Sequence[tuple[str, str]] = (), embeddings: str | None = None) -> ImagePass:

@@ -97,6 +97,29 @@ class DedupSpec:
     near_duplicate_max_distance: int | None = None
 
 
+@dataclass(frozen=True)
+class RemovalSpec:
+    """One removal list: ``kind`` (as in ``laion-hf clean --remove``) and its file."""
+
+    kind: str
+    file: str
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """A published config (variant or subset) and the rules that select its rows."""
+
+    name: str
+    description: str = ""
+    default: bool = False
+    remove: tuple[RemovalSpec, ...] = ()
+    punsafe_above: float | None = None
+    keyword_file: str | None = None
+    language_in: tuple[str, ...] | None = None
+    language_not_in: tuple[str, ...] | None = None
+    language_detected: bool | None = None
+
+
 def parse_threshold(r: SpecReader, value: Any, key: str, low: float, high: float) -> Threshold:
     """A literal number, or ``{file: ..., key: ...}`` read from a calibration JSON."""
     if isinstance(value, dict):

@@ -174,12 +174,12 @@ def test_shipped_tiny_heads_load_and_were_trained_on_the_shipped_clip():
     import json
 
     from laion_hf.models.clip import TINY_WEIGHTS, sha256_file
-    from laion_hf.models.train_heads import AESTHETIC_PATH, NSFW_PATH, QUALITY_PATH, WATERMARK_PATH
+    from laion_hf.testing.train_heads import AESTHETIC_PATH, NSFW_PATH, QUALITY_PATH, WATERMARK_PATH
 
     quality = json.loads(QUALITY_PATH.read_text(encoding="utf-8"))
     clip_sha = sha256_file(TINY_WEIGHTS)
     for kind in ("nsfw", "aesthetic"):
-        assert quality[kind]["clip_sha256"] == clip_sha, f"retrain: python -m laion_hf.models.train_heads --heads {kind}"
+        assert quality[kind]["clip_sha256"] == clip_sha, f"retrain: python -m laion_hf.testing.train_heads --heads {kind}"
     assert isinstance(load_head(NSFW_PATH), NsfwDetector) and load_head(NSFW_PATH).embed_dim == 64
     assert isinstance(load_head(AESTHETIC_PATH), AestheticV2)
     watermark = load_head(WATERMARK_PATH)

@@ -1,6 +1,6 @@
 """Train, measure and ship the tiny scoring heads of the synthetic domain (reproducible from a seed).
 
-    python -m laion_hf.models.train_heads [--seed 0] [--train-size 4000] [--heads nsfw,aesthetic,watermark]
+    python -m laion_hf.testing.train_heads [--seed 0] [--train-size 4000] [--heads nsfw,aesthetic,watermark]
 
 The heads are LAION's classes at the tiny CLIP's width (``laion_hf.models.heads``):
 

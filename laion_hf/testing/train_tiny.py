@@ -1,6 +1,6 @@
 """Train, measure and ship the tiny CLIP and its multilingual student (reproducible from a seed).
 
-    python -m laion_hf.models.train_tiny [--seed 0] [--train-size 16000] [--epochs 6]
+    python -m laion_hf.testing.train_tiny [--seed 0] [--train-size 16000] [--epochs 6]
 
 1. CLIP: the ``laion-hf-tiny`` open_clip config trained contrastively (open_clip's
    ``ClipLoss``) on synthetic scenes with their English captions.
