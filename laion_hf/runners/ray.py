@@ -32,6 +32,10 @@ from laion_hf.io.shards import Shard
 from laion_hf.runners.base import Record, Unit, finish, progress_bar, run_unit, shard_name, split_finished, transform
 
 
+#: How often a unit whose worker died (a killed process, a lost node) is run again before the step fails.
+RETRIES = 3
+
+
 class ShardTransformer:
     """Ray Data UDF: set the stages up once per actor, then transform (and mark done) one shard per call."""
 
@@ -101,7 +105,7 @@ class RayRunner:
 
         self.start()
         records, pending = split_finished(units, output_dir, name_of)
-        task = ray.remote(num_cpus=1)(run_unit)
+        task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_unit)
         futures = {task.remote(process, unit, output_dir, name_of(unit)): unit for unit in pending}
         errors: list[BaseException] = []
         with progress_bar(disable=not self.show_progress) as progress:
@@ -146,6 +150,8 @@ class RayRunner:
                 concurrency=min(self.concurrency, len(items)),
                 num_cpus=min(1.0, cpus / self.concurrency),
                 num_gpus=self.model_num_gpus if uses_model else 0,
+                max_restarts=RETRIES,  # a dead actor is replaced ...
+                max_task_retries=RETRIES,  # ... and its shard redone (outputs are written atomically)
             )
             with progress_bar(disable=not self.show_progress) as progress:
                 bar = progress.add_task(description or ", ".join(s.name for s in stages) or "copy",

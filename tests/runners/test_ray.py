@@ -17,6 +17,7 @@ from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.language import LanguageStage
 from laion_hf.stages.removal import RemovalStage, keyword_pattern
 from laion_hf.stages.score import NsfwTagStage
+from laion_hf.testing.crash import CrashOnce
 from tests.build_inputs import make_image_shards
 from tests.damaged_shards import drop_sample
 
@@ -155,3 +156,109 @@ def _approx_rows(actual, expected):
             else:
                 assert a[column] == value, column
     return True
+
+
+# ---------------------------------------------------------------- every step: Ray writes exactly what local writes
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative path: bookkeeping and timed reports excluded, and the
+    README's title (the folder's name) and options naming the output folder made neutral."""
+    skip = ("download_report.json", "extract_stats.json", "dedup_report.json", "_global_dedup.done.json")
+    return {
+        str(p.relative_to(directory)): p.read_bytes().replace(str(directory).encode(), b"OUT").replace(
+            f"# {directory.name}\n".encode(), b"# OUT\n")
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and ".laion-hf" not in p.parts and p.name not in skip
+    }
+
+
+@pytest.fixture(scope="module")
+def crawl_steps(tmp_path_factory):
+    """The demo crawl's extract and download outputs, written by the local runner (the reference)."""
+    from laion_hf.demo.run import generate_crawl
+    from laion_hf.runners.local import LocalRunner
+    from laion_hf.steps.download import download
+    from laion_hf.steps.extract import extract
+    from laion_hf.testing.image_server import ImageServer
+
+    root = tmp_path_factory.mktemp("crawl-steps")
+    server = ImageServer().__enter__()
+    crawl = generate_crawl(root / "crawl", server, files=2, pages_per_file=4)
+    local = LocalRunner(workers=2, show_progress=False)
+    extract(crawl.wat_files, str(root / "extract"), runner=local)
+    download(str(root / "extract"), str(root / "download"), allow_private_network=True, rows_per_shard=16, runner=local)
+    yield root, crawl, server
+    server.__exit__(None, None, None)
+
+
+@pytest.mark.slow
+def test_extract_on_ray_writes_the_local_runners_shards(crawl_steps, ray_runner, tmp_path):
+    from laion_hf.steps.extract import extract
+
+    root, crawl, _ = crawl_steps
+    report = extract(crawl.wat_files, str(tmp_path / "ray"), runner=ray_runner)
+    assert files_of(tmp_path / "ray") == files_of(root / "extract")
+    assert report.total.rows_in == report.total.kept + report.total.removed > 0
+
+
+@pytest.mark.slow
+def test_download_on_ray_writes_the_local_runners_shards(crawl_steps, ray_runner, tmp_path):
+    from laion_hf.steps.download import download
+
+    root, _, _ = crawl_steps
+    report = download(str(root / "extract"), str(tmp_path / "ray"), allow_private_network=True, rows_per_shard=16,
+                      runner=ray_runner)
+    assert files_of(tmp_path / "ray") == files_of(root / "download")
+    assert report.rows_in == report.kept + report.removed > 0
+
+
+@pytest.mark.slow
+def test_dedup_on_ray_writes_the_local_runners_shards(ray_runner, tmp_path):
+    from laion_hf.steps.dedup import dedup_shards
+
+    make_image_shards(tmp_path / "in", shards=3, per_shard=8, duplicate_every=3, same_image_every=5)
+    local = dedup_shards(str(tmp_path / "in"), str(tmp_path / "local"), show_progress=False)
+    remote = dedup_shards(str(tmp_path / "in"), str(tmp_path / "ray"), runner=ray_runner)
+    assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
+    assert remote.stats.to_dict() | {"seconds": 0} == local.stats.to_dict() | {"seconds": 0}
+    assert remote.stats.removed > 0
+
+
+@pytest.mark.slow
+def test_filter_and_score_on_ray_write_the_local_runners_rows(ray_runner, tmp_path):
+    from laion_hf.steps.filter import filter_shards
+    from laion_hf.steps.score import score_shards
+    from laion_hf.testing.synthetic.shards import write_shards
+
+    write_shards(str(tmp_path / "in"), shards=2, per_shard=6, seed=5)
+    tiny = {"nsfw": "tiny", "watermark": "tiny", "aesthetic": "tiny", "clip": "laion-hf-tiny"}
+    for name, runner in (("local", None), ("ray", ray_runner)):
+        filter_shards(str(tmp_path / "in"), str(tmp_path / name / "filtered"), model="laion-hf-tiny", batch_size=4,
+                      show_progress=False, runner=runner)
+        score_shards(str(tmp_path / name / "filtered"), str(tmp_path / name / "scored"), **tiny, show_progress=False,
+                     runner=runner)
+    for step in ("filtered", "scored"):
+        ray_rows, ray_samples = output(tmp_path / "ray" / step)
+        local_rows, local_samples = output(tmp_path / "local" / step)
+        assert _approx_rows(ray_rows, local_rows)  # model outputs to float rounding (torch thread counts differ)
+        assert ray_samples.keys() == local_samples.keys() and ray_samples
+        for key, members in local_samples.items():
+            assert ray_samples[key]["jpg"] == members["jpg"] and ray_samples[key]["txt"] == members["txt"]
+    assert (tmp_path / "ray" / "filtered" / "embedding_model.json").read_text() == \
+        (tmp_path / "local" / "filtered" / "embedding_model.json").read_text()
+
+
+@pytest.mark.slow
+def test_a_ray_worker_killed_mid_step_is_replaced_and_the_output_is_the_local_one(ray_runner, tmp_path):
+    make_image_shards(tmp_path / "in", shards=3, per_shard=5)
+    shards = image_shards(str(tmp_path / "in"))
+    marker = tmp_path / "killed"
+    remote = ray_runner.map_stages(shards, [CrashOnce(str(marker), "000010000"), *stages()], str(tmp_path / "ray"))
+    assert marker.exists()  # the worker did die once
+    local = LocalRunner(batch_size=3, show_progress=False).map_stages(
+        shards, [CrashOnce(str(marker), "000010000"), *stages()], str(tmp_path / "local"))
+    assert output(tmp_path / "ray") == output(tmp_path / "local")
+    names = ["crash-once", *(s.name for s in stages())]
+    assert [s.to_dict() | {"seconds": 0} for s in stage_totals(remote, names)] == \
+        [s.to_dict() | {"seconds": 0} for s in stage_totals(local, names)]
