@@ -42,6 +42,7 @@ STEPS_DIR = "steps"
 CONFIGS = "configs"
 PUBLISH = "publish"
 HUB_DIR = "hub"
+INDEX_DIR = "index"
 REPORT_FILE = "build_report.json"
 STEP_MARKER = "_step"
 
@@ -256,7 +257,8 @@ class Build:
         recorded = read_done(directory, STEP_MARKER)
         if recorded is None:
             started = time.perf_counter()
-            card = publish(self.recipe, self.report, config_dirs, folder, self.options)
+            indices = build_indices(config_dirs, self.step_dir(INDEX_DIR))
+            card = publish(self.recipe, self.report, config_dirs, folder, self.options, indices)
             recorded = {"step": PUBLISH, "folder": folder, "card": card, "seconds": time.perf_counter() - started}
             mark_done(directory, STEP_MARKER, recorded)
         self.report.step_seconds[PUBLISH] = recorded["seconds"]
@@ -300,12 +302,48 @@ def card_context(recipe: Recipe, options: BuildOptions) -> dict[str, Any]:
     }
 
 
-def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], folder: str, options: BuildOptions) -> str:
-    """Lay out the configs for the Hub in ``folder`` with plots and the card; returns the card's path.
+def build_indices(config_dirs: dict[str, str], folder: str) -> dict[str, tuple[str, Any]]:
+    """A kNN index of every config that has embeddings, in ``folder/<config>``: config -> (folder, IndexInfo)."""
+    from laion_hf.search.index import build_index
+    from laion_hf.search.source import is_embedding_folder
+
+    indices = {}
+    for name, directory in config_dirs.items():
+        if is_embedding_folder(Path(directory)):
+            target = join(folder, name)
+            indices[name] = (target, build_index(directory, target, config=name))
+    return indices
+
+
+def search_section(indices: dict[str, tuple[str, Any]], repo_id: str | None) -> str:
+    """The card's Search section: where each config's index is, its model, and its measured recall."""
+    if not indices:
+        return ""
+    rows = ["| config | rows | model | index | recall@10 vs exact search |", "| --- | ---: | --- | --- | ---: |"]
+    for name, (_, info) in indices.items():
+        image = info.indices["image"]
+        rows.append(f"| {name} | {info.rows:,} | {info.model['name']} | `{INDEX_DIR}/{name}/` ({image.factory}) | "
+                    f"{image.recall_at_10:.3f} |")
+    repo = repo_id or "ORG/NAME"
+    example = next(iter(indices))
+    return (
+        "A kNN index of each config's CLIP image and text embeddings is in this repo, aligned row for row with the "
+        "config (rows a config removed are not in its index). Queries are embedded with the model that computed "
+        "the embeddings:\n\n" + "\n".join(rows) + "\n\n```bash\n"
+        f'laion-hf search hf://datasets/{repo}/{INDEX_DIR}/{example} "a red circle on a white background"\n'
+        f"laion-hf serve hf://datasets/{repo}/{INDEX_DIR}/{example}   # a search page on http://127.0.0.1:8080\n```"
+    )
+
+
+def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], folder: str, options: BuildOptions,
+            indices: dict[str, tuple[str, Any]] | None = None) -> str:
+    """Lay out the configs for the Hub in ``folder`` with plots, the card and the configs' indices (``index/``).
 
     The card's claims come from this build's report (as ``build_report.json``
     will hold it, with the removal lists given on the command line).
     """
+    import shutil
+
     from laion_hf.hub.publish import publish_folder
 
     evidence = {**report.to_dict(), "removals": [list(removal) for removal in options.removals]}
@@ -313,9 +351,11 @@ def publish(recipe: Recipe, report: BuildReport, config_dirs: dict[str, str], fo
         config_dirs,
         folder,
         family=recipe.card,
-        context=card_context(recipe, options),
+        context={**card_context(recipe, options), "search_md": search_section(indices or {}, options.repo_id)},
         reports={name: {REPORT_FILE: evidence} for name in config_dirs},
         format=options.hub_format,
         default=recipe.default_config.name,
     )
+    for name, (directory, _) in (indices or {}).items():
+        shutil.copytree(directory, join(folder, INDEX_DIR, name), dirs_exist_ok=True)
     return join(folder, "README.md")

@@ -39,4 +39,10 @@ def demo_command(
     for config, rows in result.streamed.items():
         built = result.report.configs[config]["rows"]
         console.print(f"load_dataset({result.repo_id!r}, {config!r}, streaming=True): {rows} rows streamed back (built {built})")
+    from laion_hf.demo.run import SEARCH_CONFIG, SEARCH_QUERY
+
+    console.print(f"search hf://datasets/{result.repo_id}/index/{SEARCH_CONFIG} {SEARCH_QUERY!r}:")
+    for rank, row in enumerate(result.search, 1):
+        truth = "{} {}s on {}".format(*row["truth"]) if row["truth"] else "not a scene"
+        console.print(f"  {rank}. {row['score']:.3f}  {row['caption']!r}  (the image shows: {truth})", highlight=False)
     console.print(f"dataset card: {result.report.card}")

@@ -11,7 +11,11 @@
 2. ``build --recipe demo`` turns the crawl into the research and
    research-safe configs (:mod:`laion_hf.build`);
 3. the Hub folder is pushed to a loopback Hub-compatible server and streamed
-   back with ``datasets.load_dataset(..., streaming=True)``.
+   back with ``datasets.load_dataset(..., streaming=True)``;
+4. the research config's kNN index is opened from the Hub
+   (``hf://datasets/REPO/index/research``) and searched for
+   :data:`SEARCH_QUERY`; each result's scene is looked up in the synthetic
+   ground truth (an image's link names the scene it shows).
 """
 
 from __future__ import annotations
@@ -151,6 +155,10 @@ def generate_crawl(directory: Path, server: ImageServer, *, files: int = 3, page
     return DemoCrawl(wat_files=wat_files, removal_list=str(removal_list), planted=links.planted)
 
 
+SEARCH_QUERY = "a red circle on a green background"
+SEARCH_CONFIG = "research"
+
+
 @dataclass
 class DemoResult:
     """What the demo produced and what came back from the (loopback) Hub."""
@@ -160,6 +168,27 @@ class DemoResult:
     repo_id: str
     streamed: dict[str, int]
     first_rows: dict[str, dict]
+    search: list[dict[str, Any]] = field(default_factory=list)  # results of SEARCH_QUERY, with each scene's truth
+
+
+def scene_of(url: str) -> tuple[str, str, str] | None:
+    """(colour, shape, background) of the scene an image link of the crawl shows; None for links that are not scenes."""
+    name = url.rsplit("/", 1)[-1]
+    if "/img/" not in url or not name.removesuffix(".jpg").isdigit():
+        return None
+    attributes = sample(int(name.removesuffix(".jpg")), size=IMAGE_SIZE).attributes
+    return attributes.colour, attributes.shape, attributes.background
+
+
+def search_back(repo_id: str, config: str, query: str, k: int = 5) -> list[dict[str, Any]]:
+    """The top ``k`` of ``query`` in the config's index as pushed next to the dataset, each with its true scene."""
+    from laion_hf.search.hub import download_index
+    from laion_hf.search.index import KnnIndex
+    from laion_hf.search.query import Searcher
+
+    searcher = Searcher(KnnIndex(download_index(f"hf://datasets/{repo_id}/index/{config}")))
+    results = searcher.search(searcher.embed_text(query), k=k)
+    return [{**row, "truth": scene_of(row["url"])} for row in results]
 
 
 @contextlib.contextmanager
@@ -232,4 +261,6 @@ def run_demo(
     with HubServer(output / "hub-server") as hub, hub.environment(), _hf_caches(output / "hf-cache"):
         push_folder(report.hub_folder, DEMO_REPO, token=hub.token)
         streamed, first_rows = stream_back(DEMO_REPO, list(report.configs))
-    return DemoResult(crawl=crawl, report=report, repo_id=DEMO_REPO, streamed=streamed, first_rows=first_rows)
+        search = search_back(DEMO_REPO, SEARCH_CONFIG, SEARCH_QUERY)
+    return DemoResult(crawl=crawl, report=report, repo_id=DEMO_REPO, streamed=streamed, first_rows=first_rows,
+                      search=search)

@@ -31,7 +31,6 @@ from laion_hf.io.samples import SidecarFactory
 from laion_hf.io.shards import Shard
 from laion_hf.runners.base import Record, Unit, finish, progress_bar, run_unit, shard_name, split_finished, transform
 
-
 #: How often a unit whose worker died (a killed process, a lost node) is run again before the step fails.
 RETRIES = 3
 
