@@ -33,8 +33,8 @@ from laion_hf.core.stage import StageStats
 from laion_hf.io.atomic import join, mark_done, read_done, write_json
 from laion_hf.io.samples import image_shards
 from laion_hf.recipes import Recipe
+from laion_hf.runners import make_runner
 from laion_hf.runners.base import Runner
-from laion_hf.runners.local import LocalRunner
 from laion_hf.steps.configs import config_pass
 from laion_hf.steps.registry import STEPS, Context, Driver, ImagePass, Work, run_image_pass
 
@@ -178,24 +178,11 @@ class Build:
         # Every step is planned now: a missing model or list fails before any work.
         self.groups = plan_groups(names, [STEPS[name].plan(recipe.steps[name], context) for name in names])
         self.configs = {config.name: config for config in recipe.configs}
-        self.runner = runner or self._make_runner()
+        self.runner = runner or make_runner(
+            options.runner, workers=options.workers, batch_size=options.batch_size, ray_address=options.ray_address,
+            gpus_per_model_actor=options.gpus_per_model_actor, show_progress=options.show_progress,
+        )
         self.report = BuildReport(recipe=recipe.to_dict(), runner=options.runner)
-
-    def _make_runner(self) -> Runner:
-        if self.options.runner == "local":
-            return LocalRunner(self.options.workers, self.options.batch_size, self.options.show_progress)
-        if self.options.runner == "ray":
-            from laion_hf.runners.ray import RayRunner
-
-            return RayRunner(
-                address=self.options.ray_address,
-                num_cpus=None if self.options.ray_address else self.options.workers,
-                concurrency=self.options.workers,
-                model_num_gpus=self.options.gpus_per_model_actor,
-                batch_size=self.options.batch_size,
-                show_progress=self.options.show_progress,
-            )
-        raise BuildError(f"--runner {self.options.runner!r}: local or ray")
 
     def step_dir(self, *parts: str) -> str:
         return join(self.options.output, STEPS_DIR, *parts)

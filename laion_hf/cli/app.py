@@ -55,6 +55,19 @@ def stats_table(title: str, rows: Iterable[StageStats]) -> Table:
     return table
 
 
+RUNNER_HELP = "Where the work runs: local (this machine) or ray (Ray Data; --ray-address joins a cluster)."
+RAY_ADDRESS_HELP = "A running Ray cluster to join (--runner ray); without it Ray starts on this machine."
+
+
+def runner_for(kind: str, workers: int, ray_address: str | None, **options):
+    """The runner of a single-step command: None for the step's own local default, else what ``--runner`` names."""
+    if kind == "local" and ray_address is None:
+        return None
+    from laion_hf.runners import make_runner
+
+    return make_runner(kind, workers=workers, ray_address=ray_address, **options)
+
+
 def check_output_dir(output: str | os.PathLike) -> None:
     """Refuse, before any work (model loading, downloads), a local OUTPUT that is a file or cannot be written.
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from laion_hf.cli.app import app, check_output_dir, console, stats_table
+from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, check_output_dir, console, runner_for, stats_table
 from laion_hf.io.atomic import join
 from laion_hf.stages.duplicates import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_EMBEDDING_DISTANCE
 from laion_hf.steps.dedup import REPORT_FILE, dedup_shards
@@ -22,6 +22,8 @@ def dedup_command(
     max_embedding_distance: int = typer.Option(DEFAULT_MAX_EMBEDDING_DISTANCE, "--max-embedding-distance", min=0, max=31, help="SimHash bits (of 64) within which two embeddings are near-duplicates."),
     workers: int = typer.Option(1, "--workers", min=1, help="Shards processed in parallel."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per batch."),
+    runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Remove duplicates across the whole run: the first row by (shard, key) is kept, the others name it in duplicate_of."""
     check_output_dir(output_dir)
@@ -33,6 +35,7 @@ def dedup_command(
         max_embedding_distance=max_embedding_distance,
         workers=workers,
         batch_size=batch_size,
+        runner=runner_for(runner, workers, ray_address, batch_size=batch_size),
     )
     console.print(stats_table("dedup", [report.stats]))
     console.print(f"rows in = kept + removed: checked ({report.stats.rows_in:,} = {report.stats.kept:,} + "

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from laion_hf.cli.app import app, console, stats_table
+from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, console, runner_for, stats_table
 from laion_hf.download.options import BODY_BYTES_PER_PIXEL, DEADLINE_TIMEOUTS, MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES
 from laion_hf.io.atomic import join
 from laion_hf.steps.download import REPORT_FILE, DownloadReport, download
@@ -46,6 +46,8 @@ def download_command(
     max_image_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", help="Drop images with more pixels."),
     disallowed_header_directives: Optional[str] = typer.Option(None, "--disallowed-header-directives", help="Comma-separated X-Robots-Tag directives to honour (default: noai,noimageai,noindex,noimageindex; '' honours none)."),
     workers: int = typer.Option(1, "--workers", min=1, hidden=True, help="Same as --processes (image checks now run in the downloading processes)."),
+    runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Download candidate (url, caption) pairs into img2dataset-layout WebDataset shards (tar + parquet + stats)."""
     *inputs, output_dir = candidates
@@ -72,6 +74,7 @@ def download_command(
         image_size=image_size,
         min_image_bytes=min_image_bytes,
         max_image_pixels=max_image_pixels,
+        runner=runner_for(runner, max(processes, workers), ray_address),
         **extra,
     )
     console.print(stats_table("download", [report]))

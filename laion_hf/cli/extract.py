@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 from rich.table import Table
 
-from laion_hf.cli.app import app, check_output_dir, console, stats_table
+from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, check_output_dir, console, runner_for, stats_table
 from laion_hf.core.stage import StageStats
 from laion_hf.extract.extract import COMMON_CRAWL_PREFIX, REPORT_FILE
 from laion_hf.io.atomic import join
@@ -35,13 +37,16 @@ def extract_command(
     listing_prefix: str = typer.Option(COMMON_CRAWL_PREFIX, "--listing-prefix", help="Prefix for the relative paths of a wat.paths listing."),
     global_dedup: bool = typer.Option(True, "--global-dedup/--no-global-dedup", help="Drop pairs repeated across files (first file wins)."),
     language: bool = typer.Option(True, "--language/--no-language", help="Detect the caption language (ISO 639-1, '' when unsure); off leaves it null."),
+    runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Extract LAION image/alt-text candidates (url, caption, page_url, language, license, hash) from WAT files."""
     if len(paths) < 2:
         raise typer.BadParameter("give at least one input and the output directory", param_hint="INPUTS... OUTPUT")
     *inputs, output_dir = paths
     check_output_dir(output_dir)
-    report = extract(inputs, output_dir, workers=workers, global_dedup=global_dedup, detect_language=language)
+    report = extract(inputs, output_dir, workers=workers, global_dedup=global_dedup, detect_language=language,
+                     runner=runner_for(runner, workers, ray_address))
     rows = [StageStats.from_dict({**record, "stage": name}) for name, record in report.files.items()]
     console.print(stats_table("extract: IMG@/src links per file", [*rows, report.total]))
     if report.malformed:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from laion_hf.cli.app import app, check_output_dir, console, stats_table
+from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, check_output_dir, console, runner_for, stats_table
 
 _DEFAULT_MODEL = "ViT-B-32-quickgelu"  # laion_hf.stages.embed.DEFAULT_MODEL, without importing torch for --help
 
@@ -27,9 +29,13 @@ def filter_command(
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda."),
     precision: str = typer.Option("fp32", "--precision", help="open_clip precision: fp32, bf16, fp16, amp."),
     embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings", help="Save clip-retrieval style embeddings of kept samples."),
+    runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="Model actors (each with --workers decoding threads) on Ray."),
 ) -> None:
     """Keep image-text pairs whose CLIP similarity reaches the threshold; save their embeddings."""
     check_output_dir(output)
+    from laion_hf.stages.filter import READ_BATCHES
     from laion_hf.steps.filter import filter_shards  # imports torch: only for this command
 
     choice: str | bool | None = {"default": True, "none": None}.get(multilingual, multilingual)
@@ -50,6 +56,7 @@ def filter_command(
         overwrite=overwrite,
         fast_decode=fast_decode,
         save_embeddings=embeddings,
+        runner=runner_for(runner, ray_actors, ray_address, batch_size=batch_size * READ_BATCHES),
     )
     console.print(stats_table(f"filter: {report.model}", report.stages))
     thresholds = f"{report.similarity_column} >= {report.threshold}"

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from laion_hf.cli.app import app, check_output_dir, console, stats_table
+from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, check_output_dir, console, runner_for, stats_table
 from laion_hf.core.stage import StageStats
 
 SCORE_COLUMNS = ("punsafe", "pwatermark", "aesthetic")  # laion_hf.stages.score, without importing torch for --help
@@ -57,7 +57,9 @@ def score_command(
     drop_above: list[str] = typer.Option([], "--drop-above", help="COLUMN=LIMIT: mark rows above it (e.g. punsafe=0.45). Repeatable."),
     drop_below: list[str] = typer.Option([], "--drop-below", help="COLUMN=LIMIT: mark rows below it (e.g. aesthetic=5). Repeatable."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per streamed batch."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Shards scored in parallel."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Shards scored in parallel (local processes or Ray actors)."),
+    runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ) -> None:
     """Add punsafe / pwatermark / aesthetic to every sample (keeping scores the input has); optionally drop by limits."""
     check_output_dir(output_dir)
@@ -79,6 +81,7 @@ def score_command(
         drop_below=_limits(drop_below, "--drop-below"),
         batch_size=batch_size,
         workers=workers,
+        runner=runner_for(runner, workers, ray_address, batch_size=batch_size),
     )
     console.print(stats_table(f"score: {report['shards']} shard(s)", [StageStats.from_dict(s) for s in report["stages"]]))
     for score, outcome in report["columns"].items():

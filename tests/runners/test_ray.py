@@ -220,6 +220,7 @@ def test_dedup_on_ray_writes_the_local_runners_shards(ray_runner, tmp_path):
     make_image_shards(tmp_path / "in", shards=3, per_shard=8, duplicate_every=3, same_image_every=5)
     local = dedup_shards(str(tmp_path / "in"), str(tmp_path / "local"), show_progress=False)
     remote = dedup_shards(str(tmp_path / "in"), str(tmp_path / "ray"), runner=ray_runner)
+    assert mapped == [2, 2]  # signatures and marks, one Ray task per shard (the local run used no Ray)
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
     assert remote.stats.to_dict() | {"seconds": 0} == local.stats.to_dict() | {"seconds": 0}
     assert remote.stats.removed > 0
@@ -262,3 +263,24 @@ def test_a_ray_worker_killed_mid_step_is_replaced_and_the_output_is_the_local_on
     names = ["crash-once", *(s.name for s in stages())]
     assert [s.to_dict() | {"seconds": 0} for s in stage_totals(remote, names)] == \
         [s.to_dict() | {"seconds": 0} for s in stage_totals(local, names)]
+
+
+@pytest.mark.slow
+def test_the_dedup_command_runs_on_ray_with_the_local_commands_output(ray_runner, tmp_path, monkeypatch, capsys):
+    """``laion-hf dedup --runner ray``: the single-step command through the same step and runner as a build."""
+    import sys
+
+    from laion_hf.cli import main
+    from laion_hf.runners.ray import RayRunner
+
+    mapped = []
+    original = RayRunner.map
+    monkeypatch.setattr(RayRunner, "map", lambda self, units, *a, **k: mapped.append(len(units)) or original(self, units, *a, **k))
+    make_image_shards(tmp_path / "in", shards=2, per_shard=6, duplicate_every=3)
+    for name, extra in (("local", []), ("ray", ["--runner", "ray"])):
+        monkeypatch.setattr(sys, "argv", ["laion-hf", "dedup", str(tmp_path / "in"), str(tmp_path / name), *extra])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code == 0, capsys.readouterr().err
+    assert mapped == [2, 2]  # signatures and marks, one Ray task per shard (the local run used no Ray)
+    assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
