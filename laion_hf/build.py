@@ -36,7 +36,7 @@ from laion_hf.recipes import Recipe
 from laion_hf.runners import make_runner
 from laion_hf.runners.base import Runner
 from laion_hf.steps.configs import config_pass
-from laion_hf.steps.registry import STEPS, Context, Driver, ImagePass, Work, run_image_pass
+from laion_hf.steps.registry import STEPS, WAT, Context, Driver, ImagePass, Work, run_image_pass
 
 STEPS_DIR = "steps"
 CONFIGS = "configs"
@@ -203,7 +203,8 @@ class Build:
 
     def _run_group(self, group: Group, source: Any, directory: str) -> list[StageStats]:
         if isinstance(group.work[0], Driver):
-            return group.work[0].run(source if group.names[0] == "extract" else self._single_input(source), directory, self.runner)
+            inputs = source if STEPS[group.names[0]].reads == WAT else self._single_input(source)  # WAT files: many
+            return group.work[0].run(inputs, directory, self.runner)
         return run_image_pass(self.runner, group.work, self._single_input(source), directory, description=group.folder)
 
     def run(self) -> BuildReport:

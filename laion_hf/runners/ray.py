@@ -146,7 +146,7 @@ class RayRunner:
                 },
                 batch_format="pyarrow",
                 batch_size=1,
-                concurrency=min(self.concurrency, len(items)),
+                compute=ray.data.ActorPoolStrategy(size=min(self.concurrency, len(items))),
                 num_cpus=min(1.0, cpus / self.concurrency),
                 num_gpus=self.model_num_gpus if uses_model else 0,
                 max_restarts=RETRIES,  # a dead actor is replaced ...

@@ -220,7 +220,6 @@ def test_dedup_on_ray_writes_the_local_runners_shards(ray_runner, tmp_path):
     make_image_shards(tmp_path / "in", shards=3, per_shard=8, duplicate_every=3, same_image_every=5)
     local = dedup_shards(str(tmp_path / "in"), str(tmp_path / "local"), show_progress=False)
     remote = dedup_shards(str(tmp_path / "in"), str(tmp_path / "ray"), runner=ray_runner)
-    assert mapped == [2, 2]  # signatures and marks, one Ray task per shard (the local run used no Ray)
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
     assert remote.stats.to_dict() | {"seconds": 0} == local.stats.to_dict() | {"seconds": 0}
     assert remote.stats.removed > 0
