@@ -338,12 +338,15 @@ def compare(title: str, src: Path, lists: dict[str, Path], rows: int, runs: int,
     for name in contenders:
         print(f"{name:14}{summary(seconds[name]):>30}   {summary(cpu[name]):>29}"
               f"   {statistics.median(rss[name]) / 2**20:8,.0f} MiB")
+    pairs = [(other, label, figures) for other in ("duckdb", "pyarrow") for label, figures in (("wall", seconds), ("CPU", cpu))]
+    print("speed = their time / ours, per round: median (min - max)")
+    print(f"{'':14}" + "".join(f"{f'vs {other} {label}':>22}" for other, label, _ in pairs))
     for name in ours:
-        for other in ("duckdb", "pyarrow"):
-            for label, figures in (("wall", seconds), ("CPU", cpu)):
-                speeds = [theirs / mine for mine, theirs in zip(figures[name], figures[other])]
-                print(f"{name} speed vs {other} ({label}, their time / ours, per round): "
-                      f"min {min(speeds):.2f}x median {statistics.median(speeds):.2f}x max {max(speeds):.2f}x")
+        cells = []
+        for other, _, figures in pairs:
+            speeds = [theirs / mine for mine, theirs in zip(figures[name], figures[other])]
+            cells.append(f"{statistics.median(speeds):.2f}x ({min(speeds):.2f} - {max(speeds):.2f})")
+        print(f"{name:14}" + "".join(f"{cell:>22}" for cell in cells))
 
 
 # --- main -------------------------------------------------------------------------------------------
