@@ -7,10 +7,10 @@ a url-sha256 list (0.1 % of rows each, as many entries again not in the data),
 then times each contender as a fresh process on this interpreter, in rounds
 (A B C ... A B C ...) so that machine noise hits them alike:
 
-* ``ours CLI wN``: ``laion-hf clean IN OUT --remove ... --variant research --workers N``
-  (the whole command as a user runs it), N = 1 and 2;
-* ``ours library``: :func:`laion_hf.clean.clean_copy` (one worker) from ``python -c``:
-  the same work without the CLI's start-up;
+* ``ours CLI``: ``laion-hf clean IN OUT --remove ... --variant research`` (the whole
+  command as a user runs it, default ``--workers``);
+* ``ours lib wN``: :func:`laion_hf.clean.clean_copy` with N = 1 and 2 workers from
+  ``python -c``: the same work without the CLI's start-up;
 * ``duckdb``: the same rules in SQL, per shard: ``ANTI JOIN`` on ``hash`` (and on
   ``sha256(URL)``), ``punsafe IS NULL OR punsafe <= 0.95``, ``COPY ... TO`` snappy
   parquet, ``threads`` = the machine's cores;
@@ -119,28 +119,27 @@ def build_input(directory: Path, rows: int, shard_rows: int) -> tuple[Path, Path
 
 # --- the contenders, each a fresh process --------------------------------------------------------
 
-def ours_command(src: Path, out: Path, lists: dict[str, Path], workers: int) -> list[str]:
+def ours_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
     removes = [arg for kind, path in lists.items() for arg in ("--remove", f"{kind}={path}")]
-    return [
-        PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out),
-        *removes, "--variant", VARIANT, "--workers", str(workers),
-    ]
+    return [PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out), *removes,
+            "--variant", VARIANT]
 
 
 LIBRARY_SCRIPT = textwrap.dedent(
     """
     import sys
     from laion_hf.clean import CleanOptions, clean_copy
-    src, out, variant, *specs = sys.argv[1:]
+    src, out, variant, workers, *specs = sys.argv[1:]
     remove = tuple(tuple(spec.split("=", 1)) for spec in specs)
-    clean_copy(src, out, CleanOptions(remove=remove, variant=variant), show_progress=False)
+    if __name__ == "__main__":  # spawned pool workers import this module too
+        clean_copy(src, out, CleanOptions(remove=remove, variant=variant), workers=int(workers), show_progress=False)
     """
 )
 
 
-def library_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
+def library_command(src: Path, out: Path, lists: dict[str, Path], workers: int) -> list[str]:
     specs = [f"{kind}={path}" for kind, path in lists.items()]
-    return [PYTHON, "-c", LIBRARY_SCRIPT, str(src), str(out), VARIANT, *specs]
+    return [PYTHON, "-c", LIBRARY_SCRIPT, str(src), str(out), VARIANT, str(workers), *specs]
 
 
 def duckdb_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
@@ -306,9 +305,9 @@ def load_average() -> str:
 def compare(title: str, src: Path, lists: dict[str, Path], rows: int, runs: int, work: Path) -> None:
     """Every contender on the same input and rules, one run each per round, ``runs`` rounds."""
     contenders = {
-        "ours CLI w1": lambda out: ours_command(src, out, lists, 1),
-        "ours CLI w2": lambda out: ours_command(src, out, lists, 2),
-        "ours library": lambda out: library_command(src, out, lists),
+        "ours CLI": lambda out: ours_command(src, out, lists),
+        "ours lib w1": lambda out: library_command(src, out, lists, 1),
+        "ours lib w2": lambda out: library_command(src, out, lists, 2),
         "duckdb": lambda out: duckdb_command(src, out, lists),
         "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out), str(CORES)],
     }
@@ -385,9 +384,9 @@ def main() -> None:
             for path in src.iterdir():
                 os.link(path, quadruple / path.name.replace("-bench-", f"-bench{copy}-"))
         lists = scenarios["laion-hash list + punsafe"]
-        _, _, peak_1x = timed(ours_command(src, work / "out-1x", lists, 1))
+        _, _, peak_1x = timed(ours_command(src, work / "out-1x", lists))
         shutil.rmtree(work / "out-1x")
-        wall_4x, _, peak_4x = timed(ours_command(quadruple, work / "out-4x", lists, 1))
+        wall_4x, _, peak_4x = timed(ours_command(quadruple, work / "out-4x", lists))
         shutil.rmtree(work / "out-4x")
         print(f"\nours peak RSS: 1x input ({args.rows:,} rows) {peak_1x / 2**20:,.0f} MiB, "
               f"4x input ({4 * args.rows:,} rows) {peak_4x / 2**20:,.0f} MiB (4x took {wall_4x:.0f} s)")
