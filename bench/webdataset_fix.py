@@ -100,6 +100,11 @@ def iter_tar(f) -> Iterator[tuple[str, io.BytesIO]]:
         yield name, io.BytesIO(data)
 
 
+def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
 class ArrowWebDataset(datasets.ArrowBasedBuilder):
     """``datasets``' WebDataset builder, streaming Arrow tables of ``BATCH_SIZE`` samples instead of examples."""
 
@@ -121,7 +126,7 @@ class ArrowWebDataset(datasets.ArrowBasedBuilder):
         schema = features.arrow_schema
         for tar_index, (tar_path, tar_iterator) in enumerate(zip(tar_paths, tar_iterators)):
             examples = self._get_pipeline_from_tar(tar_path, tar_iterator)
-            for batch_index, batch in enumerate(iter(lambda: list(islice(examples, self.BATCH_SIZE)), [])):
+            for batch_index, batch in enumerate(_batches(examples, self.BATCH_SIZE)):
                 for example in batch:
                     for name in media:
                         if example.get(name) is not None:
