@@ -1,27 +1,33 @@
 """Benchmark ``laion-hf clean`` against a DuckDB anti-join and against plain pyarrow read+write.
 
 Builds synthetic LAION-5B "-joined" metadata (URL, TEXT, WIDTH, HEIGHT,
-similarity, hash, punsafe, pwatermark; snappy parquet shards) plus a
-url-sha256 list and a laion-hash list (0.1 % of rows each, half of the list
-entries not in the data), then times, in one run and alternating:
+similarity, hash, punsafe, pwatermark; snappy parquet shards; captions of five
+words from a 33-word English vocabulary, all ASCII) plus a laion-hash list and
+a url-sha256 list (0.1 % of rows each, as many entries again not in the data),
+then times each contender as a fresh process on this interpreter, in rounds
+(A B C ... A B C ...) so that machine noise hits them alike:
 
-* ``ours``: ``laion-hf clean IN OUT --remove url-sha256=... --remove laion-hash=...
-  --variant research-safe --workers 2`` (the whole CLI process);
-* ``duckdb``: the same rules as SQL, per shard: ``ANTI JOIN`` on ``sha256(URL)``
-  and on ``hash``, ``punsafe IS NULL OR punsafe <= 0.45``, ``COPY ... TO`` snappy
-  parquet, ``threads=2``;
-* ``pyarrow``: read every shard with ``iter_batches`` and write it back with a
-  ``ParquetWriter``, 2 processes, no filtering: the I/O limit.
+* ``ours CLI``: ``laion-hf clean IN OUT --remove ... --variant research`` (the whole
+  command as a user runs it, default ``--workers``);
+* ``ours lib wN``: :func:`laion_hf.clean.clean_copy` with N = 1 and 2 workers from
+  ``python -c``: the same work without the CLI's start-up;
+* ``duckdb``: the same rules in SQL, per shard: ``ANTI JOIN`` on ``hash`` (and on
+  ``sha256(URL)``), ``punsafe IS NULL OR punsafe <= 0.95``, ``COPY ... TO`` snappy
+  parquet, ``threads`` = the machine's cores;
+* ``pyarrow``: every shard read with ``iter_batches`` and written back with a
+  ``ParquetWriter`` (snappy, default options), one process per core, no filtering.
 
-Each run is a fresh process; peak memory is that of the whole process tree (pool
-workers included: the sum of PSS, so shared copy-on-write pages count once),
-sampled from /proc every 50 ms; CPU seconds come from ``wait4``. It then measures our peak RSS on 4x the
-input (the same shards linked four times), and the tar path: rewriting
-img2dataset tars without removed keys (:func:`laion_hf.io.tar.rewrite_tar`) vs
-copying them.
+Per run: wall seconds, CPU seconds (``wait4``: the process and its reaped
+children, so pool workers count) and peak memory (the sum of PSS over the
+process tree, sampled every 50 ms, so shared pages count once). Speeds
+(the other's time / ours) are taken run by run within a round. The load
+average is printed with each table: the machine is shared. Then our peak
+memory on 4x the input (the same shards linked four times), and the tar path:
+rewriting img2dataset tars without removed keys (:func:`laion_hf.io.tar.rewrite_tar`)
+vs copying them.
 
     .venv/bin/python bench/clean.py [--rows 2000000] [--shard-rows 500000] [--runs 3]
-    .venv/bin/python bench/clean.py --rows 10000000 --shard-rows 1000000   # the recorded figure
+    .venv/bin/python bench/clean.py --rows 10000000 --shard-rows 1000000 --runs 4   # the recorded figure
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
-THRESHOLD = 0.45
+VARIANT, THRESHOLD = "research", 0.95
+CORES = os.cpu_count() or 1
+
+
 WORDS = np.array(
     "red house garden beautiful summer dress woman man dog cat car table wooden modern kitchen view city night "
     "vintage poster print photo stock image illustration vector background white black blue green".split()
@@ -108,28 +117,44 @@ def build_input(directory: Path, rows: int, shard_rows: int) -> tuple[Path, Path
     return url_list, hash_list
 
 
-# --- the three contenders, each a fresh process ---------------------------------------------------
+# --- the contenders, each a fresh process --------------------------------------------------------
 
 def ours_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
     removes = [arg for kind, path in lists.items() for arg in ("--remove", f"{kind}={path}")]
-    return [
-        PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out),
-        *removes, "--variant", "research-safe", "--workers", "2",
-    ]
+    return [PYTHON, "-c", "from laion_hf.cli import main; main()", "clean", str(src), str(out), *removes,
+            "--variant", VARIANT]
+
+
+LIBRARY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from laion_hf.clean import CleanOptions, clean_copy
+    src, out, variant, workers, *specs = sys.argv[1:]
+    remove = tuple(tuple(spec.split("=", 1)) for spec in specs)
+    if __name__ == "__main__":  # spawned pool workers import this module too
+        clean_copy(src, out, CleanOptions(remove=remove, variant=variant), workers=int(workers), show_progress=False)
+    """
+)
+
+
+def library_command(src: Path, out: Path, lists: dict[str, Path], workers: int) -> list[str]:
+    specs = [f"{kind}={path}" for kind, path in lists.items()]
+    return [PYTHON, "-c", LIBRARY_SCRIPT, str(src), str(out), VARIANT, str(workers), *specs]
 
 
 def duckdb_command(src: Path, out: Path, lists: dict[str, Path]) -> list[str]:
     url_list = lists.get("url-sha256", "")
-    return [PYTHON, "-c", DUCKDB_SCRIPT, str(src), str(out), str(lists["laion-hash"]), str(THRESHOLD), str(url_list)]
+    return [PYTHON, "-c", DUCKDB_SCRIPT, str(src), str(out), str(lists["laion-hash"]), str(THRESHOLD), str(url_list),
+            str(CORES)]
 
 
 DUCKDB_SCRIPT = textwrap.dedent(
     """
     import sys, glob, os, duckdb
-    src, out, hash_list, threshold, url_list = sys.argv[1:6]
+    src, out, hash_list, threshold, url_list, threads = sys.argv[1:7]
     os.makedirs(out, exist_ok=True)
     con = duckdb.connect()
-    con.execute("SET threads = 2")
+    con.execute(f"SET threads = {threads}")
     url_join = ""
     if url_list:
         con.execute(f"CREATE TABLE urls AS SELECT lower(trim(column0)) AS v FROM read_csv('{url_list}', header=false, columns={{'column0': 'VARCHAR'}})")
@@ -161,10 +186,10 @@ PYARROW_SCRIPT = textwrap.dedent(
                 w.write_batch(batch)
 
     if __name__ == "__main__":
-        src, out = sys.argv[1:3]
+        src, out, processes = sys.argv[1:4]
         os.makedirs(out, exist_ok=True)
         paths = sorted(glob.glob(os.path.join(src, '*.parquet')))
-        with ProcessPoolExecutor(2) as pool:
+        with ProcessPoolExecutor(int(processes)) as pool:
             list(pool.map(copy, paths, [out] * len(paths)))
     """
 )
@@ -267,40 +292,60 @@ def tar_bench(work: Path, tars: int, samples: int, runs: int) -> None:
     print(f"rewrite / copy time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
 
 
+def duckdb_version() -> str:
+    import duckdb
+
+    return duckdb.__version__
+
+
+def load_average() -> str:
+    return "load average " + " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def compare(title: str, src: Path, lists: dict[str, Path], rows: int, runs: int, work: Path) -> None:
-    """ours / duckdb / pyarrow on the same input and rules, alternating, ``runs`` times each."""
+    """Every contender on the same input and rules, one run each per round, ``runs`` rounds."""
     contenders = {
-        "ours": lambda out: ours_command(src, out, lists),
+        "ours CLI": lambda out: ours_command(src, out, lists),
+        "ours lib w1": lambda out: library_command(src, out, lists, 1),
+        "ours lib w2": lambda out: library_command(src, out, lists, 2),
         "duckdb": lambda out: duckdb_command(src, out, lists),
-        "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out)],
+        "pyarrow": lambda out: [PYTHON, "-c", PYARROW_SCRIPT, str(src), str(out), str(CORES)],
     }
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     cpu: dict[str, list[float]] = {name: [] for name in contenders}
     rss: dict[str, list[int]] = {name: [] for name in contenders}
     kept = {}
+    load_before = load_average()
     for _ in range(runs):
         for name, command in contenders.items():
-            out = work / f"out-{name}"
+            out = work / f"out-{name.replace(' ', '-')}"
             wall, used, peak = timed(command(out))
             seconds[name].append(wall)
             cpu[name].append(used)
             rss[name].append(peak)
             kept[name] = rows_in(out)
             shutil.rmtree(out)
-    if kept["ours"] != kept["duckdb"]:
-        raise SystemExit(f"ours kept {kept['ours']:,} rows, duckdb {kept['duckdb']:,}: the rules differ")
+    ours = [name for name in contenders if name.startswith("ours")]
+    for name in ours:
+        if kept[name] != kept["duckdb"]:
+            raise SystemExit(f"{name} kept {kept[name]:,} rows, duckdb {kept['duckdb']:,}: the rules differ")
 
-    print(f"\n{title}: {runs} runs each (whole process, 2 workers/threads); kept {kept['ours']:,} of {rows:,} rows")
-    print(f"{'wall s':10}{'min':>8} {'median':>8} {'max':>8}   rows/s (median)   CPU s (median)   peak RSS (median)")
+    print(f"\n{title}, variant {VARIANT}: {runs} rounds, kept {kept['duckdb']:,} of {rows:,} rows; "
+          f"{load_before} before, {load_average()} after")
+    print(f"{'':14}{'wall s: min':>12} {'median':>8} {'max':>8}   {'CPU s: min':>11} {'median':>8} {'max':>8}"
+          f"   peak memory (median)")
     for name in contenders:
-        median = statistics.median(seconds[name])
-        print(f"{name:10}{summary(seconds[name])}   {rows / median:14,.0f}   {statistics.median(cpu[name]):14.1f}"
-              f"   {statistics.median(rss[name]) / 2**20:10,.0f} MiB")
-    for other in ("duckdb", "pyarrow"):
-        for label, figures in (("wall", seconds), ("CPU", cpu)):
-            ratios = [a / b for a, b in zip(figures["ours"], figures[other])]
-            print(f"ours / {other} {label} time ratio, per run: "
-                  f"min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
+        print(f"{name:14}{summary(seconds[name]):>30}   {summary(cpu[name]):>29}"
+              f"   {statistics.median(rss[name]) / 2**20:8,.0f} MiB")
+    pairs = [(other, label, figures) for other in ("duckdb", "pyarrow") for label, figures in (("wall", seconds), ("CPU", cpu))]
+    print("speed = their time / ours, per round: median (min - max)")
+    print(f"{'':14}" + "".join(f"{f'vs {other} {label}':>22}" for other, label, _ in pairs))
+    for name in ours:
+        cells = []
+        for other, _, figures in pairs:
+            speeds = [theirs / mine for mine, theirs in zip(figures[name], figures[other])]
+            cells.append(f"{statistics.median(speeds):.2f}x ({min(speeds):.2f} - {max(speeds):.2f})")
+        print(f"{name:14}" + "".join(f"{cell:>22}" for cell in cells))
 
 
 # --- main -------------------------------------------------------------------------------------------
@@ -312,6 +357,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tars", type=int, default=4)
     parser.add_argument("--tar-samples", type=int, default=2000)
+    parser.add_argument("--hash-list-only", action="store_true", help="skip the url-sha256 scenario")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args()
 
@@ -322,12 +368,12 @@ def main() -> None:
         url_list, hash_list = build_input(src, args.rows, args.shard_rows)
         size = sum(p.stat().st_size for p in src.iterdir())
         print(f"input: {args.rows:,} rows in {len(list(src.iterdir()))} shards, {size / 2**20:.0f} MiB "
-              f"(built in {time.perf_counter() - started:.0f} s); {os.cpu_count()} cores")
+              f"(built in {time.perf_counter() - started:.0f} s); {CORES} cores, Python {sys.version.split()[0]}, "
+              f"pyarrow {pa.__version__}, duckdb {duckdb_version()}")
 
-        scenarios = {
-            "laion-hash list + punsafe": {"laion-hash": hash_list},
-            "url-sha256 list + laion-hash list + punsafe": {"url-sha256": url_list, "laion-hash": hash_list},
-        }
+        scenarios = {"laion-hash list + punsafe": {"laion-hash": hash_list}}
+        if not args.hash_list_only:
+            scenarios["url-sha256 list + laion-hash list + punsafe"] = {"url-sha256": url_list, "laion-hash": hash_list}
         for title, lists in scenarios.items():
             compare(title, src, lists, args.rows, args.runs, work)
 
@@ -337,7 +383,7 @@ def main() -> None:
         for copy in range(4):
             for path in src.iterdir():
                 os.link(path, quadruple / path.name.replace("-bench-", f"-bench{copy}-"))
-        lists = scenarios["url-sha256 list + laion-hash list + punsafe"]
+        lists = scenarios["laion-hash list + punsafe"]
         _, _, peak_1x = timed(ours_command(src, work / "out-1x", lists))
         shutil.rmtree(work / "out-1x")
         wall_4x, _, peak_4x = timed(ours_command(quadruple, work / "out-4x", lists))

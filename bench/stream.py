@@ -1,15 +1,21 @@
-"""Samples/s reading a published WebDataset folder: ``datasets`` streaming vs ``webdataset`` vs plain ``tarfile``.
+"""Samples/s reading a published folder: ``datasets`` streaming (WebDataset and Parquet+images) vs ``webdataset``.
 
     .venv/bin/python bench/stream.py [--shards 8] [--per-shard 2000] [--runs 5] [--decode-images]
 
-One run writes a Hub-layout folder (laion-hf publish, local) as WebDataset and,
-for comparison, as Parquet with image bytes, then times each reader over the
-same samples, in turn, ``--runs`` times. All three decode
-``txt`` to str and ``json`` to a dict; images stay bytes unless
-``--decode-images`` (then PIL, pixels loaded). Prints min/median/max and the
-ratio of medians against webdataset, per wall second and per CPU second of
-this process (the readers are single-threaded; CPU time is what a loaded,
-shared machine distorts least).
+One run writes a Hub-layout folder (laion-hf publish, local) as WebDataset and
+the same samples as Parquet with image bytes (``--format parquet
+--include-images``), then times each reader over the same samples in this one
+process (one interpreter), one after the other in every round (A B C ... A B C
+...), ``--runs`` rounds after a warm-up. Samples: a 64x64 JPEG (16 distinct
+images), a caption ``"a picture number NNNNNNNNN"`` (ASCII) and img2dataset's
+JSON. Every reader decodes ``txt`` to str and ``json`` to a dict; images stay
+bytes unless ``--decode-images`` (then PIL, pixels loaded). ``tarfile`` is a
+plain loop over the tars (the floor of a Python tar reader). The ``+ fix``
+lines are ``datasets`` with the change :mod:`webdataset_fix` proposes upstream,
+patched into this process only while they run. Prints min/median/max and the
+ratio of medians against webdataset, per wall second and per CPU second of this
+process (the readers are single-threaded; CPU time is what a loaded, shared
+machine distorts least). No torch here: nothing to set a thread count for.
 """
 
 from __future__ import annotations
@@ -71,22 +77,6 @@ def read_datasets(folder: Path, decode_images: bool) -> int:
     return count
 
 
-def read_datasets_batched(folder: Path, decode_images: bool) -> int:
-    """The same WebDataset repo read in batches of 1,000 (``IterableDataset.iter``), as a training loop may."""
-    import datasets
-
-    stream = datasets.load_dataset(str(folder), "bench", split="train", streaming=True)
-    if not decode_images:
-        stream = stream.decode(False)
-    count = 0
-    for batch in stream.iter(batch_size=1000):
-        if decode_images:
-            for image in batch["jpg"]:
-                image.load()
-        count += len(batch["__key__"])
-    return count
-
-
 def read_datasets_parquet(folder: Path, decode_images: bool) -> int:
     """The same samples published as Parquet with image bytes (``--format parquet --include-images``)."""
     import datasets
@@ -139,9 +129,23 @@ def read_tarfile(folder: Path, decode_images: bool) -> int:
     return count
 
 
+def with_fix(**changes: bool):
+    """:func:`read_datasets` with (part of) the proposed ``datasets`` fix patched in for the duration of the read."""
+
+    def read(folder: Path, decode_images: bool) -> int:
+        from webdataset_fix import patched
+
+        with patched(**changes):
+            return read_datasets(folder, decode_images)
+
+    return read
+
+
 READERS = {
     "datasets streaming, WebDataset repo": read_datasets,
-    "  same, .iter(batch_size=1000)": read_datasets_batched,
+    "  + fix: lean tar walk": with_fix(arrow_builder=False),
+    "  + fix: Arrow builder": with_fix(tar_walk=False),
+    "  + fix: both": with_fix(),
     "datasets streaming, Parquet+images": read_datasets_parquet,
     "webdataset": read_webdataset,
     "tarfile": read_tarfile,

@@ -19,7 +19,7 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from laion_hf.clean.options import CleanOptions, build_stage, metadata_stage
+from laion_hf.clean.options import CleanOptions, build_stage, default_workers, metadata_stage
 from laion_hf.clean.report import REPORT_NAME, CleanReport
 from laion_hf.clean.shard import check_shard_columns, clean_shard, image_removals_path
 from laion_hf.clean.verify import Violation, verify_clean, verify_copy
@@ -113,7 +113,7 @@ def _clean_shards(
 
 
 def clean_copy(
-    input_dir: str, output_dir: str, options: CleanOptions, workers: int = 1, show_progress: bool = True
+    input_dir: str, output_dir: str, options: CleanOptions, workers: int | None = None, show_progress: bool = True
 ) -> CleanReport:
     """Clean every shard of ``input_dir`` into ``output_dir`` (same layout); return the checked report.
 
@@ -122,6 +122,7 @@ def clean_copy(
     With ``options.metadata_output`` the metadata (``options.metadata``) is
     cleaned into it afterwards (:func:`laion_hf.clean.options.metadata_stage`);
     its report is ``report.metadata`` and its own ``clean_report.json``.
+    ``workers`` defaults to :func:`laion_hf.clean.options.default_workers`.
     """
     if _same_place(input_dir, output_dir):
         raise UserError(f"{output_dir}: OUTPUT must differ from INPUT (the input is never modified in place)")
@@ -129,6 +130,7 @@ def clean_copy(
         _same_place(options.metadata_output, other) for other in (input_dir, output_dir, options.metadata or "")
     ):
         raise UserError(f"{options.metadata_output}: --metadata-output must differ from INPUT, OUTPUT and --metadata")
+    workers = workers or default_workers()
     shards = _shards(input_dir)
     loaded = build_stage(options)
     for shard in shards:

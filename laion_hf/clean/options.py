@@ -7,6 +7,7 @@ before OUTPUT gets a single file.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 
 import pyarrow as pa
@@ -27,6 +28,16 @@ from laion_hf.stages.removal import (
 )
 
 BATCH_SIZE = 65536
+
+
+def default_workers() -> int:
+    """One worker per two cores: a worker keeps two busy (it writes parquet on a second thread).
+
+    A pool worker also costs about 1.5 CPU s to start (a fresh interpreter with
+    pyarrow and pandas): on 2 cores one worker is as fast as two and uses less
+    CPU and memory (docs/benchmarks.md, "clean").
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from laion_hf.core.hashing import hex_digest
 from laion_hf.core.schema import require_columns, resolve_columns
 from laion_hf.core.stage import StageStats, count_reasons, split_kept
 from laion_hf.io.atomic import atomic_path, bookkeeping_path, join, read_json, write_json
-from laion_hf.io.parquet import iter_tables, open_parquet, parquet_writer
+from laion_hf.io.parquet import BackgroundWriter, iter_tables, open_parquet, parquet_writer
 from laion_hf.io.samples import IMAGE_EXTENSIONS
 from laion_hf.io.shards import Shard
 from laion_hf.io.tar import iter_samples, rewrite_tar
@@ -197,11 +197,11 @@ def clean_shard(shard: Shard, *, output_dir: str, stage: RemovalStage, batch_siz
         out_parquet = stack.enter_context(atomic_path(join(output_dir, parquet_name)))
         if shard.tar is not None:
             out_tar = stack.enter_context(atomic_path(join(output_dir, f"{shard.name}.tar")))
-        writer: pq.ParquetWriter | None = None
+        writer: BackgroundWriter | None = None
         for table in iter_tables(parquet, shard.parquet, batch_size):
             if writer is None:
                 encoding = {"compression": parquet_compression(parquet), "use_dictionary": dictionary_columns(table)}
-                writer = stack.enter_context(parquet_writer(out_parquet, schema, **encoding))
+                writer = stack.enter_context(BackgroundWriter(out_parquet, schema, **encoding))
             keys = table[cols["key"]].to_pylist() if cols["key"] and shard.tar is not None else None
             for alg in computed_algs:
                 digests = computed[alg]

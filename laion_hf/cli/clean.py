@@ -51,7 +51,7 @@ def clean_command(
     metadata: Optional[str] = typer.Option(None, "--metadata", help="LAION metadata the img2dataset download in INPUT came from (punsafe looked up by LAION hash)."),
     metadata_output: Optional[str] = typer.Option(None, "--metadata-output", help="Also clean --metadata into this directory: the same rules, and rows whose image an image list removed from the download go too."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Count and skip invalid list values instead of refusing to start."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Shards cleaned in parallel."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Shards cleaned in parallel (default: one per two cores; each also writes on a second thread)."),
     batch_size: int = typer.Option(65536, "--batch-size", min=1, help="Rows per streamed batch."),
 ) -> None:
     """Remove listed / flagged samples from an existing LAION copy (metadata parquet and img2dataset tars)."""

@@ -145,6 +145,7 @@ def render_card(
         "plots_md": "\n\n".join(f"![{p.title}]({p.path})" for p in plots),
         "known_issues_md": "\n".join(f"- {issue}" for issue in context.get("known_issues") or []),
         "load_example": _load_example(context.get("repo_id"), layout),
+        "layout_md": _layout_md(context.get("repo_id"), layout),
     }
     directory = Path(template_dir) if template_dir else CARDS_DIR
     path = template_path(family, directory)
@@ -295,6 +296,41 @@ def _load_example(repo_id: str | None, layout: HubLayout | None) -> str:
     config = layout.default if layout else None
     args = f'"{repo_id or "ORG/NAME"}"' + (f', "{config}"' if config else "")
     return f'from datasets import load_dataset\n\nds = load_dataset({args}, split="train", streaming=True)\nprint(next(iter(ds)))'
+
+
+def _layout_md(repo_id: str | None, layout: HubLayout | None) -> str:
+    """Which layout this repo is and who it suits: Parquet with images for ``load_dataset``, tars for ``webdataset``.
+
+    ``datasets`` streams Parquet through its Arrow path and a WebDataset repo
+    example by example, about 5x slower (docs/benchmarks.md, "stream").
+    """
+    if layout is None:
+        return ""
+    if layout.format == "webdataset":
+        config = next(c for c in layout.configs if c.name == layout.default)
+        shards = len(config.files)
+        numbers = f"{{00000..{shards - 1:05d}}}" if shards > 1 else "00000"  # brace expansion, as webdataset reads it
+        pattern = f"{config.name}/{config.split}-{numbers}-of-{shards:05d}.tar"
+        url = f"https://huggingface.co/datasets/{repo_id or 'ORG/NAME'}/resolve/main/{pattern}"
+        return (
+            "This repo is WebDataset tars (`KEY.jpg|png|webp`, `.txt`, `.json` per sample, as img2dataset writes "
+            "them): the layout for the `webdataset` library and img2dataset tooling.\n\n"
+            f"```python\nimport webdataset as wds\n\nds = wds.WebDataset(\"{url}\").decode(\"pil\")"
+            f".to_tuple(\"jpg;png;webp\", \"txt\")\n```\n\n"
+            "`load_dataset` reads it as well, but streams tars example by example: for `datasets` users the "
+            "same samples published as Parquet with the image bytes (`laion-hf publish --format parquet "
+            "--include-images`) load several times faster."
+        )
+    if any(c.features and "image" in c.features for c in layout.configs):
+        return (
+            "This repo is Parquet with the image bytes in an `image` column: the fastest layout for "
+            "`load_dataset`, streamed or not. For the `webdataset` library and img2dataset tooling the same "
+            "samples are published as WebDataset tars (`laion-hf publish --format webdataset`)."
+        )
+    return (
+        "This repo is Parquet metadata (one row per sample: URL, caption, scores) without images: read it with "
+        "`load_dataset`, DuckDB or pyarrow, and fetch the images with `laion-hf download` or img2dataset."
+    )
 
 
 def write_card(card: DatasetCard, folder: str | Path) -> Path:

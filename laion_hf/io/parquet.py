@@ -6,8 +6,10 @@ it together with its fsspec filesystem, so INPUT and OUTPUT may be remote.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Self
 
 import fsspec
 import pyarrow as pa
@@ -43,6 +45,39 @@ def open_parquet(path: str) -> pq.ParquetFile:
 def parquet_writer(path: str, schema: pa.Schema, **options: Any) -> pq.ParquetWriter:
     where, fs = arrow_location(path)
     return pq.ParquetWriter(where, schema, filesystem=fs, **options)
+
+
+class BackgroundWriter:
+    """A parquet writer whose tables are written on a thread of its own, in order, at most ``depth`` waiting.
+
+    pyarrow releases the GIL while it encodes and compresses, so the caller
+    reads and marks the next batch while this one is written: two cores busy
+    for one file in one process, memory bounded by ``depth`` tables. A write
+    that failed raises in the caller, at its next :meth:`write_table` or when
+    the ``with`` block ends; the file is closed either way.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, depth: int = 2, **options: Any) -> None:
+        self._writer = parquet_writer(path, schema, **options)
+        self._depth = depth
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self._pending: deque[Future] = deque()
+
+    def write_table(self, table: pa.Table) -> None:
+        self._pending.append(self._thread.submit(self._writer.write_table, table))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        try:
+            while exc_type is None and self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._writer.close()
 
 
 def iter_tables(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laion_hf.clean import CleanOptions, clean_copy
+from laion_hf.clean.options import default_workers
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash
 from laion_hf.io.tar import iter_samples
@@ -167,6 +169,12 @@ def test_workers_do_not_change_the_output(sample_copy, tmp_path):
     for path in (tmp_path / "one").glob("[0-9]*"):
         if path.suffix in (".parquet", ".tar"):
             assert path.read_bytes() == (tmp_path / "two" / path.name).read_bytes(), path.name
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(None, 1), (1, 1), (2, 1), (3, 1), (8, 4)])
+def test_default_workers_is_one_per_two_cores(monkeypatch, cores, workers):
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_workers() == workers
 
 
 def test_keep_reference_keeps_only_rows_of_the_reference(sample_copy, tmp_path):

@@ -77,3 +77,26 @@ def test_card_templates_are_package_data():
 
 def test_size_categories():
     assert [size_category(n) for n in (0, 999, 1000, 5_526_641_167)] == ["n<1K", "n<1K", "1K<n<10K", "1B<n<10B"]
+
+
+def test_the_card_says_which_layout_the_repo_is_and_which_suits_each_reader(variants, tmp_path):
+    from webdataset.shardlists import expand_urls
+
+    sources = {n: str(p) for n, (p, _) in variants.items()}
+    tars = write_hub_folder(sources, str(tmp_path / "tars"), target_shard_bytes=1)
+    text = DatasetCard(str(render_card("laion5b", {"repo_id": "o/n"}, layout=tars))).text
+    assert "This repo is WebDataset tars" in text and "--format parquet --include-images" in text
+    # the webdataset snippet names every shard of the default config, and only those
+    url = text.split('wds.WebDataset("', 1)[1].split('"', 1)[0]
+    prefix = "https://huggingface.co/datasets/o/n/resolve/main/"
+    assert [u.removeprefix(prefix) for u in expand_urls(url)] == tars.configs[0].files == [
+        "research/train-00000-of-00003.tar", "research/train-00001-of-00003.tar", "research/train-00002-of-00003.tar"]
+
+    with_images = write_hub_folder(sources, str(tmp_path / "images"), format="parquet", include_images=True)
+    text = DatasetCard(str(render_card("laion5b", {}, layout=with_images))).text
+    assert "Parquet with the image bytes in an `image` column: the fastest layout for `load_dataset`" in text
+    assert "--format webdataset" in text
+
+    metadata = write_hub_folder(sources, str(tmp_path / "metadata"), format="parquet")
+    text = DatasetCard(str(render_card("laion5b", {}, layout=metadata))).text
+    assert "This repo is Parquet metadata" in text and "image bytes" not in text
