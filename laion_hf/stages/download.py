@@ -2,7 +2,10 @@
 
 The public entry point, :func:`download`: candidates are cut into shard
 inputs (``OUTPUT/_work/input``, which fixes every row's key), then each shard
-is one task for a runner (:func:`laion_hf.download.shard.download_shard`):
+is judged by its sites' robots.txt and tdmrep.json (the consent step,
+:func:`laion_hf.download.consent.consent_shard`, into ``OUTPUT/_work/consent``)
+when the options respect them, then is one task for a runner
+(:func:`laion_hf.download.shard.download_shard`):
 fetch its URLs with a thread pool under the address policy and limits, apply
 LAION's image rules to the original bytes in the same worker, and write
 img2dataset's layout in key order with one ``status`` / ``error_reason`` per
@@ -20,17 +23,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from laion_hf.download.candidates import open_candidates, write_inputs
+from laion_hf.download.consent import SITE_CACHE, consent_shard
 from laion_hf.download.options import DownloadError, DownloadOptions
 from laion_hf.download.report import REPORT_FILE, DownloadReport, write_report
 from laion_hf.download.retry import retry_shard
 from laion_hf.download.shard import download_shard
-from laion_hf.io.atomic import filesystem, join, read_done, read_json, write_json
+from laion_hf.io.atomic import bookkeeping_path, filesystem, join, read_done, read_json, write_json
 from laion_hf.io.shards import discover_shards
 from laion_hf.runners.local import progress_bar, run_shards
 
@@ -61,6 +66,18 @@ def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: D
             raise DownloadError(f"{candidates}: the candidate files hold no rows")
         write_json(prepared_marker, {"shards": shard_count})
     names = [f"{i:05d}" for i in range(shard_count)]
+    if options.checks_hosts:
+        consent_dir = join(output_dir, _WORK, "consent")
+        run_shards(
+            names,
+            partial(consent_shard, input_dir=input_dir, output_dir=consent_dir, options=options),
+            output_dir=consent_dir,
+            name_of=str,
+            workers=options.processes,
+            description="consent (robots.txt, tdmrep.json)",
+            show_progress=show_progress,
+        )
+        input_dir = consent_dir
     run_shards(
         names,
         partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options),
@@ -114,6 +131,8 @@ def download(
     settings = DownloadOptions(
         allow_private_network=allow_private_network, processes=processes, threads=threads, timeout=timeout, **options
     )
+    if settings.site_cache_dir is None:  # the run's workers, and later retries, share the sites' answers
+        settings = replace(settings, site_cache_dir=bookkeeping_path(output_dir, SITE_CACHE))
     if retry_failed:
         processed = _retry(output_dir, settings, show_progress)
     else:

@@ -56,8 +56,8 @@ EXPECTED = {
     "/small.png": ("failed_to_resize", "image-under-5kb"),
     "/huge.png": ("failed_to_resize", "image-too-large"),
     "/corrupt.jpg": ("failed_to_resize", "decode-error"),
-    "/noai.png": ("failed_to_download", "x-robots-tag"),
-    "/noimageai.png": ("failed_to_download", "x-robots-tag"),
+    "/noai.png": ("opted-out", "x-robots-tag:noai"),
+    "/noimageai.png": ("opted-out", "x-robots-tag:noimageai"),
     "/drip.png": ("failed_to_download", "deadline"),
     "/terabyte.jpg": ("failed_to_download", "body-too-large"),
 }

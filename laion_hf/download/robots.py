@@ -1,0 +1,63 @@
+"""robots.txt (RFC 9309) for a download: what a fetch answered, and which URLs its rules disallow to us.
+
+The rules are parsed by Protego (Scrapy's RFC 9309 parser: groups merged per
+user agent, the most specific group for a token, longest match with Allow
+winning ties, ``*`` and ``$`` patterns). What the fetch answered decides
+before any rule does (RFC 9309 section 2.3.1):
+
+- 2xx: the rules, parsed from at most :data:`ROBOTS_MAX_BYTES` (the RFC asks
+  parsers for at least 500 KiB and lets them ignore the rest);
+- 4xx (429 aside), or more redirects than the fetch follows: no robots.txt,
+  everything allowed;
+- 5xx, 429 (a server asking to slow down, as Google treats it) or no answer
+  (DNS, connection, timeout, deadline): "complete disallow", kept as
+  ``robots-txt-unreachable``, a failure rather than the site's opt-out.
+
+A URL is disallowed when the rules forbid it to any of the tokens
+(:mod:`laion_hf.download.agents`); the evidence names the file, its sha256 and
+the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from protego import Protego
+
+from laion_hf.download.sites import ABSENT, FOUND, UNREACHABLE, SiteFile
+
+ROBOTS_PATH = "/robots.txt"
+ROBOTS_MAX_BYTES = 500 * 1024
+ROBOTS_TXT = "robots-txt"  # a rule disallows the URL
+ROBOTS_TXT_UNREACHABLE = "robots-txt-unreachable"  # no answer or a server error: complete disallow
+
+
+def robots_state(status: int | None, reason: str | None) -> str:
+    """What a robots.txt answer means (the body aside): :data:`ABSENT` or :data:`UNREACHABLE`."""
+    if reason == "too-many-redirects":  # RFC 9309 2.3.1.2: MAY be treated as unavailable
+        return ABSENT
+    if status is not None and 400 <= status < 500 and status != 429:
+        return ABSENT
+    return UNREACHABLE
+
+
+class RobotsRules:
+    """One origin's robots.txt, ready to judge URLs for ``tokens``."""
+
+    def __init__(self, file: SiteFile, tokens: Sequence[str]) -> None:
+        self.file = file
+        self.tokens = tuple(tokens)
+        self._parser = Protego.parse(file.text) if file.state == FOUND else None
+
+    def verdict(self, url: str) -> tuple[str, str] | None:
+        """``(reason, evidence)`` if robots.txt keeps us from ``url``, else None."""
+        if self.file.state == UNREACHABLE:
+            return ROBOTS_TXT_UNREACHABLE, (
+                f"{self.file.url}: {self.file.detail}; an unreachable robots.txt means complete disallow (RFC 9309 2.3.1.4)"
+            )
+        if self._parser is None:
+            return None
+        for token in self.tokens:
+            if not self._parser.can_fetch(url, token):
+                return ROBOTS_TXT, f"{self.file.url} (sha256 {self.file.sha256}) disallows it for user-agent {token}"
+        return None
