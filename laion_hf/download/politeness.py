@@ -106,6 +106,7 @@ class _Schedule(Generic[Result]):
 
     def next_row(self) -> tuple[int, _Host] | None:
         """A row whose host may start a request now, its host's bookkeeping updated."""
+        self.wake()
         now = self.clock()
         while self.ready:
             host = self.ready.popleft()
@@ -179,13 +180,12 @@ def polite_map(
             pool.submit(work, urls[index]).add_done_callback(lambda future: finished.put((index, host, future)))
 
         while True:
-            while True:  # start every row whose host may take it, while threads are free
-                wait = schedule.wake()
-                picked = schedule.next_row() if in_flight < threads else None
-                if picked is None:
-                    break
+            while in_flight < threads and (picked := schedule.next_row()) is not None:
                 submit(*picked)
                 in_flight += 1
+            wait = schedule.wake()  # after next_row, which may have sent hosts back to wait
+            if schedule.ready and in_flight < threads:
+                continue
             if not in_flight:
                 if wait is None:
                     return

@@ -306,6 +306,9 @@ def fetch_rows(table: pa.Table, samples: KeyOrderedTar, options: DownloadOptions
     download = partial(download_one, fetcher=fetcher, process=process, retries=options.retries)
     for position, outcome in download_all([rows[i]["url"] for i in to_fetch], download, options):
         record(to_fetch[position], outcome)
+    missing = [rows[i]["key"] for i, result in enumerate(results) if result is None]
+    if missing:  # a scheduling defect must never cost a row
+        raise RuntimeError(f"no outcome for {len(missing)} row(s), first key {missing[0]}")
     return pa.Table.from_pylist(results, schema=output_schema(table.schema)), opt_out_table(opt_outs)
 
 
