@@ -27,6 +27,13 @@ FAILED_TO_DOWNLOAD = "failed_to_download"
 FAILED_CHECKS = "failed_to_resize"  # img2dataset's status for a fetched image that fails its image checks
 REFUSED = "refused"
 OPTED_OUT = "opted-out"  # the site said no: robots.txt, tdmrep.json, X-Robots-Tag, tdm-reservation
+OPT_OUT_REASONS = frozenset({"robots-txt", "tdmrep", "tdm-reservation"})  # and x-robots-tag:<directive>
+
+
+def is_opt_out(reason: str) -> bool:
+    """Whether a download's ``error_reason`` is a site's opt-out (``x-robots-tag`` alone: downloads before the
+    directive was named)."""
+    return reason in OPT_OUT_REASONS or reason.split(":", 1)[0] == "x-robots-tag"
 ERROR_REASON = "error_reason"
 
 #: What a download can respect (``--respect``): robots.txt, TDMRep (tdmrep.json and the tdm-reservation header),

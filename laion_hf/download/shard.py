@@ -43,7 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 from laion_hf.core.stage import DROP_REASON, StageStats
 from laion_hf.download.addresses import AddressPolicy, Refusal, parse_url
 from laion_hf.download.audit import opt_out_record, opt_out_table, write_opt_outs
-from laion_hf.download.consent import CHECKED_AT, CONSENT_COLUMNS, EVIDENCE, OPTED_OUT_PREFIX
+from laion_hf.download.consent import CHECKED_AT, CONSENT_COLUMNS, EVIDENCE, OPTED_OUT_PREFIX, consent_shard
 from laion_hf.download.fetch import Fetcher
 from laion_hf.download.images import ImageProcessor
 from laion_hf.download.options import (
@@ -323,9 +323,19 @@ def fetcher_for(options: DownloadOptions) -> Fetcher:
     )
 
 
-def download_shard(name: str, input_dir: str, output_dir: str, options: DownloadOptions) -> dict[str, Any]:
-    """Download the prepared input ``NNNNN.parquet`` into shard ``NNNNN``; return its stats (a runner's task)."""
+def download_shard(
+    name: str, input_dir: str, output_dir: str, options: DownloadOptions, consent_dir: str | None = None
+) -> dict[str, Any]:
+    """Download the prepared input ``NNNNN.parquet`` into shard ``NNNNN``; return its stats (a runner's task).
+
+    With ``consent_dir``, the consent step judges the input first, in the same
+    worker, into ``consent_dir/NNNNN.parquet`` (one process pool for both steps);
+    without, rows an earlier consent step marked are honoured as they are.
+    """
     started = time.perf_counter()
+    if consent_dir is not None:
+        consent_shard(name, input_dir, consent_dir, options)
+        input_dir = consent_dir
     table = pq.read_table(join(input_dir, f"{name}.parquet"))
     keys = [compute_key(index, int(name), options.rows_per_shard) for index in range(table.num_rows)]
     table = table.append_column("key", pa.array(keys, pa.string()))

@@ -2,10 +2,10 @@
 
 The public entry point, :func:`download`: candidates are cut into shard
 inputs (``OUTPUT/_work/input``, which fixes every row's key), then each shard
-is judged by its sites' robots.txt and tdmrep.json (the consent step,
-:func:`laion_hf.download.consent.consent_shard`, into ``OUTPUT/_work/consent``)
-when the options respect them, then is one task for a runner
-(:func:`laion_hf.download.shard.download_shard`):
+is one task for a runner (:func:`laion_hf.download.shard.download_shard`):
+judge its rows by their sites' robots.txt and tdmrep.json when the options
+respect them (the consent step, :func:`laion_hf.download.consent.consent_shard`,
+into ``OUTPUT/_work/consent``, in the same worker), then
 fetch its URLs with a thread pool under the address policy and limits, apply
 LAION's image rules to the original bytes in the same worker, and write
 img2dataset's layout in key order with one ``status`` / ``error_reason`` per
@@ -15,8 +15,10 @@ and merges them into their shards under their key.
 
 The concerns live in :mod:`laion_hf.download`: ``addresses`` (which hosts may
 be contacted), ``fetch`` (one URL: pinned connections, redirects, deadline,
-body cap), ``optout`` (X-Robots-Tag), ``images`` (LAION's checks), ``shard``
-(one shard's task and layout), ``candidates``, ``retry`` and ``report``.
+body cap), ``consent`` / ``sites`` / ``robots`` / ``tdmrep`` / ``agents`` (the
+sites' opt-outs, judged per origin), ``optout`` (header opt-outs),
+``politeness`` (per-host limits), ``images`` (LAION's checks), ``shard`` (one
+shard's task and layout), ``candidates``, ``retry``, ``audit`` and ``report``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from laion_hf.download.candidates import open_candidates, write_inputs
-from laion_hf.download.consent import SITE_CACHE, consent_shard
+from laion_hf.download.consent import SITE_CACHE
 from laion_hf.download.options import DownloadError, DownloadOptions
 from laion_hf.download.report import REPORT_FILE, DownloadReport, write_report
 from laion_hf.download.retry import retry_shard
@@ -66,21 +68,10 @@ def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: D
             raise DownloadError(f"{candidates}: the candidate files hold no rows")
         write_json(prepared_marker, {"shards": shard_count})
     names = [f"{i:05d}" for i in range(shard_count)]
-    if options.checks_hosts:
-        consent_dir = join(output_dir, _WORK, "consent")
-        run_shards(
-            names,
-            partial(consent_shard, input_dir=input_dir, output_dir=consent_dir, options=options),
-            output_dir=consent_dir,
-            name_of=str,
-            workers=options.processes,
-            description="consent (robots.txt, tdmrep.json)",
-            show_progress=show_progress,
-        )
-        input_dir = consent_dir
+    consent_dir = join(output_dir, _WORK, "consent") if options.checks_hosts else None
     run_shards(
         names,
-        partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options),
+        partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options, consent_dir=consent_dir),
         output_dir=output_dir,
         name_of=str,
         workers=options.processes,

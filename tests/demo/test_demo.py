@@ -21,7 +21,13 @@ def test_demo_builds_pushes_and_streams_back(tmp_path):
     # Every planted case is caught by the stage that owns it, and counted under its reason.
     assert {"svg", "data_url", "short_caption", "no_alt"} <= set(by_stage["extract"].dropped)
     assert by_stage["extract"].dropped["duplicate_in_file"] + by_stage["extract"].dropped["duplicate_global"] >= 1
-    assert {"http-404", "decode-error", "x-robots-tag", "image-under-5kb"} <= set(by_stage["download"].dropped)
+    assert {"http-404", "decode-error", "x-robots-tag:noai", "image-under-5kb"} <= set(by_stage["download"].dropped)
+    # the other hosts' opt-outs, each under its reason; the busy host's 429s were waited out (no http-429)
+    planted = result.crawl.planted
+    assert {reason: by_stage["download"].dropped[reason] for reason in ("robots-txt", "tdmrep", "tdm-reservation", "x-robots-tag:noml")} == {
+        "robots-txt": planted["robots-txt"], "tdmrep": planted["tdmrep"], "tdm-reservation": planted["tdm-header"],
+        "x-robots-tag:noml": planted["noml"]}
+    assert planted["busy-host"] > 0 and "http-429" not in by_stage["download"].dropped
     assert by_stage["clip-filter"].dropped["clip-similarity"] > 0
     assert by_stage["dedup"].dropped["near-duplicate-phash"] > 0
     assert by_stage["research: removal"].dropped["url-md5"] == 1

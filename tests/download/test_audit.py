@@ -105,3 +105,12 @@ def test_clean_applies_the_list_to_another_copy(downloaded, tmp_path):
     assert result.exit_code == 0, result.output
     kept = {r["url"] for p in (tmp_path / "clean").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
     assert kept == {u for u in downloaded["urls"] if EXPECTED.get("/" + u.split("/", 3)[3], ("success",))[0] != "opted-out"}
+
+
+def test_the_card_states_the_opt_outs_apart_from_the_failures(downloaded, tmp_path):
+    from laion_hf.hub.publish import publish_folder
+
+    publish_folder({"default": str(downloaded["out"])}, tmp_path / "hub", family="laion5b")
+    text = (tmp_path / "hub" / "README.md").read_text(encoding="utf-8")
+    assert ("- downloaded: 2 of 9 images saved (22.2%); opted out by their sites: robots-txt 2, tdm-reservation 1, "
+            "tdmrep 1, x-robots-tag:noai 1, x-robots-tag:noml 1; failed: robots-txt-unreachable 1\n") in text
