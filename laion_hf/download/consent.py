@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -71,6 +73,24 @@ def drop_reason_of(reason: str) -> str:
     return reason if reason == ROBOTS_TXT_UNREACHABLE else OPTED_OUT_PREFIX + reason
 
 
+def origin_of_url(url: str | None) -> str | None:
+    """``scheme://host:port`` as the fetcher decodes them (None: a URL it refuses without contacting anyone)."""
+    try:
+        scheme, netloc = url.split("://", 1)[0], urlsplit(url).netloc  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return None
+    return _origin_of_netloc(scheme, netloc)
+
+
+@lru_cache(maxsize=65536)
+def _origin_of_netloc(scheme: str, netloc: str) -> str | None:
+    try:
+        scheme, host, port, _ = parse_url(f"{scheme}://{netloc}/")
+    except Refusal:
+        return None
+    return origin_of(scheme, host, port)
+
+
 def site_cache_dir(options: DownloadOptions, output_dir: str) -> str:
     return options.site_cache_dir or bookkeeping_path(output_dir, SITE_CACHE)
 
@@ -94,14 +114,7 @@ class ConsentChecker:
 
     def verdicts(self, urls: Sequence[str | None]) -> list[Verdict | None]:
         """One verdict per URL (None: its sites do not object); each origin's files are fetched once."""
-        origins: list[str | None] = []
-        for url in urls:
-            try:
-                scheme, host, port, _ = parse_url(url)
-            except Refusal:
-                origins.append(None)  # not a URL the download fetches: it says why
-            else:
-                origins.append(origin_of(scheme, host, port))
+        origins = [origin_of_url(url) for url in urls]
         distinct = sorted({o for o in origins if o is not None})
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.threads, len(distinct)))) as pool:
             rules = dict(zip(distinct, pool.map(self._rules, distinct)))

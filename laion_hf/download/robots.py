@@ -20,6 +20,7 @@ the token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from protego import Protego
@@ -30,6 +31,20 @@ ROBOTS_PATH = "/robots.txt"
 ROBOTS_MAX_BYTES = 500 * 1024
 ROBOTS_TXT = "robots-txt"  # a rule disallows the URL
 ROBOTS_TXT_UNREACHABLE = "robots-txt-unreachable"  # no answer or a server error: complete disallow
+_USER_AGENT_LINE = re.compile(r"^[ \t]*user[-_ ]?agent[ \t]*:[ \t]*([^#\r\n]*)", re.IGNORECASE | re.MULTILINE)
+
+
+def tokens_to_check(text: str, tokens: Sequence[str]) -> tuple[str, ...]:
+    """The tokens whose answers can differ: each one a group may name, plus one for all the others.
+
+    A token no ``User-agent`` line can match (a line matches when its name,
+    wildcards removed, occurs in the token: a superset of Protego's rule) gets
+    the ``*`` group's rules like every such token, so one of them is asked for all.
+    """
+    names = {m.group(1).strip().lower().replace("*", "") for m in _USER_AGENT_LINE.finditer(text)} - {""}
+    named = [t for t in tokens if any(name in t.lower() for name in names)]
+    others = [t for t in tokens if t not in named]
+    return (*others[:1], *named)
 
 
 def robots_state(status: int | None, reason: str | None) -> str:
@@ -48,6 +63,7 @@ class RobotsRules:
         self.file = file
         self.tokens = tuple(tokens)
         self._parser = Protego.parse(file.text) if file.state == FOUND else None
+        self._asked = tokens_to_check(file.text, self.tokens) if self._parser else ()
 
     def verdict(self, url: str) -> tuple[str, str] | None:
         """``(reason, evidence)`` if robots.txt keeps us from ``url``, else None."""
@@ -57,7 +73,7 @@ class RobotsRules:
             )
         if self._parser is None:
             return None
-        for token in self.tokens:
+        for token in self._asked:
             if not self._parser.can_fetch(url, token):
                 return ROBOTS_TXT, f"{self.file.url} (sha256 {self.file.sha256}) disallows it for user-agent {token}"
         return None

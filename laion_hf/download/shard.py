@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from laion_hf.core.stage import DROP_REASON, StageStats
-from laion_hf.download.addresses import AddressPolicy, Refusal, parse_url
+from laion_hf.download.addresses import AddressPolicy
 from laion_hf.download.audit import opt_out_record, opt_out_table, write_opt_outs
-from laion_hf.download.consent import CHECKED_AT, CONSENT_COLUMNS, EVIDENCE, OPTED_OUT_PREFIX, consent_shard
+from laion_hf.download.consent import CHECKED_AT, CONSENT_COLUMNS, EVIDENCE, OPTED_OUT_PREFIX, consent_shard, origin_of_url
 from laion_hf.download.fetch import Fetcher
 from laion_hf.download.images import ImageProcessor
 from laion_hf.download.options import (
@@ -125,15 +125,6 @@ def download_one(url: str, fetcher: Fetcher, process: ImageProcessor, retries: i
     return Outcome(SUCCESS, columns=processed.columns, image=processed.image, extension=processed.extension)
 
 
-def host_of(url: str | None) -> str | None:
-    """The origin politeness limits apply to (None: a URL the policy refuses without contacting anyone)."""
-    try:
-        scheme, host, port, _ = parse_url(url)
-    except Refusal:
-        return None
-    return f"{scheme}://{host}:{port}"
-
-
 def _host_failing(url: str | None) -> Outcome:
     return Outcome(FAILED_TO_DOWNLOAD, HOST_FAILING, "not fetched: its host failed too many times in a row")
 
@@ -142,7 +133,7 @@ def download_all(
     urls: Sequence[str | None], download: Callable[[str | None], Outcome], options: DownloadOptions
 ) -> Iterator[tuple[int, Outcome]]:
     """``(row index, outcome)`` as fetches complete, each host within the options' limits."""
-    return polite_map(urls, download, host_of=host_of, signal_of=lambda outcome: outcome.signal, give_up=_host_failing,
+    return polite_map(urls, download, host_of=origin_of_url, signal_of=lambda outcome: outcome.signal, give_up=_host_failing,
                       threads=options.threads, limits=options.host_limits)
 
 

@@ -111,3 +111,19 @@ def test_binary_garbage_is_no_rule():
     garbage = bytes(range(256)).decode("utf-8", errors="replace") * 100
     assert judged(garbage + "\nUser-agent: *\nDisallow: /x/", "/a.jpg") is None
     assert judged(garbage + "\nUser-agent: *\nDisallow: /x/", "/x/a.jpg")[0] == ROBOTS_TXT
+
+
+@pytest.mark.parametrize(
+    ("text", "asked"),
+    [
+        ("User-agent: *\nDisallow: /", (OUR_TOKEN,)),
+        ("", (OUR_TOKEN,)),
+        ("User-agent: GPTBot\nDisallow: /\nUser-agent: *\nAllow: /", (OUR_TOKEN, "GPTBot")),
+        ("user-agent:gpt # comment\nDisallow: /", (OUR_TOKEN, "GPTBot")),  # a name inside a token: asked (conservative)
+        ("User-agent: laion-hf\nUser-Agent: CCBot*\nDisallow: /", ("GPTBot", OUR_TOKEN, "CCBot")),
+    ],
+)
+def test_tokens_sharing_the_star_group_are_asked_once(text, asked):
+    from laion_hf.download.robots import tokens_to_check
+
+    assert tokens_to_check(text, (OUR_TOKEN, "CCBot", "GPTBot")) == asked
