@@ -80,7 +80,7 @@ def serve(images: int, hosts: int, urls: multiprocessing.Queue, stop: multiproce
     """The image servers' process: serve the images, spread over ``hosts`` loopback hosts, until told to stop."""
     rng = np.random.default_rng(0)
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(ImageServer(f"127.0.0.{10 + h}")) for h in range(hosts)]
+        servers = [stack.enter_context(ImageServer(f"127.0.{(10 + h) // 256}.{(10 + h) % 256}")) for h in range(hosts)]
         for server in servers:
             server.robots_txt(ROBOTS_TXT)
             server.tdmrep(TDMREP)

@@ -73,13 +73,20 @@ def drop_reason_of(reason: str) -> str:
     return reason if reason == ROBOTS_TXT_UNREACHABLE else OPTED_OUT_PREFIX + reason
 
 
-def origin_of_url(url: str | None) -> str | None:
-    """``scheme://host:port`` as the fetcher decodes them (None: a URL it refuses without contacting anyone)."""
+def split_url(url: str | None) -> tuple[str | None, str]:
+    """``(origin, path?query)``: the origin as the fetcher decodes it, ``scheme://host:port`` (None: a URL it
+    refuses without contacting anyone), and the path and query rules are matched against."""
     try:
-        scheme, netloc = url.split("://", 1)[0], urlsplit(url).netloc  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        return None
-    return _origin_of_netloc(scheme, netloc)
+        parts = urlsplit(url)  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return None, "/"
+    target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    return _origin_of_netloc(parts.scheme, parts.netloc), target
+
+
+def origin_of_url(url: str | None) -> str | None:
+    """The origin of ``url`` (see :func:`split_url`): what per-host limits and site files are kept per."""
+    return split_url(url)[0]
 
 
 @lru_cache(maxsize=65536)
@@ -114,15 +121,15 @@ class ConsentChecker:
 
     def verdicts(self, urls: Sequence[str | None]) -> list[Verdict | None]:
         """One verdict per URL (None: its sites do not object); each origin's files are fetched once."""
-        origins = [origin_of_url(url) for url in urls]
-        distinct = sorted({o for o in origins if o is not None})
+        split = [split_url(url) for url in urls]
+        distinct = sorted({origin for origin, _ in split if origin is not None})
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.threads, len(distinct)))) as pool:
             rules = dict(zip(distinct, pool.map(self._rules, distinct)))
         results: list[Verdict | None] = []
-        for url, origin in zip(urls, origins):
+        for origin, target in split:
             verdict = None
             for rule in rules.get(origin, ()) if origin else ():
-                found = rule.verdict(url)
+                found = rule.verdict(target)
                 if found is not None:
                     verdict = Verdict(drop_reason_of(found[0]), found[1], rule.file.fetched_at)
                     break

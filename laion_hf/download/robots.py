@@ -35,16 +35,19 @@ _USER_AGENT_LINE = re.compile(r"^[ \t]*user[-_ ]?agent[ \t]*:[ \t]*([^#\r\n]*)",
 
 
 def tokens_to_check(text: str, tokens: Sequence[str]) -> tuple[str, ...]:
-    """The tokens whose answers can differ: each one a group may name, plus one for all the others.
+    """One token for each set of rules the tokens can get: the first of the tokens the same ``User-agent`` names match.
 
-    A token no ``User-agent`` line can match (a line matches when its name,
-    wildcards removed, occurs in the token: a superset of Protego's rule) gets
-    the ``*`` group's rules like every such token, so one of them is asked for all.
+    The group a parser picks for a token depends only on which ``User-agent``
+    names match it (a name matches when it, wildcards removed, occurs in the
+    token: a superset of Protego's rule); tokens matched by the same names get
+    the same rules, so one of them is asked for all. Every token no name
+    matches gets the ``*`` group's rules.
     """
     names = {m.group(1).strip().lower().replace("*", "") for m in _USER_AGENT_LINE.finditer(text)} - {""}
-    named = [t for t in tokens if any(name in t.lower() for name in names)]
-    others = [t for t in tokens if t not in named]
-    return (*others[:1], *named)
+    asked: dict[frozenset[str], str] = {}
+    for token in tokens:
+        asked.setdefault(frozenset(name for name in names if name in token.lower()), token)
+    return tuple(asked.values())
 
 
 def robots_state(status: int | None, reason: str | None) -> str:
@@ -65,8 +68,8 @@ class RobotsRules:
         self._parser = Protego.parse(file.text) if file.state == FOUND else None
         self._asked = tokens_to_check(file.text, self.tokens) if self._parser else ()
 
-    def verdict(self, url: str) -> tuple[str, str] | None:
-        """``(reason, evidence)`` if robots.txt keeps us from ``url``, else None."""
+    def verdict(self, target: str) -> tuple[str, str] | None:
+        """``(reason, evidence)`` if robots.txt keeps us from ``target`` (a URL, or its path and query), else None."""
         if self.file.state == UNREACHABLE:
             return ROBOTS_TXT_UNREACHABLE, (
                 f"{self.file.url}: {self.file.detail}; an unreachable robots.txt means complete disallow (RFC 9309 2.3.1.4)"
@@ -74,6 +77,6 @@ class RobotsRules:
         if self._parser is None:
             return None
         for token in self._asked:
-            if not self._parser.can_fetch(url, token):
+            if not self._parser.can_fetch(target, token):
                 return ROBOTS_TXT, f"{self.file.url} (sha256 {self.file.sha256}) disallows it for user-agent {token}"
         return None

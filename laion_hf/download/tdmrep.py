@@ -27,10 +27,12 @@ MAX_RULES = 1000
 TDMREP = "tdmrep"
 
 
-def _path_of(url: str) -> str:
-    parts = urlsplit(url)
-    path = unquote(parts.path) or "/"
-    return f"{path}?{unquote(parts.query)}" if parts.query else path
+def _path_of(target: str) -> str:
+    """The decoded path and query of a URL, or of a path and query."""
+    if "://" in target:
+        parts = urlsplit(target)
+        target = f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    return unquote(target)
 
 
 def pattern_matches(pattern: str, path: str) -> bool:
@@ -89,11 +91,12 @@ class TdmRepRules:
         self.file = file
         self.rules = parse_rules(file.text) if file.state == FOUND else []
 
-    def verdict(self, url: str) -> tuple[str, str] | None:
-        """``(tdmrep, evidence)`` if the first rule matching ``url`` reserves TDM rights, else None."""
+    def verdict(self, target: str) -> tuple[str, str] | None:
+        """``(tdmrep, evidence)`` if the first rule matching ``target`` (a URL, or its path and query) reserves TDM
+        rights, else None."""
         if not self.rules:
             return None
-        path = _path_of(url)
+        path = _path_of(target)
         for index, rule in enumerate(self.rules):
             if pattern_matches(rule.location, path):
                 if rule.reservation != 1:

@@ -120,7 +120,8 @@ def test_binary_garbage_is_no_rule():
         ("", (OUR_TOKEN,)),
         ("User-agent: GPTBot\nDisallow: /\nUser-agent: *\nAllow: /", (OUR_TOKEN, "GPTBot")),
         ("user-agent:gpt # comment\nDisallow: /", (OUR_TOKEN, "GPTBot")),  # a name inside a token: asked (conservative)
-        ("User-agent: laion-hf\nUser-Agent: CCBot*\nDisallow: /", ("GPTBot", OUR_TOKEN, "CCBot")),
+        ("User-agent: laion-hf\nUser-Agent: CCBot*\nDisallow: /", (OUR_TOKEN, "CCBot", "GPTBot")),
+        ("User-agent: bot\nDisallow: /", (OUR_TOKEN, "CCBot")),  # CCBot and GPTBot share the names matching them
     ],
 )
 def test_tokens_sharing_the_star_group_are_asked_once(text, asked):
