@@ -109,10 +109,14 @@ class Outcome:
 
 
 def download_one(url: str, fetcher: Fetcher, process: ImageProcessor, retries: int = 0) -> Outcome:
-    """Fetch ``url`` (again up to ``retries`` times after a network failure) and check its image."""
+    """Fetch ``url`` (again up to ``retries`` times after a failure) and check its image.
+
+    Refusals and opt-outs are final; a 429 or 503 is left to the scheduler,
+    which waits as the host asks before trying again.
+    """
     for _ in range(retries + 1):
         fetched = fetcher.fetch(url)
-        if fetched.data is not None or fetched.refused or fetched.opted_out or fetched.status is not None:
+        if fetched.data is not None or fetched.refused or fetched.opted_out or fetched.status in (429, 503):
             break
     if fetched.opted_out:
         return Outcome(OPTED_OUT, fetched.reason, fetched.message, checked_at=time.time())

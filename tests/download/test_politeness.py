@@ -109,3 +109,15 @@ def test_rows_without_a_host_are_not_held_back():
                               signal_of=lambda _: HostSignal(),
                               give_up=lambda url: None, threads=2, limits=limits))
     assert results == {0: "ftp://x/a", 1: None, 2: "http://"}
+
+
+def test_retry_after_values():
+    from laion_hf.download.fetch import retry_after_seconds
+
+    now = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds(" 0 ", now) == 0.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:13:50 GMT", now) == 30.0
+    assert retry_after_seconds("Tue, 14 Nov 2023 22:00:00 GMT", now) == 0.0  # a date in the past: now
+    assert retry_after_seconds("-5", now) is None and retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None
