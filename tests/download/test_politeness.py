@@ -54,8 +54,9 @@ def test_requests_to_a_host_are_started_at_its_rate():
     done = dict(polite_map(urls, work, host_of=host_of, signal_of=lambda _: HostSignal(), give_up=lambda url: None,
                            threads=8, limits=HostLimits(rate=5)))
     assert sorted(done) == list(range(12))
-    for times in started.values():  # each host: one start every 0.2 s, the two hosts side by side
-        assert len(times) == 6 and min(b - a for a, b in zip(times, times[1:])) >= 0.2 - 1e-6
+    for times in started.values():  # each host: one start every 0.2 s (less a thread's start-up), side by side
+        assert len(times) == 6 and min(b - a for a, b in zip(times, times[1:])) >= 0.15
+        assert times[-1] - times[0] >= 0.95
     assert abs(started["a"][0] - started["b"][0]) < 0.2
 
 
