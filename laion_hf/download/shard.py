@@ -43,7 +43,14 @@ from fsspec.implementations.local import LocalFileSystem
 from laion_hf.core.stage import DROP_REASON, StageStats
 from laion_hf.download.addresses import AddressPolicy
 from laion_hf.download.audit import opt_out_record, opt_out_table, write_opt_outs
-from laion_hf.download.consent import CHECKED_AT, CONSENT_COLUMNS, EVIDENCE, OPTED_OUT_PREFIX, consent_shard, origin_of_url
+from laion_hf.download.consent import (
+    CHECKED_AT,
+    CONSENT_COLUMNS,
+    EVIDENCE,
+    OPTED_OUT_PREFIX,
+    consent_shard,
+    origin_of_url,
+)
 from laion_hf.download.fetch import Fetcher
 from laion_hf.download.images import ImageProcessor
 from laion_hf.download.options import (

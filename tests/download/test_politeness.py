@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from laion_hf.download.consent import origin_of_url as host_of
 from laion_hf.download.images import ImageProcessor
 from laion_hf.download.options import DownloadOptions
 from laion_hf.download.politeness import HOST_FAILING, HostLimits, HostSignal, polite_map
-from laion_hf.download.consent import origin_of_url as host_of
 from laion_hf.download.shard import _host_failing, download_one, fetcher_for
 from laion_hf.stages.download import download
 from laion_hf.testing.image_server import ImageServer, Route

@@ -29,16 +29,7 @@ from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages.download import download
 from laion_hf.testing.image_server import ImageServer, corrupt_image, huge_png
-
-
-def noise_image(seed: int, size: int = 64, fmt: str = "PNG") -> bytes:
-    """Incompressible pixels: a 64x64 PNG is ~12 KB, safely over the 5 KB rule."""
-    rng = random.Random(seed)
-    image = Image.frombytes("RGB", (size, size), bytes(rng.randrange(256) for _ in range(size * size * 3)))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
-
+from tests.download.images import noise_image
 
 TIMEOUT = 3  # seconds: generous for good images on a loaded 2-core machine; the slow route waits 4x longer
 DEADLINE = 2 * TIMEOUT  # the dripping route would take two minutes
