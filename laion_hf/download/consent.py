@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +36,7 @@ import pyarrow.parquet as pq
 
 from laion_hf.core.stage import DROP_REASON, StageStats
 from laion_hf.download.addresses import AddressPolicy, Refusal, parse_url
+from laion_hf.download.audit import iso_time
 from laion_hf.download.fetch import Fetcher
 from laion_hf.download.options import DownloadOptions
 from laion_hf.download.robots import ROBOTS_MAX_BYTES, ROBOTS_PATH, ROBOTS_TXT_UNREACHABLE, RobotsRules, robots_state
@@ -62,10 +62,6 @@ class Verdict:
     drop_reason: str
     evidence: str
     checked_at: float
-
-    @property
-    def checked_at_text(self) -> str:
-        return datetime.fromtimestamp(self.checked_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def drop_reason_of(reason: str) -> str:
@@ -148,7 +144,7 @@ def mark_consent(table: pa.Table, checker: ConsentChecker) -> pa.Table:
     columns = {
         DROP_REASON: [reason if reason is not None else (v.drop_reason if v else None) for reason, v in zip(existing, verdicts)],
         EVIDENCE: [v.evidence if v else None for v in verdicts],
-        CHECKED_AT: [v.checked_at_text if v else None for v in verdicts],
+        CHECKED_AT: [iso_time(v.checked_at) if v else None for v in verdicts],
     }
     table = table.drop_columns([name for name in CONSENT_COLUMNS if name in table.column_names])
     for name, values in columns.items():
