@@ -1,15 +1,20 @@
-"""Benchmark ``laion_hf.steps.download.download`` against plain img2dataset on the same candidates.
+"""Benchmark ``laion_hf.steps.download.download`` with and without its consent checks, and plain img2dataset.
 
-A loopback :class:`~laion_hf.testing.image_server.ImageServer`, in its own
-process (so its threads do not share an interpreter with either tool), serves
+Loopback :class:`~laion_hf.testing.image_server.ImageServer` s, in their own
+process (so their threads do not share an interpreter with either tool), serve
 N distinct ~12 KB PNGs (incompressible noise, so every image passes the 5 KB
-rule), and one candidate parquet lists them. Runs are paired, tools alternating
-within each run (A B C A B C ...):
+rule) spread over ``--hosts`` hosts (127.0.0.10, .11, ...; each with a
+robots.txt of a real site's shape and a tdmrep.json, neither of which refuses
+these images), and one candidate parquet lists them. Runs are paired, tools
+alternating within each run (A B C A B C ...):
 
-* ``ours``: ``download(candidates, out, allowed_networks=loopback)`` -- our own
-  fetcher (address policy on every hop, pinned connections, deadline, body
-  cap), LAION's image rules with a full Pillow decode on the original bytes in
-  the downloading threads, shards written in key order, stats and report;
+* ``ours``: ``download(candidates, out, allowed_networks=loopback, respect=())``
+  -- our own fetcher (address policy on every hop, pinned connections,
+  deadline, body cap, per-host limits), LAION's image rules with a full Pillow
+  decode on the original bytes in the downloading threads, shards written in
+  key order, stats and report; no site opt-outs consulted;
+* ``ours+consent``: the same with the default ``respect`` (robots.txt and
+  tdmrep.json once per host, X-Robots-Tag and tdm-reservation headers);
 * ``img2dataset-raw``: ``img2dataset.download`` with the same processes,
   threads, timeout and ``disable_all_reencoding=True`` (original bytes, no
   checks: the closest thing to ours);
@@ -26,7 +31,8 @@ downloading* is printed too: successes over the span of its own shard
 tasks' seconds in their done markers (input read, fetches, checks, writes).
 Prints min/median/max per tool and the ratios of medians.
 
-    .venv/bin/python bench/download.py [--images 1000] [--runs 3] [--processes 1] [--threads 16]
+    .venv/bin/python bench/download.py [--images 1000] [--hosts 1] [--runs 3] [--processes 1] [--threads 16]
+        [--tools ours,ours+consent,img2dataset-raw,img2dataset-default]
 """
 
 from __future__ import annotations
@@ -60,18 +66,33 @@ def noise_png(rng: np.random.Generator, size: int = 64) -> bytes:
     return buffer.getvalue()
 
 
-def serve(images: int, urls: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
-    """The image server's process: serve the images until told to stop."""
+#: A robots.txt of the shape real sites publish: search engines welcome, AI crawlers kept out of some paths.
+ROBOTS_TXT = "\n".join([
+    "User-agent: *", "Disallow: /admin/", "Disallow: /cart", "Disallow: /*?session=", "Allow: /", "",
+    *(line for bot in ("GPTBot", "CCBot", "ClaudeBot", "Google-Extended", "Bytespider")
+      for line in (f"User-agent: {bot}", "Disallow: /members/", "Disallow: /drafts/", "")),
+    "Sitemap: https://example.com/sitemap.xml",
+])
+TDMREP = [{"location": "/members/*", "tdm-reservation": 1, "tdm-policy": "https://example.com/tdm.json"}]
+
+
+def serve(images: int, hosts: int, urls: multiprocessing.Queue, stop: multiprocessing.Event) -> None:
+    """The image servers' process: serve the images, spread over ``hosts`` loopback hosts, until told to stop."""
     rng = np.random.default_rng(0)
-    with ImageServer() as server:
-        urls.put([server.image(f"/{i}.png", noise_png(rng)) for i in range(images)])
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(ImageServer(f"127.0.{(10 + h) // 256}.{(10 + h) % 256}")) for h in range(hosts)]
+        for server in servers:
+            server.robots_txt(ROBOTS_TXT)
+            server.tdmrep(TDMREP)
+        urls.put([servers[i % hosts].image(f"/img/{i}.png", noise_png(rng)) for i in range(images)])
         stop.wait()
 
 
-def run_ours(candidates: Path, output: Path, args: argparse.Namespace) -> tuple[int, float]:
+def run_ours(candidates: Path, output: Path, args: argparse.Namespace, consent: bool) -> tuple[int, float]:
+    extra = {} if consent else {"respect": ()}
     download(str(candidates), str(output), allowed_networks=("127.0.0.0/8",), processes=args.processes,
-             threads=args.threads, timeout=10, show_progress=False)
-    markers = [json.loads(p.read_text())["stages"][0] for p in output.glob("*.done.json")]
+             threads=args.threads, timeout=10, show_progress=False, **extra)
+    markers = [json.loads(p.read_text())["stages"][0] for p in output.glob(".laion-hf/done/*.json")]
     return sum(m["kept"] for m in markers), sum(m["seconds"] for m in markers) / args.processes
 
 
@@ -98,22 +119,26 @@ def cpu_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--hosts", type=int, default=1, help="loopback hosts the images are spread over")
+    parser.add_argument("--tools", default="ours,ours+consent,img2dataset-raw,img2dataset-default")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
 
-    tools: dict[str, Callable[[Path, Path], tuple[int, float]]] = {
-        "ours": lambda c, o: run_ours(c, o, args),
+    every_tool: dict[str, Callable[[Path, Path], tuple[int, float]]] = {
+        "ours": lambda c, o: run_ours(c, o, args, consent=False),
+        "ours+consent": lambda c, o: run_ours(c, o, args, consent=True),
         "img2dataset-raw": lambda c, o: run_img2dataset(c, o, args, raw=True),
         "img2dataset-default": lambda c, o: run_img2dataset(c, o, args, raw=False),
     }
+    tools = {name: every_tool[name] for name in args.tools.split(",")}
     rates: dict[str, list[float]] = {name: [] for name in tools}
     cpus: dict[str, list[float]] = {name: [] for name in tools}
     downloading: dict[str, list[float]] = {name: [] for name in tools}  # the shard tasks' rate, start-up excluded
     context = multiprocessing.get_context("fork")
     url_queue, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(args.images, url_queue, stop), daemon=True)
+    server = context.Process(target=serve, args=(args.images, args.hosts, url_queue, stop), daemon=True)
     server.start()
     try:
         urls = url_queue.get(timeout=300)
@@ -137,14 +162,17 @@ def main() -> None:
         stop.set()
         server.join(timeout=30)
 
-    print(f"\n{args.images} images x {args.runs} runs, processes={args.processes}, threads={args.threads}")
+    print(f"\n{args.images} images on {args.hosts} host(s) x {args.runs} runs, processes={args.processes}, threads={args.threads}")
     print(f"{'tool':20s} images/s min / median / max | while downloading | CPU s")
     for name, values in rates.items():
         print(f"{name:20s} " + " | ".join(f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
                                           for v in (values, downloading[name], cpus[name])))
     median = {name: {kind: statistics.median(v[name]) for kind, v in (("rate", rates), ("busy", downloading), ("cpu", cpus))}
               for name in tools}
-    for peer in ("img2dataset-raw", "img2dataset-default"):
+    if {"ours", "ours+consent"} <= set(tools):
+        print(f"consent checks (medians): {1 - median['ours+consent']['rate'] / median['ours']['rate']:+.1%} images/s lost, "
+              f"{median['ours+consent']['cpu'] / median['ours']['cpu'] - 1:+.1%} CPU")
+    for peer in [name for name in tools if name != "ours"] if "ours" in tools else []:
         print(f"ratio ours / {peer} (medians): {median['ours']['rate'] / median[peer]['rate']:.2f}x images/s, "
               f"{median['ours']['busy'] / median[peer]['busy']:.2f}x while downloading, "
               f"{median[peer]['cpu'] / median['ours']['cpu']:.2f}x less CPU")

@@ -1,4 +1,5 @@
-"""``laion-hf download``: candidates -> img2dataset-layout shards, with the success rate by reason."""
+"""``laion-hf download``: candidates -> img2dataset-layout shards, with the success rate by reason;
+``laion-hf opt-outs``: the download's opt-out list as a CSV or parquet removal list."""
 
 from __future__ import annotations
 
@@ -8,9 +9,23 @@ import typer
 from rich.table import Table
 
 from laion_hf.cli.app import RAY_ADDRESS_HELP, RUNNER_HELP, app, console, runner_for, stats_table
-from laion_hf.download.options import BODY_BYTES_PER_PIXEL, DEADLINE_TIMEOUTS, MAX_IMAGE_PIXELS, MIN_IMAGE_BYTES
+from laion_hf.download.agents import AI_AGENT_TOKENS, OUR_TOKEN
+from laion_hf.download.options import (
+    BODY_BYTES_PER_PIXEL,
+    DEADLINE_TIMEOUTS,
+    MAX_IMAGE_PIXELS,
+    MIN_IMAGE_BYTES,
+    RESPECT_RULES,
+    DownloadError,
+)
+from laion_hf.download.politeness import HostLimits
 from laion_hf.io.atomic import join
 from laion_hf.steps.download import REPORT_FILE, DownloadReport, download
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list (``''`` is the empty list)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def reason_table(report: DownloadReport) -> Table:
@@ -22,7 +37,8 @@ def reason_table(report: DownloadReport) -> Table:
     total = max(report.rows_in, 1)
     table.add_row("[bold]success[/]", f"{report.kept:,}", f"{report.kept / total:.2%}")
     for reason, count in sorted(report.dropped.items(), key=lambda item: (-item[1], item[0])):
-        table.add_row(reason, f"{count:,}", f"{count / total:.2%}")
+        label = f"{reason} [dim](opted out)[/]" if reason in report.opted_out else reason
+        table.add_row(label, f"{count:,}", f"{count / total:.2%}")
     return table
 
 
@@ -44,7 +60,12 @@ def download_command(
     image_size: int = typer.Option(256, "--image-size", help="Target size when resizing."),
     min_image_bytes: int = typer.Option(MIN_IMAGE_BYTES, "--min-image-bytes", help="Drop images with fewer bytes (as downloaded)."),
     max_image_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-image-pixels", help="Drop images with more pixels."),
-    disallowed_header_directives: Optional[str] = typer.Option(None, "--disallowed-header-directives", help="Comma-separated X-Robots-Tag directives to honour (default: noai,noimageai,noindex,noimageindex; '' honours none)."),
+    disallowed_header_directives: Optional[str] = typer.Option(None, "--disallowed-header-directives", help="Comma-separated X-Robots-Tag directives to honour (default: noai,noimageai,noml,noindex,noimageindex; '' honours none)."),
+    respect: str = typer.Option(",".join(RESPECT_RULES), "--respect", help="Comma-separated site opt-outs honoured: robots (robots.txt), tdmrep (tdmrep.json and the tdm-reservation header), x-robots-tag; '' honours none."),
+    agent_tokens: Optional[str] = typer.Option(None, "--agent-tokens", help=f"Comma-separated AI-crawler tokens whose robots.txt groups and X-Robots-Tag values also apply, besides ours ({OUR_TOKEN}); default: {','.join(AI_AGENT_TOKENS)}."),
+    host_concurrency: int = typer.Option(HostLimits.concurrency, "--host-concurrency", min=1, help="Requests at once per host (per process)."),
+    host_rate: float = typer.Option(HostLimits.rate, "--host-rate", min=0.001, help="Requests started per second per host (per process)."),
+    max_retry_after: float = typer.Option(HostLimits.max_retry_after, "--max-retry-after", min=0, help="Longest Retry-After (seconds) waited for on a 429/503 before the row is retried; longer ones fail the row."),
     workers: int = typer.Option(1, "--workers", min=1, hidden=True, help="Same as --processes (image checks now run in the downloading processes)."),
     runner: str = typer.Option("local", "--runner", help=RUNNER_HELP),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
@@ -55,7 +76,9 @@ def download_command(
         raise typer.BadParameter("give at least one candidate file or directory, then OUTPUT")
     extra: dict[str, object] = {}
     if disallowed_header_directives is not None:
-        extra["disallowed_header_directives"] = tuple(d.strip() for d in disallowed_header_directives.split(",") if d.strip())
+        extra["disallowed_header_directives"] = _names(disallowed_header_directives)
+    if agent_tokens is not None:
+        extra["agent_tokens"] = _names(agent_tokens)
     report = download(
         inputs,
         output_dir,
@@ -74,6 +97,10 @@ def download_command(
         image_size=image_size,
         min_image_bytes=min_image_bytes,
         max_image_pixels=max_image_pixels,
+        respect=_names(respect),
+        host_concurrency=host_concurrency,
+        host_rate=host_rate,
+        max_retry_after=max_retry_after,
         runner=runner_for(runner, max(processes, workers), ray_address),
         **extra,
     )
@@ -83,3 +110,26 @@ def download_command(
         f"success rate {report.success_rate:.2%} over {report.rows_in:,} rows in {len(report.shards)} shard(s); "
         f"{report.processed:,} processed by this run; report: {join(output_dir, REPORT_FILE)}"
     )
+    if report.opted_out:
+        console.print(
+            f"{sum(report.opted_out.values()):,} row(s) opted out by their sites; "
+            f"export the list with: laion-hf opt-outs {output_dir} opt-outs.csv"
+        )
+
+
+@app.command("opt-outs")
+def opt_outs_command(
+    output_dir: str = typer.Argument(..., metavar="OUTPUT", help="A download's output directory."),
+    path: str = typer.Argument(..., metavar="FILE", help="Where to write the list: .csv or .parquet."),
+) -> None:
+    """Export a download's opt-outs (url, url_md5, host, reason, evidence, checked_at) as a removal list.
+
+    Apply it to another copy with: laion-hf clean --remove url-md5=FILE ...
+    """
+    from laion_hf.download.audit import export_opt_outs
+
+    try:
+        rows = export_opt_outs(output_dir, path)
+    except FileNotFoundError as exc:
+        raise DownloadError(f"{output_dir}: no download shards ({exc})") from None
+    console.print(f"{rows:,} opted-out row(s) written to {path}; remove them elsewhere with --remove url-md5={path}")

@@ -6,8 +6,10 @@
    mismatched captions, watermarks, the unsafe motif, a keyword, duplicates
    (the same link on two pages, the same image under two links), broken links
    (404, corrupt bytes, too small), ``X-Robots-Tag: noai`` opt-outs, links the
-   extractor must reject (SVG, ``data:``, short or missing alt), and one
-   "reported" link that a removal list names;
+   extractor must reject (SVG, ``data:``, short or missing alt), one
+   "reported" link that a removal list names, and images on other hosts that
+   opt out (robots.txt, tdmrep.json, ``tdm-reservation``, ``noml``) or answer
+   429 with ``Retry-After`` first (:mod:`laion_hf.demo.sites`);
 2. ``build --recipe demo`` turns the crawl into the research and
    research-safe configs (:mod:`laion_hf.build`);
 3. the Hub folder is pushed to a loopback Hub-compatible server and streamed
@@ -33,6 +35,7 @@ from PIL import Image as PILImage
 
 from laion_hf.build import Build, BuildOptions, BuildReport
 from laion_hf.core.hashing import hex_digest
+from laion_hf.demo.sites import CONSENT_CASES, DemoSites
 from laion_hf.recipes import load_recipe
 from laion_hf.testing.image_server import ImageServer
 from laion_hf.testing.synthetic import LANGUAGES, mismatched_caption, sample
@@ -45,6 +48,11 @@ CC_LICENSE = "https://creativecommons.org/licenses/by/4.0/"
 
 #: Planted cases: every n-th image link of the crawl is this case (the first rule that divides wins).
 CASES: tuple[tuple[int, str], ...] = (
+    (43, "robots-txt"),
+    (47, "tdmrep"),
+    (53, "tdm-header"),
+    (59, "noml"),
+    (61, "busy-host"),
     (41, "noai"),
     (37, "corrupt"),
     (31, "missing"),
@@ -80,8 +88,9 @@ def _jpeg(image: PILImage.Image) -> bytes:
 class _Links:
     """Makes the crawl's ``<img>`` links one by one: scenes served by the image server, or planted cases."""
 
-    def __init__(self, server: ImageServer) -> None:
+    def __init__(self, server: ImageServer, sites: DemoSites | None = None) -> None:
         self.server = server
+        self.sites = sites
         self.served: list[tuple[Image, bytes]] = []  # good links, for the duplicate cases
         self.planted: Counter[str] = Counter()
 
@@ -90,7 +99,7 @@ class _Links:
 
     def link(self, index: int) -> Image:
         case = case_of(index)
-        if case in ("same-link-again", "same-image-other-link") and not self.served:
+        if (case in ("same-link-again", "same-image-other-link") and not self.served) or (case in CONSENT_CASES and not self.sites):
             case = "good"
         self.planted[case] += 1
         if case == "same-link-again":
@@ -115,16 +124,19 @@ class _Links:
             return Image(self._serve(path, sample(index, size=16).encode(quality=30)), alt)
         if case == "noai":
             return Image(self.server.no_ai(path, data), alt)
+        if case in CONSENT_CASES:
+            return Image(self.sites.serve(case, index, data), alt)
         image = Image(self._serve(path, data), alt)
         if case == "good":
             self.served.append((image, data))
         return image
 
 
-def generate_crawl(directory: Path, server: ImageServer, *, files: int = 3, pages_per_file: int = 12, images_per_page: int = 5) -> DemoCrawl:
-    """Write ``files`` WAT files of synthetic pages whose images ``server`` serves; deterministic."""
+def generate_crawl(directory: Path, server: ImageServer, *, files: int = 3, pages_per_file: int = 12, images_per_page: int = 5,
+                   sites: DemoSites | None = None) -> DemoCrawl:
+    """Write ``files`` WAT files of synthetic pages whose images ``server`` (and ``sites``) serve; deterministic."""
     directory.mkdir(parents=True, exist_ok=True)
-    links = _Links(server)
+    links = _Links(server, sites)
     index = 0
     wat_files = []
     for f in range(files):
@@ -241,8 +253,8 @@ def run_demo(
     from laion_hf.testing.hub_server import HubServer
 
     output = Path(output)
-    with ImageServer() as images:
-        crawl = generate_crawl(output / "crawl", images)
+    with ImageServer() as images, DemoSites() as sites:
+        crawl = generate_crawl(output / "crawl", images, sites=sites)
         options = BuildOptions(
             inputs=crawl.wat_files,
             output=str(output / "build"),

@@ -11,9 +11,12 @@
   its TLS handshake, cannot hold a fetch;
 - a body cap: a declared ``Content-Length`` over it is refused before reading,
   and an undeclared body is read in chunks and abandoned once over it;
-- ``X-Robots-Tag`` opt-outs checked before the body is read.
+- header opt-outs (``X-Robots-Tag``, ``tdm-reservation``) checked before the
+  body is read.
 
-Each failure is a :class:`Fetched` with a countable ``reason`` and a
+:meth:`Fetcher.fetch` follows an image URL; :meth:`Fetcher.fetch_file` a site
+file (robots.txt, tdmrep.json) under the same policy and limits, whatever its
+status, its body cut at a size instead of refused. Each failure is a :class:`Fetched` with a countable ``reason`` and a
 deterministic message (no object addresses, no timings).
 """
 
@@ -29,10 +32,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
 from laion_hf.download.addresses import AddressPolicy, Refusal, Target, Unresolvable
-from laion_hf.download.optout import OPT_OUT_MESSAGE, HeaderOptOut
+from laion_hf.download.optout import HeaderOptOut
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"  # img2dataset's
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -53,21 +57,50 @@ class FetchLimits:
 
 @dataclass(frozen=True)
 class Fetched:
-    """The body of ``url``, or why there is none (``refused``: the policy, not the network, said no)."""
+    """The body of ``url``, or why there is none.
+
+    ``refused``: the address policy, not the network, said no; ``opted_out``:
+    the response's headers forbid the use; ``status``: the last HTTP status
+    answered (None without an answer); ``retry_after``: the seconds a 429/503
+    answer asked for.
+    """
 
     url: str
     data: bytes | None = None
     reason: str | None = None
     message: str | None = None
     refused: bool = False
+    opted_out: bool = False
+    status: int | None = None
+    retry_after: float | None = None
 
 
 class FetchFailure(Exception):
-    def __init__(self, reason: str, message: str, refused: bool = False) -> None:
+    def __init__(self, reason: str, message: str, refused: bool = False, opted_out: bool = False,
+                 status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.refused = refused
+        self.opted_out = opted_out
+        self.status = status
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks for (delay-seconds or an HTTP-date; RFC 9110 10.2.3), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Alarm:
@@ -241,19 +274,31 @@ class Fetcher:
 
     def fetch(self, url: str) -> Fetched:
         """Follow ``url`` to an image body, or to the reason there is none."""
+        return self._fetch(url, file_bytes=None)
+
+    def fetch_file(self, url: str, max_bytes: int) -> Fetched:
+        """Follow ``url`` to a site file (robots.txt, tdmrep.json): any status, at most ``max_bytes`` of body.
+
+        Same address policy, redirect limit, timeout and deadline as images;
+        no header opt-outs; a longer body is cut at ``max_bytes``, not refused.
+        """
+        return self._fetch(url, file_bytes=max_bytes)
+
+    def _fetch(self, url: str, file_bytes: int | None) -> Fetched:
         with self._watchdog.alarm(self.limits.deadline) as alarm:
             hops = [url]
             try:
-                data = self._follow(hops, alarm)
+                status, data = self._follow(hops, alarm, file_bytes)
                 alarm.check()  # a body cut short by the watchdog is no body
-                return Fetched(hops[-1], data=data)
+                return Fetched(hops[-1], data=data, status=status)
             except FetchFailure as failure:
-                return Fetched(hops[-1], reason=failure.reason, message=failure.message, refused=failure.refused)
+                return Fetched(hops[-1], reason=failure.reason, message=failure.message, refused=failure.refused,
+                               opted_out=failure.opted_out, status=failure.status, retry_after=failure.retry_after)
             except Exception as exc:  # noqa: BLE001 (every network error becomes a counted reason)
                 failure = alarm.failure() if alarm.fired else _failure_of(exc)  # a shut-down socket fails oddly
                 return Fetched(hops[-1], reason=failure.reason, message=failure.message)
 
-    def _follow(self, hops: list[str], alarm: Alarm) -> bytes:
+    def _follow(self, hops: list[str], alarm: Alarm, file_bytes: int | None) -> tuple[int, bytes]:
         for _ in range(self.limits.max_redirects + 1):
             target = self._check(hops, alarm)
             connection = _PinnedConnection(target, self.limits.timeout, self._tls if target.scheme == "https" else None, alarm)
@@ -266,10 +311,14 @@ class Fetcher:
                     hops.append(urljoin(hops[-1], response.getheader("Location", "").strip()))
                     continue
                 if not 200 <= response.status < 300:
-                    raise FetchFailure(f"http-{response.status}", f"HTTP Error {response.status}: {_server_text(response.reason)}")
-                if self.opt_out.forbids(response.headers.get_all("X-Robots-Tag") or []):
-                    raise FetchFailure("x-robots-tag", OPT_OUT_MESSAGE)
-                return self._read_body(response, alarm)
+                    raise FetchFailure(f"http-{response.status}", f"HTTP Error {response.status}: {_server_text(response.reason)}",
+                                       status=response.status, retry_after=retry_after_seconds(response.getheader("Retry-After")))
+                if file_bytes is not None:
+                    return response.status, self._read_file(response, alarm, file_bytes)
+                opt_out = self.opt_out.reason(response.headers)
+                if opt_out is not None:
+                    raise FetchFailure(*opt_out, opted_out=True, status=response.status)
+                return response.status, self._read_body(response, alarm)
             finally:
                 connection.close()
         raise FetchFailure("too-many-redirects", f"more than {self.limits.max_redirects} redirects")
@@ -298,6 +347,16 @@ class Fetcher:
             size += len(chunk)
             if size > cap:
                 raise FetchFailure("body-too-large", f"body over the {cap:,}-byte limit; stopped reading")
+            chunks.append(chunk)
+            alarm.check()
+        return b"".join(chunks)
+
+    def _read_file(self, response: http.client.HTTPResponse, alarm: Alarm, max_bytes: int) -> bytes:
+        """At most ``max_bytes`` of the body; the rest is never read (the connection is closed after)."""
+        chunks: list[bytes] = []
+        size = 0
+        while size < max_bytes and (chunk := response.read(min(_CHUNK, max_bytes - size))):
+            size += len(chunk)
             chunks.append(chunk)
             alarm.check()
         return b"".join(chunks)

@@ -1,4 +1,4 @@
-"""The run's account: rows in = successes + failures by reason, summed from every shard's done marker."""
+"""The run's account: rows in = successes + failures by reason (opt-outs among them), summed from the done markers."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class DownloadReport(StageStats):
     output_dir: str = ""
     shards: list[str] = field(default_factory=list)
     processed: int = 0  # rows this call handled: every candidate, or the retried failures
+    opted_out: dict[str, int] = field(default_factory=dict)  # rows whose site opted out, by reason (among the failures)
 
     @property
     def success_rate(self) -> float:
@@ -32,6 +33,7 @@ class DownloadReport(StageStats):
             "output_dir": self.output_dir,
             "shards": self.shards,
             "processed": self.processed,
+            "opted_out": dict(sorted(self.opted_out.items())),
         }
 
 
@@ -44,6 +46,8 @@ def write_report(output_dir: str, processed: int, seconds: float) -> DownloadRep
         if recorded is None:
             raise DownloadError(f"{shard.parquet}: shard is not finished; re-run the download to resume")
         report.merge(StageStats.from_dict(recorded["stages"][0]))
+        for reason, count in recorded.get("opted_out", {}).items():
+            report.opted_out[reason] = report.opted_out.get(reason, 0) + count
     report.check()
     report.seconds = seconds  # wall clock of this call
     write_json(join(output_dir, REPORT_FILE), report.to_dict())

@@ -7,6 +7,14 @@ parquet holds every row (failed ones too, with ``status`` / ``error_reason``)
 in key order. So two downloads of the same candidates give byte-identical
 shards, and memory holds the shard's metadata plus the images in flight.
 
+Fetches go through :func:`~laion_hf.download.politeness.polite_map` (per-host
+concurrency, rate, ``Retry-After``, back-off). Rows the consent step marked
+(``drop_reason``, :mod:`laion_hf.download.consent`) are not fetched; every
+opted-out row, marked there or refused by its response's headers, is also
+written with its evidence and time to ``OUTPUT/.laion-hf/opt-outs/NNNNN.parquet``
+(hidden, so the shard's own files stay free of timings), the opt-out list
+:func:`~laion_hf.download.audit.export_opt_outs` exports.
+
 Layout (img2dataset's): ``NNNNN.tar`` with ``KEY.<jpg|png|webp>``, ``KEY.txt``
 (caption) and ``KEY.json`` (the row) per successful sample; ``NNNNN.parquet``
 with every row; ``NNNNN_stats.json`` (img2dataset's counters, plus ``refused``
@@ -15,7 +23,6 @@ and the reasons). All three are written under temporary names and renamed.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import tarfile
@@ -23,11 +30,9 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from io import BytesIO
-from queue import SimpleQueue
 from typing import Any
 
 import fsspec
@@ -35,12 +40,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from laion_hf.core.stage import StageStats
+from laion_hf.core.stage import DROP_REASON, StageStats
 from laion_hf.download.addresses import AddressPolicy
-from laion_hf.download.fetch import USER_AGENT, Fetcher
+from laion_hf.download.audit import opt_out_record, opt_out_table, write_opt_outs
+from laion_hf.download.consent import (
+    CHECKED_AT,
+    CONSENT_COLUMNS,
+    EVIDENCE,
+    OPTED_OUT_PREFIX,
+    consent_shard,
+    origin_of_url,
+)
+from laion_hf.download.fetch import Fetcher
 from laion_hf.download.images import ImageProcessor
-from laion_hf.download.options import ERROR_REASON, FAILED_CHECKS, FAILED_TO_DOWNLOAD, REFUSED, SUCCESS, DownloadOptions
+from laion_hf.download.options import (
+    ERROR_REASON,
+    FAILED_CHECKS,
+    FAILED_TO_DOWNLOAD,
+    OPTED_OUT,
+    REFUSED,
+    SUCCESS,
+    DownloadOptions,
+)
 from laion_hf.download.optout import HeaderOptOut
+from laion_hf.download.politeness import HOST_FAILING, HostSignal, polite_map
 from laion_hf.io.atomic import atomic_path, filesystem, join, write_json
 from laion_hf.io.tar import add_member
 
@@ -61,6 +84,8 @@ RESULT_SCHEMA = pa.schema([
 ])
 #: Never carried over from the candidates: a download computes these (img2dataset refuses them too).
 COMPUTED_COLUMNS = frozenset({*RESULT_SCHEMA.names, "caption", "url", "md5", "sha512"})
+#: Answers that say a host is struggling (counted toward its back-off), besides 5xx and 429.
+HOST_FAILURES = frozenset({"timeout", "deadline", "connection-refused", "connection-reset", "tls-error", "download-error"})
 
 
 def compute_key(index: int, shard_id: int, rows_per_shard: int) -> str:
@@ -79,44 +104,48 @@ class Outcome:
     columns: dict[str, Any] = field(default_factory=dict)
     image: bytes | None = None
     extension: str | None = None
+    retry_after: float | None = None  # a 429/503 asked to wait this long
+    checked_at: float | None = None  # when an opt-out was seen (UNIX seconds), for the audit trail
+
+    @property
+    def signal(self) -> HostSignal:
+        """What this outcome says about its host (see :mod:`laion_hf.download.politeness`)."""
+        reason = self.reason or ""
+        failed = reason in HOST_FAILURES or reason == "http-429" or reason.startswith("http-5")
+        return HostSignal(failed=failed, retry_after=self.retry_after if reason in ("http-429", "http-503") else None)
 
 
 def download_one(url: str, fetcher: Fetcher, process: ImageProcessor, retries: int = 0) -> Outcome:
-    """Fetch ``url`` (again up to ``retries`` times after a network failure) and check its image."""
+    """Fetch ``url`` (again up to ``retries`` times after a failure) and check its image.
+
+    Refusals and opt-outs are final; a 429 or 503 is left to the scheduler,
+    which waits as the host asks before trying again.
+    """
     for _ in range(retries + 1):
         fetched = fetcher.fetch(url)
-        if fetched.data is not None or fetched.refused or fetched.reason == "x-robots-tag":
+        if fetched.data is not None or fetched.refused or fetched.opted_out or fetched.status in (429, 503):
             break
+    if fetched.opted_out:
+        return Outcome(OPTED_OUT, fetched.reason, fetched.message, checked_at=time.time())
     if fetched.data is None:
-        return Outcome(REFUSED if fetched.refused else FAILED_TO_DOWNLOAD, fetched.reason, fetched.message)
+        status = REFUSED if fetched.refused else FAILED_TO_DOWNLOAD
+        return Outcome(status, fetched.reason, fetched.message, retry_after=fetched.retry_after)
     processed = process(fetched.data)
     if processed.reason is not None:
         return Outcome(FAILED_CHECKS, processed.reason, processed.message, processed.columns)
     return Outcome(SUCCESS, columns=processed.columns, image=processed.image, extension=processed.extension)
 
 
+def _host_failing(url: str | None) -> Outcome:
+    return Outcome(FAILED_TO_DOWNLOAD, HOST_FAILING, "not fetched: its host failed too many times in a row")
+
+
 def download_all(
-    urls: Sequence[str | None], download: Callable[[str | None], Outcome], threads: int
+    urls: Sequence[str | None], download: Callable[[str | None], Outcome], options: DownloadOptions
 ) -> Iterator[tuple[int, Outcome]]:
-    """``(row index, outcome)`` as fetches complete; at most ``2 x threads`` outcomes wait in memory."""
-    finished: SimpleQueue[tuple[int, Future[Outcome]]] = SimpleQueue()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="download") as pool:
-
-        def submit(index: int, url: str | None) -> None:
-            pool.submit(download, url).add_done_callback(lambda future: finished.put((index, future)))
-
-        rows = enumerate(urls)
-        in_flight = 0
-        for index, url in itertools.islice(rows, 2 * threads):
-            submit(index, url)
-            in_flight += 1
-        while in_flight:
-            index, future = finished.get()
-            in_flight -= 1
-            for next_index, next_url in itertools.islice(rows, 1):
-                submit(next_index, next_url)
-                in_flight += 1
-            yield index, future.result()
+    """``(row index, outcome)`` as fetches complete, each host within the options' limits."""
+    return polite_map(urls, download, host_of=origin_of_url, signal_of=lambda outcome: outcome.signal, give_up=_host_failing,
+                      threads=options.threads, limits=options.host_limits)
 
 
 class KeyOrderedTar:
@@ -170,7 +199,8 @@ def scratch_dir(output_dir: str) -> str | None:
 
 
 def result_row(row: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-    """A candidate row with the download's columns filled in from ``outcome``."""
+    """A candidate row with the download's columns filled in from ``outcome`` (consent columns consumed)."""
+    row = {name: value for name, value in row.items() if name not in CONSENT_COLUMNS}
     return {
         **row,
         **dict.fromkeys(RESULT_SCHEMA.names),
@@ -190,6 +220,11 @@ def sample_members(row: dict[str, Any], outcome: Outcome) -> list[tuple[str, byt
             (f"{key}.json", meta)]
 
 
+def opted_out_counts(statuses: Sequence[str], reasons: Sequence[str | None]) -> dict[str, int]:
+    """Opted-out rows by reason (a subset of the failures: the report shows them apart)."""
+    return dict(sorted(Counter(r for s, r in zip(statuses, reasons) if s == OPTED_OUT).items()))
+
+
 def shard_stats(statuses: Sequence[str], reasons: Sequence[str | None]) -> StageStats:
     """Rows in, successes and failures by reason of one shard's rows."""
     failures = Counter(reason for status, reason in zip(statuses, reasons) if status != SUCCESS)
@@ -198,18 +233,22 @@ def shard_stats(statuses: Sequence[str], reasons: Sequence[str | None]) -> Stage
     return stats
 
 
-def write_shard(output_dir: str, name: str, table: pa.Table, samples: KeyOrderedTar, started: float) -> dict[str, Any]:
-    """Commit one shard (tar, parquet sorted by key, stats); return the stats its done marker records.
+def write_shard(
+    output_dir: str, name: str, table: pa.Table, samples: KeyOrderedTar, started: float, opt_outs: pa.Table
+) -> dict[str, Any]:
+    """Commit one shard (tar, parquet sorted by key, stats, its opt-out records); return its done marker's stats.
 
     The marker's ``seconds`` are the shard's wall time since ``started``; no
     timing enters the shard's own files.
     """
     table = table.sort_by("key")
+    write_opt_outs(output_dir, name, opt_outs)
     samples.write(join(output_dir, f"{name}.tar"))
     with atomic_path(join(output_dir, f"{name}.parquet")) as tmp:
         pq.write_table(table, tmp)
     statuses = table["status"].to_pylist()
-    stats = shard_stats(statuses, table[ERROR_REASON].to_pylist())
+    reasons = table[ERROR_REASON].to_pylist()
+    stats = shard_stats(statuses, reasons)
     stats.seconds = time.perf_counter() - started
     counts = Counter(statuses)
     write_json(
@@ -220,53 +259,88 @@ def write_shard(output_dir: str, name: str, table: pa.Table, samples: KeyOrdered
             "failed_to_download": counts[FAILED_TO_DOWNLOAD],
             "failed_to_resize": counts[FAILED_CHECKS],
             "refused": counts[REFUSED],
+            "opted_out": counts[OPTED_OUT],
             "status_dict": {SUCCESS: stats.kept, **stats.dropped},
         },
     )
-    return {"shard": name, "stages": [stats.to_dict()]}
+    return {"shard": name, "stages": [stats.to_dict()], "opted_out": opted_out_counts(statuses, reasons)}
 
 
 def output_schema(candidates: pa.Schema) -> pa.Schema:
     """The shard parquet's schema: the candidate's columns, then the ones a download computes."""
-    kept = [f for f in candidates if f.name not in RESULT_SCHEMA.names]
+    kept = [f for f in candidates if f.name not in RESULT_SCHEMA.names and f.name not in CONSENT_COLUMNS]
     return pa.schema([*kept, *RESULT_SCHEMA])
 
 
-def fetch_rows(table: pa.Table, samples: KeyOrderedTar, options: DownloadOptions, fetcher: Fetcher) -> pa.Table:
-    """Download every row of ``table`` (candidate columns with ``key``); returns the rows with results.
+def marked_outcome(reason: str, evidence: str | None, checked_at: str | None) -> Outcome:
+    """The outcome of a row an earlier step marked: an opt-out (its prefix dropped), or a failure under its reason."""
+    if reason.startswith(OPTED_OUT_PREFIX):
+        return Outcome(OPTED_OUT, reason[len(OPTED_OUT_PREFIX):], evidence, columns={CHECKED_AT: checked_at})
+    return Outcome(FAILED_TO_DOWNLOAD, reason, evidence or f"not fetched: {reason}", columns={CHECKED_AT: checked_at})
 
-    Successful samples are added to ``samples`` as they complete.
+
+def fetch_rows(table: pa.Table, samples: KeyOrderedTar, options: DownloadOptions, fetcher: Fetcher) -> tuple[pa.Table, pa.Table]:
+    """Download every unmarked row of ``table`` (candidate columns with ``key``).
+
+    Returns the rows with results, and the opt-out records of the rows that
+    opted out. Successful samples are added to ``samples`` as they complete.
     """
     process = ImageProcessor(options)
     rows = table.to_pylist()
     results: list[dict[str, Any] | None] = [None] * len(rows)
-    download = partial(download_one, fetcher=fetcher, process=process, retries=options.retries)
-    for index, outcome in download_all(table["url"].to_pylist(), download, options.threads):
+    opt_outs: list[dict[str, Any]] = []
+
+    def record(index: int, outcome: Outcome) -> None:
+        checked_at = outcome.columns.pop(CHECKED_AT, None)
         row = result_row(rows[index], outcome)
         if outcome.status == SUCCESS:
             samples.add(row["key"], sample_members(row, outcome))
+        elif outcome.status == OPTED_OUT:
+            opt_outs.append(opt_out_record(row, outcome, checked_at))
         results[index] = row
-    return pa.Table.from_pylist(results, schema=output_schema(table.schema))
+
+    to_fetch = []
+    for index, row in enumerate(rows):
+        if row.get(DROP_REASON) is not None:
+            record(index, marked_outcome(row[DROP_REASON], row.get(EVIDENCE), row.get(CHECKED_AT)))
+        else:
+            to_fetch.append(index)
+    download = partial(download_one, fetcher=fetcher, process=process, retries=options.retries)
+    for position, outcome in download_all([rows[i]["url"] for i in to_fetch], download, options):
+        record(to_fetch[position], outcome)
+    missing = [rows[i]["key"] for i, result in enumerate(results) if result is None]
+    if missing:  # a scheduling defect must never cost a row
+        raise RuntimeError(f"no outcome for {len(missing)} row(s), first key {missing[0]}")
+    return pa.Table.from_pylist(results, schema=output_schema(table.schema)), opt_out_table(opt_outs)
 
 
 def fetcher_for(options: DownloadOptions) -> Fetcher:
-    """The fetcher a worker uses: the address policy, limits, opt-outs and user agent of ``options``."""
-    user_agent = USER_AGENT
-    if options.user_agent_token:
-        user_agent += f" (compatible; {options.user_agent_token}; +https://github.com/rom1504/img2dataset)"
+    """The fetcher a worker uses: the address policy, limits, header opt-outs and user agent of ``options``."""
+    directives = options.disallowed_header_directives if "x-robots-tag" in options.respect else ()
     return Fetcher(
         AddressPolicy(options.allow_private_network, options.allowed_networks),
         options.limits,
-        HeaderOptOut(options.disallowed_header_directives, options.user_agent_token),
-        user_agent,
+        HeaderOptOut(directives, options.tokens, tdm_reservation="tdmrep" in options.respect),
+        options.user_agent,
     )
 
 
-def download_shard(name: str, input_dir: str, output_dir: str, options: DownloadOptions) -> dict[str, Any]:
-    """Download the prepared input ``NNNNN.parquet`` into shard ``NNNNN``; return its stats (a runner's task)."""
+def download_shard(
+    name: str, input_dir: str, output_dir: str, options: DownloadOptions, consent_dir: str | None = None
+) -> dict[str, Any]:
+    """Download the prepared input ``NNNNN.parquet`` into shard ``NNNNN``; return its stats (a runner's task).
+
+    With ``consent_dir``, the consent step judges the input first, in the same
+    worker, into ``consent_dir/NNNNN.parquet`` (one process pool for both steps);
+    without, rows an earlier consent step marked are honoured as they are.
+    """
     started = time.perf_counter()
+    if consent_dir is not None:
+        consent_shard(name, input_dir, consent_dir, options)
+        input_dir = consent_dir
     table = pq.read_table(join(input_dir, f"{name}.parquet"))
     keys = [compute_key(index, int(name), options.rows_per_shard) for index in range(table.num_rows)]
     table = table.append_column("key", pa.array(keys, pa.string()))
     with fetcher_for(options) as fetcher, KeyOrderedTar(scratch_dir(output_dir)) as samples:
-        return write_shard(output_dir, name, fetch_rows(table, samples, options, fetcher), samples, started)
+        results, opt_outs = fetch_rows(table, samples, options, fetcher)
+        return write_shard(output_dir, name, results, samples, started, opt_outs)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from laion_hf.core.errors import UserError
+from laion_hf.download.options import is_opt_out
 from laion_hf.io.removal_lists import KINDS as LIST_KINDS
 
 BUILD_REPORT = "build_report.json"
@@ -230,8 +231,12 @@ def _reasons(dropped: Mapping[str, int]) -> str:
 def _download_step(stats: Mapping[str, Any]) -> Step:
     rows, kept = stats.get("rows_in", 0), stats.get("kept", 0)
     share = f" ({kept / rows:.1%})" if rows else ""
-    failed = stats.get("dropped") or {}
-    return Step(DOWNLOAD, f"downloaded: {kept:,} of {rows:,} images saved{share}" + (f"; failed: {_reasons(failed)}" if failed else ""))
+    dropped = stats.get("dropped") or {}
+    opted_out = {reason: n for reason, n in dropped.items() if is_opt_out(reason)}
+    failed = {reason: n for reason, n in dropped.items() if reason not in opted_out}
+    return Step(DOWNLOAD, f"downloaded: {kept:,} of {rows:,} images saved{share}"
+                + (f"; opted out by their sites: {_reasons(opted_out)}" if opted_out else "")
+                + (f"; failed: {_reasons(failed)}" if failed else ""))
 
 
 def _dedup_step(stats: Mapping[str, Any], max_distance: Any) -> Step:

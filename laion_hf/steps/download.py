@@ -3,6 +3,9 @@
 The public entry point, :func:`download`: candidates are cut into shard
 inputs (``OUTPUT/_work/input``, which fixes every row's key), then each shard
 is one unit for a runner (:func:`laion_hf.download.shard.download_shard`):
+judge its rows by their sites' robots.txt and tdmrep.json when the options
+respect them (the consent step, :func:`laion_hf.download.consent.consent_shard`,
+into ``OUTPUT/_work/consent``, in the same worker), then
 fetch its URLs with a thread pool under the address policy and limits, apply
 LAION's image rules to the original bytes in the same worker, and write
 img2dataset's layout in key order with one ``status`` / ``error_reason`` per
@@ -12,15 +15,17 @@ and merges them into their shards under their key.
 
 The concerns live in :mod:`laion_hf.download`: ``addresses`` (which hosts may
 be contacted), ``fetch`` (one URL: pinned connections, redirects, deadline,
-body cap), ``optout`` (X-Robots-Tag), ``images`` (LAION's checks), ``shard``
-(one shard's task and layout), ``candidates``, ``retry`` and ``report``.
+body cap), ``consent`` / ``sites`` / ``robots`` / ``tdmrep`` / ``agents`` (the
+sites' opt-outs, judged per origin), ``optout`` (header opt-outs),
+``politeness`` (per-host limits), ``images`` (LAION's checks), ``shard`` (one
+shard's task and layout), ``candidates``, ``retry``, ``audit`` and ``report``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from typing import Any
 
@@ -28,11 +33,12 @@ import pyarrow.parquet as pq
 
 from laion_hf.core.stage import StageStats
 from laion_hf.download.candidates import open_candidates, write_inputs
+from laion_hf.download.consent import SITE_CACHE
 from laion_hf.download.options import DownloadError, DownloadOptions
 from laion_hf.download.report import REPORT_FILE, DownloadReport, write_report
 from laion_hf.download.retry import retry_shard
 from laion_hf.download.shard import download_shard
-from laion_hf.io.atomic import filesystem, join, read_done, read_json, write_json
+from laion_hf.io.atomic import bookkeeping_path, filesystem, join, read_done, read_json, write_json
 from laion_hf.io.shards import discover_shards
 from laion_hf.runners.base import Runner, progress_bar
 from laion_hf.runners.local import LocalRunner
@@ -66,7 +72,9 @@ def _download_fresh(candidates: str | Sequence[str], output_dir: str, options: D
             raise DownloadError(f"{candidates}: the candidate files hold no rows")
         write_json(prepared_marker, {"shards": shard_count})
     names = [f"{i:05d}" for i in range(shard_count)]
-    runner.map(names, partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options),
+    consent_dir = join(output_dir, _WORK, "consent") if options.checks_hosts else None
+    runner.map(names, partial(download_shard, input_dir=input_dir, output_dir=output_dir, options=options,
+                              consent_dir=consent_dir),
                output_dir=output_dir, description="download shards")
     return sum(pq.ParquetFile(join(input_dir, f"{name}.parquet")).metadata.num_rows for name in names)
 
@@ -114,6 +122,8 @@ def download(
     settings = DownloadOptions(
         allow_private_network=allow_private_network, processes=processes, threads=threads, timeout=timeout, **options
     )
+    if settings.site_cache_dir is None:  # the run's workers, and later retries, share the sites' answers
+        settings = replace(settings, site_cache_dir=bookkeeping_path(output_dir, SITE_CACHE))
     if retry_failed:
         processed = _retry(output_dir, settings, show_progress)
     else:

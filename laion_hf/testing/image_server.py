@@ -6,10 +6,15 @@ chains, images too small (< 5 KB) or too large (a valid PNG declaring more
 than 89,478,484 pixels yet only kilobytes on the wire), corrupt bytes, images
 whose response carries ``X-Robots-Tag: noai`` / ``noimageai``, and hostile
 answers: a response dripped one byte at a time, a declared 1 TB
-``Content-Length``, an endless body. Every request is logged with its ``Host``
-header, and the bytes sent per path are counted, so callers can assert which
-URLs were fetched (e.g. that ``--retry-failed`` only re-fetches failures, or
-that refused addresses were never contacted) and that a client stopped reading.
+``Content-Length``, an endless body. A host can also say no: a robots.txt,
+a ``/.well-known/tdmrep.json``, ``tdm-reservation`` headers, 429 answers with
+``Retry-After``, or a request-rate limit of its own. Every request is logged
+with its ``Host`` header and arrival time, the most requests it ever served at
+once is kept, and the bytes sent per path are counted, so callers can assert
+which URLs were fetched (e.g. that ``--retry-failed`` only re-fetches
+failures, that refused addresses were never contacted, that robots.txt was
+asked for once, that a client kept to its per-host limits) and that a client
+stopped reading.
 
 It binds a loopback address (127.0.0.1 unless told another, e.g. 127.0.0.2 for
 a second "host"), on a free port unless given one, optionally with TLS, in a
@@ -25,9 +30,11 @@ background thread::
 from __future__ import annotations
 
 import ipaddress
+import json
 import ssl
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,6 +60,8 @@ class Route:
     drip_for: float = 30.0  # ... and the server hangs up after this long, so a client without a deadline fails
     declared_length: int | None = None  # a Content-Length to declare instead of the real one
     stream_bytes: int = 0  # zero bytes sent after ``body`` in chunks, with no Content-Length (unless declared)
+    refusals: int = 0  # the first this many requests are answered 429 with ``Retry-After: retry_after``
+    retry_after: str = "1"
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class Request:
 
     path: str
     host: str | None  # the Host header
+    time: float = 0.0  # arrival, time.monotonic()
 
 
 @dataclass
@@ -68,6 +78,11 @@ class _State:
     routes: dict[str, Route] = field(default_factory=dict)
     log: list[Request] = field(default_factory=list)
     sent: Counter[str] = field(default_factory=Counter)  # body and header bytes written, per path
+    answered: Counter[str] = field(default_factory=Counter)  # requests per path so far (for ``refusals``)
+    active: int = 0
+    peak: int = 0  # the most requests in progress at once
+    rate_limit: float | None = None  # requests a second this host accepts; more are answered 429
+    last_accepted: float = float("-inf")
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -121,11 +136,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         path = self.path.split("?", 1)[0]
+        now = time.monotonic()
         with self.state.lock:
-            self.state.log.append(Request(path, self.headers.get("Host")))
+            self.state.log.append(Request(path, self.headers.get("Host"), now))
+            self.state.active += 1
+            self.state.peak = max(self.state.peak, self.state.active)
             route = self.state.routes.get(path)
+            answered = self.state.answered[path]
+            self.state.answered[path] += 1
+            too_fast = self.state.rate_limit is not None and now - self.state.last_accepted < 1 / self.state.rate_limit
+            if not too_fast:
+                self.state.last_accepted = now
+        try:
+            self._answer(path, route, answered, too_fast)
+        finally:
+            with self.state.lock:
+                self.state.active -= 1
+
+    def _answer(self, path: str, route: Route | None, answered: int, too_fast: bool) -> None:
         if route is None:
             route = Route(status=404, body=b"not found", content_type="text/plain")
+        if too_fast or answered < route.refusals:
+            route = Route(status=429, body=b"slow down", content_type="text/plain",
+                          headers=(("Retry-After", route.retry_after if not too_fast else "1"),))
         if route.delay and self.state.stopping.wait(route.delay):
             return
         try:
@@ -158,10 +191,14 @@ class _Handler(BaseHTTPRequestHandler):
 class ImageServer:
     """The routing table, the request log and the background HTTP server (a context manager)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None, rate_limit: float | None = None
+    ) -> None:
+        """``rate_limit``: requests a second the host accepts; a request sooner than ``1/rate_limit`` after the
+        last accepted one is answered 429 with ``Retry-After: 1``."""
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"{host}: the image server binds loopback addresses only")
-        self._state = _State()
+        self._state = _State(rate_limit=rate_limit)
         handler = type("Handler", (_Handler,), {"state": self._state})
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
@@ -217,10 +254,23 @@ class ImageServer:
     def request_counts(self) -> Counter[str]:
         return Counter(self.requests)
 
+    @property
+    def log(self) -> list[Request]:
+        """Every request so far (path, Host header, arrival time), in arrival order (a copy)."""
+        with self._state.lock:
+            return list(self._state.log)
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests this server was answering at once."""
+        with self._state.lock:
+            return self._state.peak
+
     def clear_requests(self) -> None:
         with self._state.lock:
             self._state.log.clear()
             self._state.sent.clear()
+            self._state.peak = 0
 
     # -- the routing table -------------------------------------------------
     def route(self, path: str, route: Route) -> str:
@@ -278,3 +328,23 @@ class ImageServer:
     def huge(self, path: str, width: int = 20_000, height: int = 5_000) -> str:
         """A valid PNG declaring ``width x height`` pixels (over LAION's 89,478,484 by default)."""
         return self.route(path, Route(body=huge_png(width, height), content_type="image/png"))
+
+    # -- what a host says about being crawled --------------------------------
+    def robots_txt(self, text: str | bytes, status: int = 200) -> str:
+        """Serve ``/robots.txt`` (``status`` 404, 503... to answer without one)."""
+        body = text.encode("utf-8") if isinstance(text, str) else text
+        return self.route("/robots.txt", Route(status=status, body=body, content_type="text/plain"))
+
+    def tdmrep(self, rules: list[dict[str, Any]] | str) -> str:
+        """Serve ``/.well-known/tdmrep.json`` (W3C TDMRep) with ``rules`` (or any text, to test broken files)."""
+        body = rules if isinstance(rules, str) else json.dumps(rules)
+        return self.route("/.well-known/tdmrep.json", Route(body=body.encode("utf-8"), content_type="application/json"))
+
+    def tdm_reserved(self, path: str, data: bytes, policy: str | None = None) -> str:
+        """An image whose response reserves TDM rights: ``tdm-reservation: 1`` (and ``tdm-policy``)."""
+        headers = {"tdm-reservation": "1", **({"tdm-policy": policy} if policy else {})}
+        return self.image(path, data, headers=headers)
+
+    def rate_limited(self, path: str, data: bytes, refusals: int = 1, retry_after: str = "1") -> str:
+        """An image answered ``429 Too Many Requests`` with ``Retry-After`` the first ``refusals`` times."""
+        return self.route(path, Route(body=data, content_type=_content_type(data), refusals=refusals, retry_after=retry_after))

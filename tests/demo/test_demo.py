@@ -18,20 +18,21 @@ def test_demo_builds_pushes_and_streams_back(tmp_path):
     report = result.report
     by_stage = {s.stage: s for s in report.stages}
 
-    # Every planted case is caught by the step that owns it, counted under its reason (the demo is deterministic):
-    # the crawl planted 5 missing, 4 corrupt and 4 noai links, 3 of each extract rejection per file...
-    assert result.crawl.planted["missing"] == 5 and result.crawl.planted["corrupt"] == 4 and result.crawl.planted["noai"] == 4
-    assert {s.stage: (s.rows_in, s.kept, dict(s.dropped)) for s in report.stages} == {
-        "extract": (192, 171, {"data_url": 3, "duplicate_global": 4, "duplicate_in_file": 5, "no_alt": 3,
-                               "short_caption": 3, "svg": 3}),
-        "download": (171, 143, {"decode-error": 4, "http-404": 5, "image-under-5kb": 15, "x-robots-tag": 4}),
-        "clip-embed": (143, 143, {}),
-        "clip-filter": (143, 120, {"clip-similarity": 23}),
-        "score": (120, 120, {}),
-        "dedup": (120, 111, {"near-duplicate-phash": 9}),
-        "research: removal": (111, 92, {"keyword": 4, "punsafe": 14, "url-md5": 1}),
-        "research-safe: removal": (111, 91, {"keyword": 4, "punsafe": 15, "url-md5": 1}),
-    }
+    # Every planted case is caught by the stage that owns it, and counted under its reason.
+    assert {"svg", "data_url", "short_caption", "no_alt"} <= set(by_stage["extract"].dropped)
+    assert by_stage["extract"].dropped["duplicate_in_file"] + by_stage["extract"].dropped["duplicate_global"] >= 1
+    assert {"http-404", "decode-error", "x-robots-tag:noai", "image-under-5kb"} <= set(by_stage["download"].dropped)
+    # the other hosts' opt-outs, each under its reason; the busy host's 429s were waited out (no http-429)
+    planted = result.crawl.planted
+    assert {reason: by_stage["download"].dropped[reason] for reason in ("robots-txt", "tdmrep", "tdm-reservation", "x-robots-tag:noml")} == {
+        "robots-txt": planted["robots-txt"], "tdmrep": planted["tdmrep"], "tdm-reservation": planted["tdm-header"],
+        "x-robots-tag:noml": planted["noml"]}
+    assert planted["busy-host"] > 0 and "http-429" not in by_stage["download"].dropped
+    assert by_stage["clip-filter"].dropped["clip-similarity"] > 0
+    assert by_stage["dedup"].dropped["near-duplicate-phash"] > 0
+    assert by_stage["research: removal"].dropped["url-md5"] == 1
+    assert by_stage["research: removal"].dropped["keyword"] > 0
+    assert by_stage["research-safe: removal"].dropped["punsafe"] > by_stage["research: removal"].dropped.get("punsafe", 0)
 
     # The steps chain: what one step kept is what the next one read.
     chain = [by_stage[name] for name in ("extract", "download", "clip-embed", "clip-filter", "score", "dedup")]

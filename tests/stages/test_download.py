@@ -29,16 +29,7 @@ from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.steps.download import download
 from laion_hf.testing.image_server import ImageServer, corrupt_image, huge_png
-
-
-def noise_image(seed: int, size: int = 64, fmt: str = "PNG") -> bytes:
-    """Incompressible pixels: a 64x64 PNG is ~12 KB, safely over the 5 KB rule."""
-    rng = random.Random(seed)
-    image = Image.frombytes("RGB", (size, size), bytes(rng.randrange(256) for _ in range(size * size * 3)))
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
-
+from tests.download.images import noise_image
 
 TIMEOUT = 3  # seconds: generous for good images on a loaded 2-core machine; the slow route waits 4x longer
 DEADLINE = 2 * TIMEOUT  # the dripping route would take two minutes
@@ -56,8 +47,8 @@ EXPECTED = {
     "/small.png": ("failed_to_resize", "image-under-5kb"),
     "/huge.png": ("failed_to_resize", "image-too-large"),
     "/corrupt.jpg": ("failed_to_resize", "decode-error"),
-    "/noai.png": ("failed_to_download", "x-robots-tag"),
-    "/noimageai.png": ("failed_to_download", "x-robots-tag"),
+    "/noai.png": ("opted-out", "x-robots-tag:noai"),
+    "/noimageai.png": ("opted-out", "x-robots-tag:noimageai"),
     "/drip.png": ("failed_to_download", "deadline"),
     "/terabyte.jpg": ("failed_to_download", "body-too-large"),
 }
@@ -196,7 +187,8 @@ def test_cli_retry_failed_fetches_only_failures_and_merges_under_the_original_ke
     assert result.exit_code == 0, result.output
     report = read_json(str(output / "download_report.json"))
 
-    failed_paths = {path for path, (status, _) in EXPECTED.items() if status != "success"}
+    # opted-out rows are not asked for again, nor are the sites' robots.txt and tdmrep.json (cached for the run)
+    failed_paths = {path for path, (status, _) in EXPECTED.items() if status not in ("success", "opted-out")}
     assert set(server.requests) == failed_paths
     assert Counter(server.requests) == Counter(failed_paths)
     after = {path_of(r["url"]): r for r in read_rows(output)}
@@ -252,7 +244,8 @@ def test_a_redirect_to_a_refused_host_keeps_its_row_refused_and_is_never_contact
         report = download(str(candidates), str(tmp_path / "out"), allowed_networks=("127.0.0.1/32",),
                           timeout=TIMEOUT, show_progress=False)
         assert private.requests == []
-        assert public.requests == ["/good.png", "/moved.png"] or public.requests == ["/moved.png", "/good.png"]
+        images = [path for path in public.requests if path not in ("/robots.txt", "/.well-known/tdmrep.json")]
+        assert sorted(images) == ["/good.png", "/moved.png"]
     rows = read_rows(tmp_path / "out")
     assert [(r["url"], r["status"], r["error_reason"]) for r in rows] == [
         (urls[0], "success", None),

@@ -185,12 +185,12 @@ def test_https_is_pinned_with_the_name_as_server_name_and_certificate_identity(c
     ],
 )
 def test_x_robots_tag_directives(values, token, forbidden):
-    assert HeaderOptOut(user_agent_token=token).forbids(values) is forbidden
+    assert HeaderOptOut(tokens=[token] if token else []).forbids(values) is forbidden
 
 
 def test_x_robots_tag_opt_out_is_decided_before_the_body(public):
     url = public.route("/noai.jpg", Route(content_type="image/jpeg", headers=(("X-Robots-Tag", "noai"),), stream_bytes=64 << 20))
     with fetcher() as f:
         fetched = f.fetch(url)
-    assert (fetched.reason, fetched.message) == ("x-robots-tag", OPT_OUT_MESSAGE)
+    assert (fetched.reason, fetched.message, fetched.opted_out) == ("x-robots-tag:noai", f"{OPT_OUT_MESSAGE}: X-Robots-Tag: noai", True)
     assert public.bytes_sent("/noai.jpg") < 32 << 20
