@@ -214,7 +214,10 @@ print(json.dumps({"cpu": time.process_time() - cpu, "wall": time.perf_counter() 
 
 OURS = """
 import json, sys, tempfile, time
-from laion_hf.extract import extract
+try:
+    from laion_hf.steps.extract import extract  # the run, since the step registry (issue 13)
+except ImportError:
+    from laion_hf.extract import extract  # a --baseline copy from before it
 paths = json.loads(sys.argv[1]); language = sys.argv[2] == "language"
 with tempfile.TemporaryDirectory() as out:
     extract(paths[:1], out + "/warm-up", detect_language=language, show_progress=False)  # imports, model load
