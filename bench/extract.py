@@ -348,10 +348,11 @@ def main() -> None:
     ours_pairs = results["ours"][-1]["pairs"] if "ours" in results else None
     print(f"{'tool':<18} {'pairs':>8} {'CPU s min / median / max':>25} {'wall s min / median / max':>26} {'pairs/CPU s':>12}")
     for name, runs in results.items():
-        pairs = runs[-1]["pairs"] if runs[-1]["pairs"] is not None else ours_pairs
+        pairs = runs[-1]["pairs"] if runs[-1]["pairs"] is not None or name in commands else ours_pairs
         cpu, wall = [r["cpu"] for r in runs], [r["wall"] for r in runs]
-        rate = f"{pairs / statistics.median(cpu):>12,.0f}" if pairs else f"{'':>12}"
-        print(f"{name:<18} {pairs or 0:>8,} {spread(cpu):>25} {spread(wall):>26} {rate}")
+        rate = f"{pairs / statistics.median(cpu):>12,.0f}" if pairs else f"{'-':>12}"
+        count = f"{pairs:,}" if pairs else "-"
+        print(f"{name:<18} {count:>8} {spread(cpu):>25} {spread(wall):>26} {rate}")
     if "ours" in results:
         print(f"our IMG@/src links dropped by reason: {results['ours'][-1]['dropped']}")
 
