@@ -57,7 +57,8 @@ CC2DATASET_PYTHON = os.path.join(CC2DATASET_VENV, "bin", "python")
 LAION_PAIRS = os.environ.get("LAION_PAIRS", os.path.join(ROOT, "..", "shared", "data", "laion_pairs_10000.parquet"))
 GENERATOR_VERSION = 3  # part of the WAT folder name: files from another generator are never reused
 
-ANCHOR_WORDS = "home about contact news blog shop cart login category page next previous more read article".split()
+ANCHOR_WORDS = ["home", "about", "contact", "news", "blog", "shop", "cart", "login", "category", "page", "next", "previous",
+                "more", "read", "article"]
 
 
 # ---------------------------------------------------------------- text mix
@@ -254,11 +255,11 @@ def ensure_cc2dataset() -> bool:
     if not os.path.exists(CC2DATASET_PYTHON):
         print(f"creating {CC2DATASET_VENV} with {sys._base_executable} and installing cc2dataset==1.5.0 ...")
         subprocess.run([sys._base_executable, "-m", "venv", CC2DATASET_VENV], check=True)
-        done = subprocess.run([CC2DATASET_PYTHON, "-m", "pip", "install", "-q", "cc2dataset==1.5.0"])
+        done = subprocess.run([CC2DATASET_PYTHON, "-m", "pip", "install", "-q", "cc2dataset==1.5.0"], check=False)
         if done.returncode:
             print("cc2dataset skipped: its install failed")
             return False
-    theirs = subprocess.run([CC2DATASET_PYTHON, "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    theirs = subprocess.run([CC2DATASET_PYTHON, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True)
     if theirs.stdout.strip() != sys.version.strip():
         sys.exit(f"{CC2DATASET_VENV} runs Python {theirs.stdout.strip()}, this bench {sys.version}: remove it to rebuild")
     return True
