@@ -1,8 +1,9 @@
 """The compiled per-link rules when built, else their pure-Python reference.
 
 :mod:`laion_hf.extract._rules` (Cython, built by ``make`` / ``pip install``) runs
-:func:`laion_hf.extract.rules.page_pairs` for every page of the crawl ~5x faster;
-its result equals the reference for every input (tests/extract/test_compiled_rules.py).
+:func:`laion_hf.extract.rules.page_pairs` for every page of the crawl 2.3x faster
+(docs/benchmarks.md); its result equals the reference's for every input
+(tests/extract/test_compiled_rules.py).
 A checkout where it is not built (``python setup.py build_ext --inplace`` builds it)
 runs the reference, with a warning, since extraction is then several times slower.
 """
