@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 # torch is installed first, pinned, so that open_clip/timm/torchvision resolve
 # against it (and a local CPU wheel, where the machine has one, is used).
 TORCH_SPEC ?= torch==2.13.0
-$(STAMP): pyproject.toml
+# the editable install also compiles laion_hf/extract/_rules.pyx in place (setup.py): redone when it changes
+$(STAMP): pyproject.toml setup.py laion_hf/extract/_rules.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"

@@ -35,6 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash_array
 from laion_hf.extract import rules
+from laion_hf.extract.compiled import page_pairs
 from laion_hf.extract.language import LanguageDetector
 from laion_hf.extract.wat import MalformedLog, iter_metadata_payloads
 from laion_hf.io.atomic import atomic_path, filesystem, join
@@ -221,10 +222,9 @@ def extract_file(
     """
     started = time.perf_counter()
     log = MalformedLog()
-    dropped: Counter[str] = Counter()
+    dropped: dict[str, int] = {}
     records = responses = img_links = 0
     seen: set[tuple[str, str]] = set()
-    image_pair, img_path = rules.image_pair, rules.IMG_PATH  # bound once: used for every link of the file
 
     with atomic_path(join(files_dir, f"{wat.name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
         out = _ShardWriter(sink, detector, batch_rows)
@@ -241,22 +241,11 @@ def extract_file(
             if page is None:
                 continue
             responses += 1
-            resolver = rules.Resolver(page.base)
-            license_url = None if _LICENSE_MARK in payload else rules.NO_LICENSE
-            links = page.links
-            for link in links:
-                if link.__class__ is not dict or link.get("path") != img_path:
-                    continue
-                img_links += 1
-                pair = image_pair(link, resolver)
-                if pair.__class__ is str:
-                    dropped[pair] += 1
-                elif pair in seen:
-                    dropped[rules.DUPLICATE_IN_FILE] += 1
-                else:
-                    seen.add(pair)
-                    if license_url is None:
-                        license_url = rules.page_license(links)
+            pairs, page_img_links = page_pairs(page.links, rules.Resolver(page.base), seen, dropped)
+            img_links += page_img_links
+            if pairs:
+                license_url = rules.page_license(page.links) if _LICENSE_MARK in payload else rules.NO_LICENSE
+                for pair in pairs:
                     out.add(pair, page.url, license_url, page.cc_filename)
         out.close()
 

@@ -239,6 +239,31 @@ def image_pair(link: dict[str, Any], resolver: Resolver) -> tuple[str, str] | st
     return truncate_url(url), caption
 
 
+def page_pairs(links: list, resolver: Resolver, seen: set, dropped: dict) -> tuple[list[tuple[str, str]], int]:
+    """Every ``IMG@/src`` link of a page through :func:`image_pair`: ``(new pairs, IMG@/src links)``.
+
+    A pair already in ``seen`` (the file's pairs so far) is dropped as ``duplicate_in_file``;
+    new pairs are added to ``seen``; drops are counted into ``dropped`` (reason -> count). This
+    is the reference for the compiled :mod:`laion_hf.extract._rules`, which must give the same
+    result for any input (tests/extract/test_compiled_rules.py).
+    """
+    kept = []
+    img_links = 0
+    for link in links:
+        if link.__class__ is not dict or link.get("path") != IMG_PATH:
+            continue
+        img_links += 1
+        pair = image_pair(link, resolver)
+        if pair.__class__ is str:
+            dropped[pair] = dropped.get(pair, 0) + 1
+        elif pair in seen:
+            dropped[DUPLICATE_IN_FILE] = dropped.get(DUPLICATE_IN_FILE, 0) + 1
+        else:
+            seen.add(pair)
+            kept.append(pair)
+    return kept, img_links
+
+
 def page_license(links: Iterable[dict[str, Any]]) -> str:
     """The first creativecommons.org/licenses link on the page, or ``"?"`` when there is none."""
     for link in links:

@@ -14,6 +14,7 @@ Two phases, both resumable (see :mod:`laion_hf.extract.extract` for the rules):
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -79,11 +80,18 @@ class ExtractReport:
 
 
 
+def _digest(path: str) -> str:
+    """sha256 of a per-file result (a few MB of candidates: cheap next to extracting it)."""
+    with fsspec.open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, stats: dict[str, dict]) -> None:
     """Write the final shards without cross-file duplicates; add ``duplicate_global`` to each file's stats."""
     names = [w.name for w in wats]
-    # the marker names the per-file results it was computed from: any re-extracted file invalidates it
-    inputs = {name: dict(stats[name]) for name in names}
+    # The marker names the per-file results it was computed from, by content: a re-extracted file invalidates
+    # it even when its stats come out the same (a tiny file re-extracted in the same rounded time did).
+    inputs = {name: _digest(join(files_dir, f"{name}.parquet")) for name in names}
     marker = join(output_dir, DEDUP_MARKER)
     fs, inner = filesystem(marker)
     recorded = read_json(marker) if fs.exists(inner) else {}
