@@ -304,10 +304,10 @@ def _layout_md(repo_id: str | None, layout: HubLayout | None) -> str:
     ``datasets`` streams Parquet through its Arrow path and a WebDataset repo
     example by example: 2.4x (images decoded) to 5x (as bytes) slower (docs/benchmarks.md, "stream").
     """
-    if layout is None:
+    if layout is None or not layout.configs:
         return ""
     if layout.format == "webdataset":
-        config = next(c for c in layout.configs if c.name == layout.default)
+        config = next((c for c in layout.configs if c.name == layout.default), layout.configs[0])
         shards = len(config.files)
         numbers = f"{{00000..{shards - 1:05d}}}" if shards > 1 else "00000"  # brace expansion, as webdataset reads it
         pattern = f"{config.name}/{config.split}-{numbers}-of-{shards:05d}.tar"
