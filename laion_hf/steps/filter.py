@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
-import pyarrow.parquet as pq
-
 from laion_hf.core.stage import Stage, StageStats
 from laion_hf.io.embeddings import EmbeddingDropper, EmbeddingWriter, write_model_record
+from laion_hf.io.parquet import open_parquet
 from laion_hf.io.samples import image_shards, load_shard_stages
 from laion_hf.runners.base import Runner, stage_totals
 from laion_hf.runners.local import LocalRunner
@@ -123,7 +121,7 @@ def filter_shards(
     shards = image_shards(input_dir)
     if not overwrite:
         for shard in shards:
-            check_not_overwriting(_parquet_columns(shard.parquet), similarity_column, shard.parquet, OVERWRITE_HINT)
+            check_not_overwriting(open_parquet(shard.parquet).schema_arrow.names, similarity_column, shard.parquet, OVERWRITE_HINT)
     weights = resolve_weights(model, pretrained, cache_dir)
     threshold, multilingual_threshold, source = choose_thresholds(weights, threshold, multilingual_threshold)
     if not multilingual:
@@ -156,10 +154,6 @@ def filter_shards(
         seconds=time.perf_counter() - started,
     )
 
-
-def _parquet_columns(path: str) -> list[str]:
-    with fsspec.open(path, "rb") as f:
-        return pq.read_schema(f).names
 
 
 def work(spec: FilterSpec, context: Context) -> ImagePass:

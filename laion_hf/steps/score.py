@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import fsspec
-import pyarrow.parquet as pq
-
 from laion_hf.core.errors import UserError
 from laion_hf.core.stage import Stage
+from laion_hf.io.parquet import open_parquet
 from laion_hf.io.samples import image_shards
 from laion_hf.models.clip import DEFAULT_WEIGHTS
 from laion_hf.runners.base import Runner, stage_totals
@@ -33,11 +31,6 @@ from laion_hf.stages.score import (
 )
 from laion_hf.steps.registry import Context, ImagePass
 from laion_hf.steps.specs import ScoreSpec, head_weights, model_weights
-
-
-def _parquet_columns(path: str) -> list[str]:
-    with fsspec.open(path, "rb") as f:
-        return pq.read_schema(f).names
 
 
 def score_shards(
@@ -76,7 +69,7 @@ def score_shards(
     unknown = set(score.columns) - set(SCORE_COLUMNS)
     if unknown:
         raise UserError(f"output column for {', '.join(sorted(unknown))}: not a score ({', '.join(SCORE_COLUMNS)})")
-    plans = [score.plan(_parquet_columns(shard.parquet)) for shard in shards]
+    plans = [score.plan(open_parquet(shard.parquet).schema_arrow.names) for shard in shards]
     computed = [name for name in score.specs() if any(plan[name] == COMPUTED for plan in plans)]
     score.head_paths(computed)  # every checkpoint located (or a clear error) before any model loads ...
     if set(computed) & set(EMBEDDING_SCORES):
