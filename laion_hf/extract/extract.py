@@ -8,8 +8,8 @@ Two phases, both resumable:
    write ``_files/<name>.parquet`` atomically; the runner then writes the
    file's done marker holding its stats. A crashed file has no marker and is
    redone from scratch, so it is never half-counted.
-2. *global* (:func:`.dedup.find_global_duplicates`): pairs repeated across
-   files are dropped (first file in input order wins) and the final
+2. *global* (the shuffle of :mod:`.dedup`, run by :mod:`laion_hf.steps.extract`):
+   pairs repeated across files are dropped (first file in input order wins) and the final
    ``<name>.parquet`` shards are written, with ``duplicate_global`` added to
    each file's counts so that ``IMG links = kept + dropped`` still holds.
 
@@ -44,7 +44,7 @@ STAGE = "extract"
 FILES_DIR = "_files"
 REPORT_FILE = "extract_stats.json"
 DEDUP_MARKER = "_global_dedup.done.json"
-SCRATCH_DIR = "_scratch"  # the cross-file dedup's bucket files, under OUTPUT so a killed run's are found again
+SCRATCH_DIR = "_scratch"  # the cross-file dedup's shuffle files, under OUTPUT: every worker reads them, a resume too
 COMMON_CRAWL_PREFIX = "https://data.commoncrawl.org/"
 MAX_LISTED_MALFORMED = 100  # entries kept per file in the stats (all are counted)
 

@@ -1,23 +1,22 @@
 """The extract step: Common Crawl WAT files -> deduplicated image/text candidate shards.
 
-Two phases, both resumable (see :mod:`laion_hf.extract.extract` for the rules):
+Two phases, both runner maps and both resumable (see :mod:`laion_hf.extract.extract`
+for the rules):
 
-1. *per file*: the runner maps :func:`~laion_hf.extract.extract.extract_file`
-   over the WAT files (one unit each), writing ``_files/<name>.parquet``;
-2. *global*: pairs repeated across files are dropped
-   (:func:`~laion_hf.extract.dedup.find_global_duplicates`, first file in input
-   order wins) and the final ``<name>.parquet`` shards are written, with
-   ``duplicate_global`` added to each file's counts so that
-   ``IMG links = kept + dropped`` still holds.
+1. *per file*: :func:`~laion_hf.extract.extract.extract_file` over the WAT
+   files (one unit each), writing ``_files/<name>.parquet``;
+2. *global*: pairs repeated across files are dropped by a hash-partitioned
+   shuffle (:mod:`laion_hf.extract.dedup`: keys per group of files, duplicates
+   per partition, first file in input order wins), which writes the final
+   ``<name>.parquet`` shards, with ``duplicate_global`` added to each file's
+   counts so that ``IMG links = kept + dropped`` still holds.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import shutil
-import tempfile
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,11 +27,10 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from laion_hf.core.stage import StageStats
 from laion_hf.extract import rules
-from laion_hf.extract.dedup import find_global_duplicates
+from laion_hf.extract.dedup import PairShuffle, find_duplicates, group_duplicates, write_keys
 from laion_hf.extract.extract import (
     COMMON_CRAWL_PREFIX,
     DEDUP_MARKER,
@@ -86,11 +84,18 @@ def _digest(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, stats: dict[str, dict]) -> None:
-    """Write the final shards without cross-file duplicates; add ``duplicate_global`` to each file's stats."""
+def _apply_global_dedup(
+    wats: list[WatInput], files_dir: str, output_dir: str, stats: dict[str, dict], runner: Runner
+) -> None:
+    """Write the final shards without cross-file duplicates; add ``duplicate_global`` to each file's stats.
+
+    The shuffle's three maps (:mod:`laion_hf.extract.dedup`) are ``runner``'s
+    units, each resumable; their scratch folder is named by the per-file
+    results it is computed from, so a re-extracted file starts a new one.
+    """
     names = [w.name for w in wats]
-    # The marker names the per-file results it was computed from, by content: a re-extracted file invalidates
-    # it even when its stats come out the same (a tiny file re-extracted in the same rounded time did).
+    # By content: a re-extracted file invalidates the result even when its stats come out the same (a tiny file
+    # re-extracted in the same rounded time did).
     inputs = {name: _digest(join(files_dir, f"{name}.parquet")) for name in names}
     marker = join(output_dir, DEDUP_MARKER)
     fs, inner = filesystem(marker)
@@ -98,20 +103,22 @@ def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, s
     if recorded.get("files") == names and recorded.get("inputs") == inputs:
         duplicates_by_name = recorded["duplicates"]
     else:
-        shard_paths = [join(files_dir, f"{name}.parquet") for name in names]
-        duplicates = find_global_duplicates(shard_paths, _scratch(output_dir))
-        duplicates_by_name = {}
-        for name, path, rows in zip(names, shard_paths, duplicates):
-            with fsspec.open(path, "rb") as source:
-                table = pq.read_table(source)
-            if len(rows):
-                keep = np.ones(table.num_rows, dtype=bool)
-                keep[rows] = False
-                table = table.filter(pa.array(keep))
-            with atomic_path(join(output_dir, f"{name}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
-                pq.write_table(table, sink, compression="zstd")
-            duplicates_by_name[name] = int(len(rows))
+        run = hashlib.sha256(json.dumps([names, inputs]).encode()).hexdigest()[:16]
+        scratch = join(output_dir, SCRATCH_DIR)
+        _remove_other_runs(scratch, keep=run)
+        shuffle = PairShuffle(tuple(join(files_dir, f"{name}.parquet") for name in names), join(scratch, run))
+        groups, partitions = range(shuffle.groups), range(shuffle.partitions)
+        runner.map(groups, functools.partial(write_keys, shuffle=shuffle), output_dir=join(shuffle.work_dir, "keys"),
+                   name_of=_unit_name, description="dedup: keys")
+        runner.map(partitions, functools.partial(find_duplicates, shuffle=shuffle),
+                   output_dir=join(shuffle.work_dir, "duplicates"), name_of=_unit_name, description="dedup: reduce")
+        written = runner.map(
+            groups, functools.partial(_write_group, shuffle=shuffle, names=names, output_dir=output_dir),
+            output_dir=join(shuffle.work_dir, "written"), name_of=_unit_name, description="dedup: write",
+        )
+        duplicates_by_name = {name: n for record in written.values() for name, n in record["duplicates"].items()}
         write_json(marker, {"files": names, "inputs": inputs, "duplicates": duplicates_by_name})
+        fs.rm(filesystem(scratch)[1], recursive=True)
     for name in names:
         record = stats[name]
         count = duplicates_by_name[name]
@@ -120,20 +127,33 @@ def _apply_global_dedup(wats: list[WatInput], files_dir: str, output_dir: str, s
             record["dropped"] = dict(sorted({**record["dropped"], rules.DUPLICATE_GLOBAL: count}.items()))
 
 
-def _scratch(output_dir: str) -> str:
-    """The dedup's scratch folder: ``OUTPUT/_scratch`` when OUTPUT is local, else one in the system temp dir."""
-    fs, inner = filesystem(output_dir)
-    if isinstance(fs, LocalFileSystem):
-        return os.path.join(inner, SCRATCH_DIR)
-    return tempfile.mkdtemp(prefix="laion-hf-dedup-")
+def _unit_name(index: int) -> str:
+    return f"{index:05d}"
 
 
-def _remove_leftovers(output_dir: str) -> None:
-    """Delete what a killed run left where this one writes: temporaries of the final shards, the dedup scratch."""
-    remove_stale_temporaries(output_dir)
-    fs, inner = filesystem(output_dir)
-    if isinstance(fs, LocalFileSystem):
-        shutil.rmtree(os.path.join(inner, SCRATCH_DIR), ignore_errors=True)
+def _write_group(group: int, shuffle: PairShuffle, names: list[str], output_dir: str) -> dict[str, Any]:
+    """The last map: a group's final shards, each its per-file result without the rows that repeat earlier ones."""
+    counts = {}
+    for file, rows in group_duplicates(group, shuffle).items():
+        with fsspec.open(shuffle.files[file], "rb") as source:
+            table = pq.read_table(source)
+        if len(rows):
+            keep = np.ones(table.num_rows, dtype=bool)
+            keep[rows] = False
+            table = table.filter(pa.array(keep))
+        with atomic_path(join(output_dir, f"{names[file]}.parquet")) as tmp, fsspec.open(tmp, "wb") as sink:
+            pq.write_table(table, sink, compression="zstd")
+        counts[names[file]] = int(len(rows))
+    return {"duplicates": counts}
+
+
+def _remove_other_runs(scratch: str, keep: str) -> None:
+    """Scratch folders of runs over other per-file results can never be resumed: remove them."""
+    fs, inner = filesystem(scratch)
+    if fs.isdir(inner):
+        for path in fs.ls(inner, detail=False):
+            if path.rstrip("/").rsplit("/", 1)[-1] != keep:
+                fs.rm(path, recursive=True)
 
 
 def extract(
@@ -150,21 +170,22 @@ def extract(
     """Extract LAION image/text candidates from WAT files into parquet shards in ``output_dir``.
 
     Re-running with the same inputs skips finished files (their recorded stats
-    are reused) and redoes unfinished ones from scratch; what a killed run left
-    behind (temporaries, the dedup's scratch folder) is removed first. Files are
+    are reused) and redoes unfinished ones from scratch; a killed run's
+    temporaries are removed first, and its dedup resumes from its finished
+    units. Files, and the dedup's groups and partitions, are
     ``runner``'s units (default: a local runner with ``workers`` processes).
     """
     wats = expand_inputs(inputs, listing_prefix)
     if not wats:
         raise ExtractInputError("no WAT input given")
-    _remove_leftovers(output_dir)
+    remove_stale_temporaries(output_dir)  # a killed run's half-written final shards
     files_dir = join(output_dir, FILES_DIR)
     detector = LanguageDetector() if detect_language else None
     process = functools.partial(extract_file, files_dir=files_dir, detector=detector)
     runner = runner or LocalRunner(workers=workers, show_progress=show_progress)
     stats = runner.map(wats, process, output_dir=files_dir, name_of=attrgetter("name"), description="WAT files")
     if global_dedup:
-        _apply_global_dedup(wats, files_dir, output_dir, stats)
+        _apply_global_dedup(wats, files_dir, output_dir, stats, runner)
         shards = [join(output_dir, f"{w.name}.parquet") for w in wats]
     else:
         shards = [join(files_dir, f"{w.name}.parquet") for w in wats]

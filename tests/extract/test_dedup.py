@@ -1,15 +1,26 @@
-"""The on-disk partitioned dedup: first occurrence in input order wins, whatever the partitioning."""
+"""The cross-file dedup's shuffle: first occurrence in input order wins, however files and keys are cut."""
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.extract.dedup import find_global_duplicates, pair_keys
+from laion_hf.extract.dedup import PairShuffle, find_duplicates, group_duplicates, pair_keys, write_keys
+
+
+def find_global_duplicates(files: list[str], work: str, partitions: int, max_groups: int = 256) -> list[list[int]]:
+    """The three maps in order, in this process (the extract step hands them to a runner)."""
+    shuffle = PairShuffle(tuple(files), work, partitions, max_groups)
+    for group in range(shuffle.groups):
+        write_keys(group, shuffle)
+    found = sum(find_duplicates(partition, shuffle)["duplicates"] for partition in range(shuffle.partitions))
+    per_file = {}
+    for group in range(shuffle.groups):
+        per_file.update(group_duplicates(group, shuffle))
+    assert sum(len(rows) for rows in per_file.values()) == found
+    return [per_file[index].tolist() for index in range(len(files))]
 
 
 def shard(tmp_path, name: str, pairs: list[tuple[str, str]]) -> str:
@@ -19,16 +30,21 @@ def shard(tmp_path, name: str, pairs: list[tuple[str, str]]) -> str:
     return path
 
 
-@pytest.mark.parametrize("partitions", [2, 64])
-def test_repeats_across_shards_are_found_after_their_first_occurrence(tmp_path, partitions):
+@pytest.mark.parametrize(("partitions", "max_groups"), [(2, 1), (2, 256), (64, 3), (64, 256)])
+def test_repeats_across_shards_are_found_after_their_first_occurrence(tmp_path, partitions, max_groups):
     a = shard(tmp_path, "a", [("u1", "c1"), ("u2", "c2"), ("u1", "c1")])
     empty = shard(tmp_path, "empty", [])
     b = shard(tmp_path, "b", [("u2", "c2"), ("u3", "c3"), ("ab", "c"), ("a", "bc")])
     c = shard(tmp_path, "c", [("u3", "c3"), ("u1", "c1"), ("u4", "c4")])
     work = str(tmp_path / "work")
-    duplicates = find_global_duplicates([a, empty, b, c], work, partitions=partitions)
-    assert [d.tolist() for d in duplicates] == [[2], [], [0], [0, 1]]
-    assert not os.path.exists(work)
+    duplicates = find_global_duplicates([a, empty, b, c], work, partitions, max_groups)
+    assert duplicates == [[2], [], [0], [0, 1]]
+
+
+def test_groups_cut_files_into_consecutive_runs_of_near_equal_size():
+    shuffle = PairShuffle(tuple(f"f{i}" for i in range(10)), "work", max_groups=4)
+    assert [list(shuffle.group_files(g)) for g in range(shuffle.groups)] == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    assert PairShuffle(("a", "b"), "work").groups == 2
 
 
 def test_many_rows_match_an_in_memory_set(tmp_path):
@@ -43,8 +59,7 @@ def test_many_rows_match_an_in_memory_set(tmp_path):
                 rows.append(row)
             seen.add(pair)
         expected.append(rows)
-    got = find_global_duplicates(shards, str(tmp_path / "work"), partitions=8)
-    assert [g.tolist() for g in got] == expected
+    assert find_global_duplicates(shards, str(tmp_path / "work"), partitions=8, max_groups=2) == expected
 
 
 def test_keys_separate_url_and_caption():
@@ -54,4 +69,4 @@ def test_keys_separate_url_and_caption():
 
 def test_partitions_must_be_a_power_of_two(tmp_path):
     with pytest.raises(ValueError, match="power of two"):
-        find_global_duplicates([], str(tmp_path / "w"), partitions=3)
+        PairShuffle(("a",), str(tmp_path / "w"), partitions=3)

@@ -1,8 +1,9 @@
 """``extract`` killed with SIGKILL during the cross-file dedup: a resumed run leaves nothing behind.
 
 The run is a real subprocess that sends itself SIGKILL at a chosen point of the
-dedup phase (while its bucket files are on disk, or while a final shard is
-half-written), so the kill lands there every time, not by timing.
+dedup phase (after a reduce unit wrote its duplicates but before its done
+marker, or while a final shard is half-written), so the kill lands there every
+time, not by timing. The resumed run redoes only the unfinished units.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.steps.extract import extract
 from laion_hf.extract.extract import SCRATCH_DIR
+from laion_hf.steps.extract import extract
 from laion_hf.testing.wat import Image, Page, write_wat
 
 #: Where the child kills itself: the name of a function it wraps, and the module that holds it.
 KILL_POINTS = {
-    "buckets-on-disk": ("laion_hf.extract.dedup", "_bucket_duplicates"),
+    "reduce-unit-written": ("laion_hf.steps.extract", "find_duplicates"),
     "final-shard-half-written": ("pyarrow.parquet", "write_table"),
 }
 
@@ -63,7 +64,7 @@ def _leftovers(directory) -> list[str]:
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_a_run_killed_in_the_dedup_phase_resumes_and_leaves_nothing_behind(tmp_path, point):
+def test_a_run_killed_in_the_dedup_phase_resumes_and_leaves_nothing_behind(tmp_path, point, monkeypatch):
     inputs = _inputs(tmp_path)
     output, system_tmp = tmp_path / "out", tmp_path / "system-tmp"
     system_tmp.mkdir()
@@ -76,13 +77,20 @@ def test_a_run_killed_in_the_dedup_phase_resumes_and_leaves_nothing_behind(tmp_p
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     left = _leftovers(output)
-    if point == "buckets-on-disk":
+    if point == "reduce-unit-written":
         assert left == [SCRATCH_DIR]
     else:
-        assert len(left) == 1 and left[0].startswith("site0.warc.wat.parquet.") and left[0].endswith(".tmp")
+        scratch, half_written = left
+        assert scratch == SCRATCH_DIR
+        assert half_written.startswith("site0.warc.wat.parquet.") and half_written.endswith(".tmp")
     assert os.listdir(system_tmp) == []  # scratch lives under OUTPUT, never in the system temp dir
 
+    def already_done(*args, **kwargs):
+        raise AssertionError("a finished keys unit was redone")
+
+    monkeypatch.setattr("laion_hf.steps.extract.write_keys", already_done)  # every group's keys were written
     resumed = extract(inputs, str(output), detect_language=False, show_progress=False)
+    monkeypatch.undo()
     assert _leftovers(output) == []
     uninterrupted = extract(inputs, str(tmp_path / "uninterrupted"), detect_language=False, show_progress=False)
     assert [pq.read_table(s).to_pylist() for s in resumed.shards] == [

@@ -200,6 +200,7 @@ def test_extract_on_ray_writes_the_local_runners_shards(crawl_steps, ray_runner,
     report = extract(crawl.wat_files, str(tmp_path / "ray"), runner=ray_runner)
     assert files_of(tmp_path / "ray") == files_of(root / "extract")
     assert report.total.rows_in == report.total.kept + report.total.removed > 0
+    assert report.total.dropped["duplicate_global"] > 0  # the shuffle's three maps ran on Ray and found some
 
 
 @pytest.mark.slow
