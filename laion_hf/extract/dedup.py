@@ -4,14 +4,16 @@ Within a file the extractor keeps an exact set of the pairs it has written (a
 WAT file holds at most a few hundred thousand pairs). Across a run the pairs of
 all files do not fit in one memory, so the extract step runs the shuffle a
 cluster would, on files every worker reads, as three maps any runner schedules
-(:mod:`laion_hf.steps.extract`). Files are cut into ``groups`` of consecutive
-files and keys into ``partitions`` by their top bits:
+(:mod:`laion_hf.steps.extract`). Files are cut into groups of consecutive
+files and keys into partitions by their top bits, both sized from the files'
+pair counts (:meth:`PairShuffle.plan`) so that no unit holds more than a few
+million pairs, however big the run:
 
 1. :func:`write_keys`, one unit per group: every pair gets a 128-bit key
    (MurmurHash3 of ``url + "\\0" + caption``; the separator keeps ``("ab", "c")``
-   and ``("a", "bc")`` apart). The group's keys file holds, for each of its
-   files, one Arrow record batch per partition: ``(hi, lo, file, row)``.
-2. :func:`find_duplicates`, one unit per partition: that partition's batches of
+   and ``("a", "bc")`` apart). The group's keys file holds one Arrow record
+   batch per partition: ``(hi, lo, file, row)``.
+2. :func:`find_duplicates`, one unit per partition: that partition's batch of
    every keys file, sorted by (key, file, row); every row after the first of its
    key repeats an earlier pair. The first occurrence in input order wins, so the
    result depends neither on the partitioning nor on who ran what. Written as
@@ -19,9 +21,9 @@ files and keys into ``partitions`` by their top bits:
 3. :func:`group_duplicates`, inside the unit that rewrites a group's files: that
    group's batch of every partition's duplicates.
 
-Memory: one file's pairs in a map, one partition of the run (24 bytes a pair /
-``partitions``) in a reduce, one group's duplicates in the last map. Each map
-reads ``partitions`` (or ``groups``) record batches, as in any all-to-all shuffle.
+Memory: a group's or a partition's pairs (24 bytes each), a group's duplicates
+in the last map. A reduce reads one batch per group and the last map one per
+partition: groups x partitions batches in all, as in any all-to-all shuffle.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from laion_hf.io.atomic import atomic_path, join
 
 KEYS_SCHEMA = pa.schema([("hi", pa.uint64()), ("lo", pa.uint64()), ("file", pa.int32()), ("row", pa.int32())])
 DUPLICATES_SCHEMA = pa.schema([("file", pa.int32()), ("row", pa.int32())])
-MAX_GROUPS = 256  # bounds the batches a reduce reads per partition: groups x files-per-group
+PAIRS_PER_UNIT = 4_000_000  # ~100 MB of keys: what one map or reduce of a planned shuffle holds
 _MASK64 = (1 << 64) - 1
 
 
@@ -60,27 +62,44 @@ def pair_keys(urls: Sequence[str], captions: Sequence[str]) -> tuple[np.ndarray,
 
 @dataclass(frozen=True)
 class PairShuffle:
-    """One run's cross-file dedup: its files (parquet with ``url``, ``caption``, in input order), how they are
-    cut, and the scratch folder (``work_dir``) every unit reads and writes."""
+    """One run's cross-file dedup: its files (parquet with ``url``, ``caption``, in input order), where its groups
+    of consecutive files start, how many partitions, and the scratch folder every unit reads and writes."""
 
     files: tuple[str, ...]
     work_dir: str
     partitions: int = 64
-    max_groups: int = MAX_GROUPS
+    group_starts: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         if self.partitions < 2 or self.partitions & (self.partitions - 1):
             raise ValueError(f"partitions must be a power of two >= 2, got {self.partitions}")
+        if self.group_starts[0] != 0 or list(self.group_starts) != sorted(set(self.group_starts)):
+            raise ValueError(f"group starts must rise from 0, got {self.group_starts}")
+
+    @classmethod
+    def plan(cls, files: Sequence[str], pairs: Sequence[int], work_dir: str,
+             pairs_per_unit: int = PAIRS_PER_UNIT) -> PairShuffle:
+        """Groups of consecutive files and partitions sized so no unit holds much more than
+        ``pairs_per_unit`` pairs (``pairs``: each file's count), whatever the size of the run."""
+        starts, held = [0], 0
+        for index, count in enumerate(pairs):
+            if held and held + count > pairs_per_unit:
+                starts.append(index)
+                held = 0
+            held += count
+        partitions = 2
+        while partitions * pairs_per_unit < sum(pairs):
+            partitions *= 2
+        return cls(tuple(files), work_dir, partitions, tuple(starts))
 
     @property
     def groups(self) -> int:
-        return min(len(self.files), self.max_groups)
+        return len(self.group_starts)
 
     def group_files(self, group: int) -> range:
-        """Indices of the consecutive files in ``group`` (sizes differ by at most one)."""
-        size, extra = divmod(len(self.files), self.groups)
-        start = group * size + min(group, extra)
-        return range(start, start + size + (group < extra))
+        """Indices of the consecutive files in ``group``."""
+        ends = (*self.group_starts[1:], len(self.files))
+        return range(self.group_starts[group], ends[group])
 
     def keys_path(self, group: int) -> str:
         return join(self.work_dir, "keys", f"group-{group:05d}.arrow")
@@ -90,33 +109,29 @@ class PairShuffle:
 
 
 def write_keys(group: int, shuffle: PairShuffle) -> dict[str, Any]:
-    """Map: the keys of a group's pairs, one batch per (file, partition) in that order; the pair count."""
+    """Map: the keys of a group's pairs, one batch per partition; the pair count."""
     shift = np.uint64(64 - shuffle.partitions.bit_length() + 1)
-    pairs = 0
+    parts = []
+    for file in shuffle.group_files(group):
+        with fsspec.open(shuffle.files[file], "rb") as source:
+            table = pq.read_table(source, columns=["url", "caption"])
+        hi, lo = pair_keys(table["url"].to_pylist(), table["caption"].to_pylist())
+        parts.append((hi, lo, np.full(len(hi), file, np.int32), np.arange(len(hi), dtype=np.int32)))
+    hi, lo, file, row = (np.concatenate(column) for column in zip(*parts))
+    partition = (hi >> shift).astype(np.int64)
+    order = np.argsort(partition, kind="stable")
+    bounds = np.searchsorted(partition[order], np.arange(shuffle.partitions + 1))
     with atomic_path(shuffle.keys_path(group)) as tmp, fsspec.open(tmp, "wb") as sink:
         with ipc.new_file(sink, KEYS_SCHEMA) as writer:
-            for file in shuffle.group_files(group):
-                with fsspec.open(shuffle.files[file], "rb") as source:
-                    table = pq.read_table(source, columns=["url", "caption"])
-                hi, lo = pair_keys(table["url"].to_pylist(), table["caption"].to_pylist())
-                partition = (hi >> shift).astype(np.int64)
-                order = np.argsort(partition, kind="stable")
-                bounds = np.searchsorted(partition[order], np.arange(shuffle.partitions + 1))
-                rows = order.astype(np.int32)
-                for start, end in zip(bounds[:-1], bounds[1:]):
-                    take = order[start:end]
-                    columns = [hi[take], lo[take], np.full(len(take), file, np.int32), rows[start:end]]
-                    writer.write_batch(pa.record_batch(columns, schema=KEYS_SCHEMA))
-                pairs += table.num_rows
-    return {"pairs": pairs}
+            for start, end in zip(bounds[:-1], bounds[1:]):
+                take = order[start:end]
+                writer.write_batch(pa.record_batch([hi[take], lo[take], file[take], row[take]], schema=KEYS_SCHEMA))
+    return {"pairs": int(len(hi))}
 
 
 def find_duplicates(partition: int, shuffle: PairShuffle) -> dict[str, Any]:
     """Reduce: the rows of one partition that repeat an earlier pair, one batch per group; how many."""
-    parts = []
-    for group in range(shuffle.groups):
-        files = len(shuffle.group_files(group))
-        parts += _read_batches(shuffle.keys_path(group), [f * shuffle.partitions + partition for f in range(files)])
+    parts = [batch for group in range(shuffle.groups) for batch in _read_batches(shuffle.keys_path(group), [partition])]
     keys = pa.Table.from_batches(parts, KEYS_SCHEMA)
     hi, lo, file, row = (keys[name].to_numpy() for name in KEYS_SCHEMA.names)
     order = np.lexsort((row, file, lo, hi))
@@ -126,8 +141,7 @@ def find_duplicates(partition: int, shuffle: PairShuffle) -> dict[str, Any]:
     file, row = file[order][repeat], row[order][repeat]
     by_position = np.lexsort((row, file))
     file, row = file[by_position], row[by_position]
-    first_files = np.array([shuffle.group_files(g).start for g in range(shuffle.groups)] + [len(shuffle.files)])
-    bounds = np.searchsorted(file, first_files)
+    bounds = np.searchsorted(file, [*shuffle.group_starts, len(shuffle.files)])
     with atomic_path(shuffle.duplicates_path(partition)) as tmp, fsspec.open(tmp, "wb") as sink:
         with ipc.new_file(sink, DUPLICATES_SCHEMA) as writer:
             for start, end in zip(bounds[:-1], bounds[1:]):

@@ -106,7 +106,8 @@ def _apply_global_dedup(
         run = hashlib.sha256(json.dumps([names, inputs]).encode()).hexdigest()[:16]
         scratch = join(output_dir, SCRATCH_DIR)
         _remove_other_runs(scratch, keep=run)
-        shuffle = PairShuffle(tuple(join(files_dir, f"{name}.parquet") for name in names), join(scratch, run))
+        shuffle = PairShuffle.plan([join(files_dir, f"{name}.parquet") for name in names],
+                                   [stats[name]["kept"] for name in names], join(scratch, run))
         groups, partitions = range(shuffle.groups), range(shuffle.partitions)
         runner.map(groups, functools.partial(write_keys, shuffle=shuffle), output_dir=join(shuffle.work_dir, "keys"),
                    name_of=_unit_name, description="dedup: keys")
