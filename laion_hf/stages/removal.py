@@ -95,7 +95,7 @@ def url_digests(urls: pa.Array | pa.ChunkedArray, algorithm: str) -> pa.ChunkedA
     Every row of a shard is hashed whatever the list's size, so this runs as one
     vectorised kernel (DataFusion's ``digest``: Rust's md-5/sha2 over the Arrow
     buffers, SHA-NI where the CPU has it) instead of a ``hashlib`` call per row,
-    which costs 4x (md5) to 5x (sha256) more, nearly all of it creating an
+    which costs 2.5x (md5) to 4x (sha256) more, nearly all of it creating an
     OpenSSL context (docs/benchmarks.md, clean). Tests hold it to ``hashlib``.
     """
     from datafusion import SessionConfig, SessionContext, col, functions
