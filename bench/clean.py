@@ -2,9 +2,11 @@
 
 Builds synthetic LAION-5B "-joined" metadata (URL, TEXT, WIDTH, HEIGHT,
 similarity, hash, punsafe, pwatermark; snappy parquet shards; captions of five
-words from a 33-word English vocabulary, all ASCII) plus a laion-hash list and
-a url-sha256 list (0.1 % of rows each, as many entries again not in the data),
-then times each contender as a fresh process on this interpreter, in rounds
+words from a 33-word English vocabulary, all ASCII; ASCII URLs of 63 / 84 / 175
+bytes at the 5th / 50th / 95th percentile, mean 97, like the 10,000 real LAION
+URLs in shared/data: 53 / 90 / 166, mean 98, 0.02 % non-ASCII) plus a laion-hash
+list and a url-sha256 list (0.1 % of rows each, as many entries again not in the
+data), then times each contender as a fresh process on this interpreter, in rounds
 (A B C ... A B C ...) so that machine noise hits them alike:
 
 * ``ours CLI``: ``laion-hf clean IN OUT --remove ... --variant research`` (the whole
@@ -26,8 +28,15 @@ memory on 4x the input (the same shards linked four times), and the tar path:
 rewriting img2dataset tars without removed keys (:func:`laion_hf.io.tar.rewrite_tar`)
 vs copying them.
 
+``--digests`` times only the URL digest of a url-md5/url-sha256 list, side by
+side in rounds, on 1M real LAION URLs (the shared 10,000, 100 times) in 65,536-row
+batches: ours (:func:`laion_hf.stages.removal.url_digests`, DataFusion's kernel),
+``hashlib`` per row (the reference, and the stage's former code) and DuckDB's
+``unhex(md5|sha256(URL))``, each checked equal to hashlib.
+
     .venv/bin/python bench/clean.py [--rows 2000000] [--shard-rows 500000] [--runs 3]
     .venv/bin/python bench/clean.py --rows 10000000 --shard-rows 1000000 --runs 4 [--lists hash]   # the recorded figures
+    .venv/bin/python bench/clean.py --digests [--runs 5]
 """
 
 from __future__ import annotations
@@ -65,17 +74,16 @@ WORDS = np.array(
 
 # --- data ----------------------------------------------------------------------------------------
 
-def url_of(i: int) -> str:
-    return f"https://img{i % 997}.cdn.example.com/photos/{(i * 2654435761) % 10**9:09d}/image_{i}.jpg"
-
-
 def make_shard(start: int, rows: int, seed: int) -> pa.Table:
     rng = np.random.default_rng(seed)
     index = pa.array(np.arange(start, start + rows))
     host = pc.cast(pa.array(np.arange(start, start + rows) % 997), pa.string())
     photo = pc.utf8_lpad(pc.cast(pa.array((np.arange(start, start + rows) * 2654435761) % 10**9), pa.string()), 9, "0")
+    # A slug of k words (k geometric, mean 5.25) gives URL lengths like real LAION ones (module docstring).
+    slug_word = pc.binary_join_element_wise(pa.array(WORDS[rng.integers(0, len(WORDS), rows)]), "-", "")
+    slug = pc.binary_repeat(slug_word, pa.array(rng.geometric(0.16, rows) - 1))
     urls = pc.binary_join_element_wise(
-        "https://img", host, ".cdn.example.com/photos/", photo, "/image_", pc.cast(index, pa.string()), ".jpg", ""
+        "https://img", host, ".cdn.example.com/photos/", photo, "/", slug, "image_", pc.cast(index, pa.string()), ".jpg", ""
     )
     words = [pa.array(WORDS[rng.integers(0, len(WORDS), rows)]) for _ in range(5)]
     captions = pc.binary_join_element_wise(*words, " ")
@@ -99,17 +107,18 @@ def build_input(directory: Path, rows: int, shard_rows: int) -> tuple[Path, Path
     """Write the metadata shards and the two removal lists; returns (url list, hash list)."""
     directory.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    listed_hashes = []
+    listed_hashes, listed_urls = [], []
     for number, start in enumerate(range(0, rows, shard_rows)):
         table = make_shard(start, min(shard_rows, rows - start), seed=number)
         pq.write_table(table, directory / f"part-{number:05d}-bench-c000.snappy.parquet", compression="snappy")
         pick = rng.choice(table.num_rows, max(1, table.num_rows // 1000), replace=False)
         listed_hashes.extend(table["hash"].take(pa.array(pick)).to_pylist())
-    listed_rows = rng.choice(rows, max(1, rows // 1000), replace=False)
+        pick = rng.choice(table.num_rows, max(1, table.num_rows // 1000), replace=False)
+        listed_urls.extend(table["URL"].take(pa.array(pick)).to_pylist())
     url_list = directory.parent / "url-sha256.txt"
     with open(url_list, "w") as f:
-        for i in listed_rows:
-            f.write(hashlib.sha256(url_of(int(i)).encode()).hexdigest() + "\n")
+        for i, url in enumerate(listed_urls):
+            f.write(hashlib.sha256(url.encode()).hexdigest() + "\n")
             f.write(hashlib.sha256(f"https://elsewhere.example.org/{i}.jpg".encode()).hexdigest() + "\n")
     hash_list = directory.parent / "laion-hash.txt"
     extra = rng.integers(-(2**63), 2**63 - 1, len(listed_hashes), dtype=np.int64).tolist()
@@ -292,6 +301,64 @@ def tar_bench(work: Path, tars: int, samples: int, runs: int) -> None:
     print(f"rewrite / copy time ratio, per run: min {min(ratios):.2f} median {statistics.median(ratios):.2f} max {max(ratios):.2f}")
 
 
+# --- URL digests alone ---------------------------------------------------------------------------
+
+SHARED_URLS = Path(os.environ.get("LAION_HF_SHARED", ROOT.parent / "shared")) / "data" / "laion_pairs_10000.parquet"
+
+
+def digest_bench(runs: int) -> None:
+    import resource
+
+    import duckdb
+
+    from laion_hf.stages.removal import url_digests
+
+    if not SHARED_URLS.exists():
+        raise SystemExit(f"{SHARED_URLS} is absent (set LAION_HF_SHARED)")
+    real = pq.read_table(SHARED_URLS)["URL"].combine_chunks()
+    urls = pa.chunked_array([real] * 100).combine_chunks()
+    batches = [urls.slice(start, 65536) for start in range(0, len(urls), 65536)]
+    duck = duckdb.connect()
+    duck.execute("SET threads = 1")
+
+    def per_row(batch: pa.Array, algorithm: str) -> pa.Array:
+        digest = getattr(hashlib, algorithm)
+        raw = pc.cast(batch, pa.binary()).to_pylist()
+        return pa.array([None if u is None else digest(u).digest() for u in raw], pa.binary(len(digest().digest())))
+
+    def in_duckdb(batch: pa.Array, algorithm: str) -> pa.ChunkedArray:
+        urls_table = pa.table({"URL": batch})  # noqa: F841 (DuckDB reads the local by name)
+        digests = duck.sql(f"SELECT unhex({algorithm}(URL)) AS d FROM urls_table").to_arrow_table()["d"]
+        return pc.cast(digests, pa.binary(16 if algorithm == "md5" else 32))
+
+    contenders = {"ours (DataFusion)": url_digests, "hashlib per row": per_row, "duckdb": in_duckdb}
+    lengths = pc.binary_length(pc.cast(urls, pa.binary())).to_numpy()
+    print(f"URL digests: {len(urls):,} real LAION URLs ({len(pc.unique(real)):,} distinct, bytes p5 / p50 / p95 "
+          f"{np.percentile(lengths, 5):.0f} / {np.percentile(lengths, 50):.0f} / {np.percentile(lengths, 95):.0f}), "
+          f"{len(batches)} batches, {runs} rounds; {load_average()} before")
+    for algorithm in ("md5", "sha256"):
+        reference = pa.chunked_array([per_row(b, algorithm) for b in batches])
+        wall: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(runs):
+            for name, digest in contenders.items():
+                started, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+                digests = [digest(b, algorithm) for b in batches]
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                wall[name].append(time.perf_counter() - started)
+                cpu[name].append(after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime)
+                chunks = [c for d in digests for c in (d.chunks if isinstance(d, pa.ChunkedArray) else [d])]
+                if not pa.chunked_array(chunks, reference.type).equals(reference):
+                    raise SystemExit(f"{name} {algorithm}: digests differ from hashlib")
+        print(f"{algorithm}: {'wall s: min':>30} {'median':>8} {'max':>8}   {'CPU s: min':>11} {'median':>8} {'max':>8}"
+              "   CPU vs ours, per round")
+        for name in contenders:
+            ratios = [theirs / ours for ours, theirs in zip(cpu["ours (DataFusion)"], cpu[name])]
+            print(f"  {name:20}{summary(wall[name]):>30}   {summary(cpu[name]):>29}"
+                  f"   {statistics.median(ratios):.2f}x ({min(ratios):.2f} - {max(ratios):.2f})")
+    print(load_average() + " after")
+
+
 def duckdb_version() -> str:
     import duckdb
 
@@ -360,7 +427,11 @@ def main() -> None:
     parser.add_argument("--lists", choices=("hash", "url", "both"), default="both",
                         help="the laion-hash scenario, the url-sha256 + laion-hash one, or both")
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--digests", action="store_true", help="time only the URL digests on 1M real LAION URLs")
     args = parser.parse_args()
+    if args.digests:
+        digest_bench(args.runs)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-clean-", dir=args.work))
     try:

@@ -13,7 +13,10 @@ alternating within each run (A B C A B C ...):
   deadline, body cap, per-host limits), LAION's image rules with a full Pillow
   decode on the original bytes in the downloading threads, shards written in
   key order, stats and report; no site opt-outs consulted;
-* ``ours+consent``: the same with the default ``respect`` (robots.txt and
+* ``ours-no-host-limits``: ``ours`` without per-host politeness (no request
+  rate cap, as many requests at once per host as threads): what the limits
+  cost when a run has few hosts (img2dataset has none);
+* ``ours+consent``: the same as ``ours`` with the default ``respect`` (robots.txt and
   tdmrep.json once per host, X-Robots-Tag and tdm-reservation headers);
 * ``img2dataset-raw``: ``img2dataset.download`` with the same processes,
   threads, timeout and ``disable_all_reencoding=True`` (original bytes, no
@@ -32,7 +35,7 @@ tasks' seconds in their done markers (input read, fetches, checks, writes).
 Prints min/median/max per tool and the ratios of medians.
 
     .venv/bin/python bench/download.py [--images 1000] [--hosts 1] [--runs 3] [--processes 1] [--threads 16]
-        [--tools ours,ours+consent,img2dataset-raw,img2dataset-default]
+        [--tools ours,ours-no-host-limits,ours+consent,img2dataset-raw,img2dataset-default]
 """
 
 from __future__ import annotations
@@ -88,8 +91,11 @@ def serve(images: int, hosts: int, urls: multiprocessing.Queue, stop: multiproce
         stop.wait()
 
 
-def run_ours(candidates: Path, output: Path, args: argparse.Namespace, consent: bool) -> tuple[int, float]:
+def run_ours(candidates: Path, output: Path, args: argparse.Namespace, consent: bool,
+             host_limits: bool = True) -> tuple[int, float]:
     extra = {} if consent else {"respect": ()}
+    if not host_limits:
+        extra.update(host_rate=float("inf"), host_concurrency=args.threads)
     download(str(candidates), str(output), allowed_networks=("127.0.0.0/8",), processes=args.processes,
              threads=args.threads, timeout=10, show_progress=False, **extra)
     markers = [json.loads(p.read_text())["stages"][0] for p in output.glob(".laion-hf/done/*.json")]
@@ -128,6 +134,7 @@ def main() -> None:
 
     every_tool: dict[str, Callable[[Path, Path], tuple[int, float]]] = {
         "ours": lambda c, o: run_ours(c, o, args, consent=False),
+        "ours-no-host-limits": lambda c, o: run_ours(c, o, args, consent=False, host_limits=False),
         "ours+consent": lambda c, o: run_ours(c, o, args, consent=True),
         "img2dataset-raw": lambda c, o: run_img2dataset(c, o, args, raw=True),
         "img2dataset-default": lambda c, o: run_img2dataset(c, o, args, raw=False),

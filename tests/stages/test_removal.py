@@ -6,7 +6,7 @@ import pytest
 from laion_hf.core.hashing import laion_hash
 from laion_hf.core.stage import split_kept
 from laion_hf.io.removal_lists import RemovalSets
-from laion_hf.stages.removal import MissingPunsafeError, RemovalStage, keyword_pattern, resolve_threshold
+from laion_hf.stages.removal import MissingPunsafeError, RemovalStage, keyword_pattern, resolve_threshold, url_digests
 
 
 def sets(**kinds) -> RemovalSets:
@@ -30,6 +30,40 @@ def test_urls_match_byte_for_byte_without_normalisation():
     batch = pa.table({"URL": ["http://a.com/x.jpg", "http://A.com/x.jpg", "http://a.com/x.jpg/", None], "TEXT": ["t"] * 4})
     stage = RemovalStage(removal=sets(url_sha256=[sha256("http://a.com/x.jpg")]))
     assert reasons(stage(batch)) == ["url-sha256", None, None, None]
+
+
+TRICKY_URLS = [
+    "https://example.com/caf\u00e9/\u4e2d\u6587.jpg?q=\U0001f600",  # 2-, 3- and 4-byte UTF-8
+    "",
+    None,
+    "https://e.org/a%20b.jpg",  # percent-encoded: not the same bytes as the decoded URL below
+    "https://e.org/a b.jpg",
+    "http://A.com/x.jpg\x00tail\r\n",  # NUL and line breaks are bytes like any other
+    "https://\u0645\u062b\u0627\u0644.\u0625\u062e\u062a\u0628\u0627\u0631/\u0635\u0648\u0631\u0629.png",
+    "https://e.org/" + "x" * 100_000,  # many blocks
+    "https://e.org/" + "\u00e9" * 25,  # 64 bytes of input: a block boundary
+]
+
+
+def hashlib_digests(urls: list, algorithm: str) -> list:
+    return [None if u is None else hashlib.new(algorithm, u.encode("utf-8")).digest() for u in urls]
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha256"])
+def test_url_digests_equal_hashlib_on_tricky_urls(algorithm):
+    digests = url_digests(pa.chunked_array([TRICKY_URLS[:4], [], TRICKY_URLS[4:]], pa.string()), algorithm)
+    assert digests.type == pa.binary(16 if algorithm == "md5" else 32)
+    assert digests.to_pylist() == hashlib_digests(TRICKY_URLS, algorithm)
+    assert url_digests(pa.array([], pa.string()), algorithm).to_pylist() == []
+    assert url_digests(pa.nulls(2, pa.string()), algorithm).to_pylist() == [None, None]
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha256"])
+def test_url_digests_equal_hashlib_on_real_laion_urls_in_row_order(laion_pairs, algorithm):
+    urls = laion_pairs["URL"].to_pylist()
+    # Three chunks, each over DataFusion's 8,192-row output batches: a reordering would show.
+    chunked = pa.chunked_array([urls, list(reversed(urls)), urls[:9000]], pa.string())
+    assert url_digests(chunked, algorithm).to_pylist() == hashlib_digests(urls + urls[::-1] + urls[:9000], algorithm)
 
 
 def test_url_md5_and_duplicates_keep_multiplicity():
