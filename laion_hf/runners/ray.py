@@ -3,19 +3,19 @@
 It only schedules (see :mod:`laion_hf.runners.base`); each unit runs the same
 function as on the local runner, so outputs are the same files by construction.
 Work goes to a pool of long-lived :class:`Worker` actors (``concurrency`` of
-them), started once per runner and kept across passes, as the local runner's
-process pool is: a Ray worker process starts, imports torch and our modules
-once per run, not once per pass. (A Ray Data pass per step, as before, started
-fresh actors and Ray Data's own bookkeeping actors every time: about 10 s a
-pass on this project's 2-core machine, more than the work of a demo pass.)
+them), started once per runner and kept across passes: a Ray worker process
+starts and imports torch and our modules once per run, not once per pass. (A
+Ray Data pass per step, as before, started new actors and Ray Data's own
+bookkeeping every time: 4-12 s a pass on this project's 2-core machine, more
+than the work of a demo-sized pass; see ``## build`` in docs/benchmarks.md.)
 
 - ``map``: one actor call per unfinished unit (:func:`run_unit`, which writes
   the unit's outputs and its done marker where it runs: OUTPUT must be storage
   every node sees, as for any multi-node run);
 - ``map_stages``: one actor call per shard (:func:`transform`). The stage list
   is put in the object store once per pass; an actor sets it up (loads the
-  models) on its first shard of the pass and keeps it until a pass with other
-  stages arrives, so a re-run or a resumed pass loads nothing again. Rows are
+  models) on its first shard of the pass, reuses it for its other shards and
+  lets it go when the pass ends, as the local runner does. Rows are
   never regrouped: a shard's images are read, transformed and written by one
   actor, so they cross the network at most once (to the node that reads the
   shard) and a fused pass (filter + score in one stage list) moves them once.
@@ -29,7 +29,6 @@ so a half-done unit leaves nothing that looks complete. Whole-run decisions
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +43,7 @@ RETRIES = 3
 
 
 class Worker:
-    """A Ray actor that runs units; for image passes it holds the last stage list it set up."""
+    """A Ray actor that runs units; during an image pass it holds the pass's stages, set up once."""
 
     def __init__(self) -> None:
         self.stages_key: str | None = None
@@ -54,21 +53,24 @@ class Worker:
         return name, run_unit(process, unit, output_dir, name)
 
     def transform(
-        self, pass_stages: tuple[str, Any], shard: Shard, output_dir: str, batch_size: int,
-        sidecar: SidecarFactory | None,
+        self, stages: list[Any], shard: Shard, output_dir: str, batch_size: int, sidecar: SidecarFactory | None
     ) -> tuple[str, Record]:
-        """Transform one shard with the pass's stages (``(key, object ref)``, set up here on first use)."""
+        """Transform one shard; ``stages`` is ``[object ref of the pass's stage list]`` (in a list, so Ray hands
+        over the ref, not the value), set up here on the pass's first shard and reused for the rest."""
         import ray
 
-        key, stages_ref = pass_stages
-        if key != self.stages_key:
-            self.stages, self.stages_key = [], None  # the old models go before the new ones load
-            stages = ray.get(stages_ref)
-            for stage in stages:
+        if stages[0].hex() != self.stages_key:
+            self.release()
+            self.stages = ray.get(stages[0])
+            for stage in self.stages:
                 stage.setup()
-            self.stages, self.stages_key = stages, key
+            self.stages_key = stages[0].hex()
         process = lambda s: transform(s, output_dir, self.stages, batch_size, sidecar)  # noqa: E731
         return shard.name, run_unit(process, shard, output_dir, shard.name)
+
+    def release(self) -> None:
+        """Let the stages (and their models) go, as the local runner does after a pass."""
+        self.stages, self.stages_key = [], None
 
 
 @dataclass
@@ -147,7 +149,7 @@ class RayRunner:
 
         records, pending = split_finished(units, output_dir, name_of)
         if pending:
-            workers = self.workers()
+            workers = self.workers()[: len(pending)]
             process_ref = ray.put(process)  # pickled once, not once per unit
             self._run(workers, pending, lambda actor, unit: actor.run.remote(process_ref, unit, output_dir, name_of(unit)),
                       records, description, total=len(units))
@@ -164,28 +166,27 @@ class RayRunner:
         description: str | None = None,
     ) -> dict[str, Record]:
         import ray
-        import ray.cloudpickle
 
         records, pending = split_finished(shards, output_dir, shard_name)
         if pending:
-            self.start()
-            pickled = ray.cloudpickle.dumps(list(stages))
-            # The key names the stage set-up: a pass with the same stages reuses the models the actors hold.
-            pass_stages = (hashlib.sha256(pickled).hexdigest(), ray.put(list(stages)))
-            workers = self.workers(self.model_num_gpus if uses_model else 0.0)
-            self._run(workers, pending, lambda actor, shard: actor.transform.remote(
-                pass_stages, shard, output_dir, self.batch_size, sidecar),
-                records, description or ", ".join(s.name for s in stages) or "copy", total=len(shards))
+            workers = self.workers(self.model_num_gpus if uses_model else 0.0)[: len(pending)]
+            stages_ref = [ray.put(list(stages))]  # pickled once per pass, not once per shard
+            try:
+                self._run(workers, pending, lambda actor, shard: actor.transform.remote(
+                    stages_ref, shard, output_dir, self.batch_size, sidecar),
+                    records, description or ", ".join(s.name for s in stages) or "copy", total=len(shards))
+            finally:
+                if self._pool is not None:
+                    ray.get([worker.release.remote() for worker in workers])
         return finish(shards, records, output_dir, shard_name)
 
     def _run(self, workers: list[Any], pending: list[Unit], call: Callable[[Any, Unit], Any],
              records: dict[str, Record], description: str, total: int) -> None:
-        """Every pending unit through ``call`` on the first ``len(pending)`` workers; a unit's own error is
-        raised after the other units finish."""
+        """Every pending unit through ``call`` on ``workers``; a unit's own error is raised after the others finish."""
         import ray
         from ray.util import ActorPool
 
-        pool = ActorPool(workers[: len(pending)])
+        pool = ActorPool(workers)
         for unit in pending:
             pool.submit(call, unit)
         errors: list[BaseException] = []
