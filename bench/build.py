@@ -66,14 +66,18 @@ def cpu_seconds() -> float:
     return total
 
 
-def timed_steps(source: Path, output: Path, runner, args, overrides) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, 1-minute load average at the end) of filter -> publish from ``source``."""
+def timed_steps(source: Path, output: Path, runner, args, overrides) -> tuple[float, float, float, dict[str, float]]:
+    """(wall seconds, CPU seconds, 1-minute load average at the end, seconds by step) of filter -> publish."""
     recipe = load_recipe("demo", overrides)
     start = next(step for step in ("filter", "score", "dedup", "configs") if step == "configs" or recipe.has(step))
     options = BuildOptions(inputs=[str(source)], output=str(output), start_at=start, workers=args.workers, show_progress=False)
     started, cpu = time.perf_counter(), cpu_seconds()
-    Build(recipe, options, runner=runner).run()
-    return time.perf_counter() - started, cpu_seconds() - cpu, os.getloadavg()[0]
+    report = Build(recipe, options, runner=runner).run()
+    return time.perf_counter() - started, cpu_seconds() - cpu, os.getloadavg()[0], report.step_seconds
+
+
+def by_step(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{step} {value:.1f}" for step, value in seconds.items())
 
 
 def summary(values: list[float]) -> str:
@@ -104,19 +108,20 @@ def main() -> None:
         started = time.perf_counter()
         ray_runner.start()
         print(f"ray.init: {time.perf_counter() - started:.1f} s, load {os.getloadavg()[0]:.1f}")
-        cold, cold_cpu, load = timed_steps(source, work / "ray-cold", ray_runner, args, overrides)
+        cold, cold_cpu, load, steps = timed_steps(source, work / "ray-cold", ray_runner, args, overrides)
         shutil.rmtree(work / "ray-cold")
         print(f"cold Ray run (worker processes started, torch imported inside): {cold:.1f} s wall, {cold_cpu:.1f} s CPU,"
-              f" load {load:.1f}")
+              f" load {load:.1f} ({by_step(steps)})")
         runners = {"local": LocalRunner(workers=args.workers, show_progress=False), "ray": ray_runner}
-        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runners}
+        times: dict[str, list[tuple[float, float, float, dict[str, float]]]] = {name: [] for name in runners}
         for run in range(args.runs):
             for name, runner in runners.items():
                 output = work / f"{name}-{run}"
                 times[name].append(timed_steps(source, output, runner, args, overrides))
                 shutil.rmtree(output)
-                print(f"  run {run} {name:6s} {times[name][-1][0]:6.1f} s wall {times[name][-1][1]:6.1f} s CPU"
-                      f"  load {times[name][-1][2]:.1f}", flush=True)
+                wall, cpu, load, steps = times[name][-1]
+                print(f"  run {run} {name:6s} {wall:6.1f} s wall {cpu:6.1f} s CPU  load {load:.1f} ({by_step(steps)})",
+                      flush=True)
         print(f"filter+score -> dedup -> configs -> publish on {images} images, {args.runs} runs, {args.workers} workers:")
         for name, values in times.items():
             print(f"  {name:6s} wall {summary([v[0] for v in values])} s   CPU {summary([v[1] for v in values])} s")

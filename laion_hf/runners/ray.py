@@ -29,6 +29,7 @@ so a half-done unit leaves nothing that looks complete. Whole-run decisions
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,7 +66,8 @@ class Worker:
             for stage in self.stages:
                 stage.setup()
             self.stages_key = stages[0].hex()
-        process = lambda s: transform(s, output_dir, self.stages, batch_size, sidecar)  # noqa: E731
+        process = functools.partial(transform, output_dir=output_dir, stages=self.stages, batch_size=batch_size,
+                                    sidecar=sidecar)
         return shard.name, run_unit(process, shard, output_dir, shard.name)
 
     def release(self) -> None:
