@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from laion_hf.core.stage import Stage
@@ -41,6 +41,10 @@ from laion_hf.runners.base import Record, Unit, finish, progress_bar, run_unit, 
 
 #: How often a unit whose worker died (a killed process, a lost node) is run again before the step fails.
 RETRIES = 3
+
+#: The process's worker actors, shared by every RayRunner in it: ((Ray session, job, concurrency, GPUs), actors).
+#: One pool at a time, so idle workers of one runner never hold the CPUs another runner's workers wait for.
+_pool: tuple[tuple[str, str, int, float], list[Any]] | None = None
 
 
 class Worker:
@@ -81,10 +85,11 @@ class RayRunner:
 
     ``concurrency`` is the number of worker actors (units running at once);
     ``model_num_gpus`` the GPUs each actor of a model pass (filter, score)
-    reserves. Actors are started on first use and live as long as the runner:
-    one pool for every pass on CPUs; with GPUs, model passes get a pool of GPU
-    actors and the CPU pool is stopped while they run (and the other way round),
-    so the two never wait for each other's CPUs.
+    reserves. Actors are started on first use and kept for the next pass: one
+    pool per process, shared by its runners while they ask for the same shape
+    (a runner with another ``concurrency``, or a model pass with GPUs after a
+    CPU pass, stops it and starts its own), so idle workers never hold the
+    CPUs that new ones wait for.
     """
 
     address: str | None = None
@@ -94,7 +99,6 @@ class RayRunner:
     model_num_gpus: float = 0.0
     batch_size: int = 256
     show_progress: bool = True
-    _pool: tuple[tuple[str, str, float], list[Any]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def start(self) -> None:
         import ray
@@ -112,31 +116,22 @@ class RayRunner:
             )
 
     def workers(self, num_gpus: float = 0.0) -> list[Any]:
-        """The runner's worker actors reserving ``num_gpus`` each (started here the first time they are asked for,
-        and again after ``ray.shutdown`` or a failed pass)."""
+        """``concurrency`` worker actors reserving ``num_gpus`` each: the process's pool if it has that shape,
+        else a new one (the old pool is stopped first)."""
         import ray
 
+        global _pool
         self.start()
         context = ray.get_runtime_context()
-        key = (context.get_session_name(), context.get_job_id(), num_gpus)
-        if self._pool is not None and self._pool[0] == key:
-            return self._pool[1]
-        self.stop_workers()
+        key = (context.get_session_name(), context.get_job_id(), self.concurrency, num_gpus)
+        if _pool is not None and _pool[0] == key:
+            return _pool[1]
+        stop_workers()
         cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / self.concurrency)
         actor = ray.remote(Worker).options(num_cpus=cpus, num_gpus=num_gpus, max_restarts=RETRIES,
                                            max_task_retries=RETRIES)
-        self._pool = (key, [actor.remote() for _ in range(self.concurrency)])
-        return self._pool[1]
-
-    def stop_workers(self) -> None:
-        """End the worker actors (their processes and loaded models); the next pass starts new ones."""
-        import ray
-
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            if ray.is_initialized() and ray.get_runtime_context().get_session_name() == pool[0][0]:
-                for actor in pool[1]:
-                    ray.kill(actor)
+        _pool = (key, [actor.remote() for _ in range(self.concurrency)])
+        return _pool[1]
 
     def map(
         self,
@@ -171,14 +166,15 @@ class RayRunner:
 
         records, pending = split_finished(shards, output_dir, shard_name)
         if pending:
-            workers = self.workers(self.model_num_gpus if uses_model else 0.0)[: len(pending)]
+            pool = self.workers(self.model_num_gpus if uses_model else 0.0)
+            workers = pool[: len(pending)]
             stages_ref = [ray.put(list(stages))]  # pickled once per pass, not once per shard
             try:
                 self._run(workers, pending, lambda actor, shard: actor.transform.remote(
                     stages_ref, shard, output_dir, self.batch_size, sidecar),
                     records, description or ", ".join(s.name for s in stages) or "copy", total=len(shards))
             finally:
-                if self._pool is not None:
+                if _pool is not None and _pool[1] is pool:  # still running (not stopped after a lost worker)
                     ray.get([worker.release.remote() for worker in workers])
         return finish(shards, records, output_dir, shard_name)
 
@@ -201,9 +197,21 @@ class RayRunner:
                 except ray.exceptions.RayTaskError as exc:  # the unit's own error, surfaced after the others
                     errors.append(exc.as_instanceof_cause())
                 except ray.exceptions.RayActorError:  # out of restarts: the next pass starts new workers
-                    self.stop_workers()
+                    stop_workers()
                     raise
                 progress.advance(bar)
         if errors:
             raise errors[0]
 
+
+def stop_workers() -> None:
+    """End the process's worker actors (their processes and whatever they hold); the next pass starts new ones."""
+    import ray
+
+    global _pool
+    if _pool is not None:
+        (session, *_), actors = _pool
+        _pool = None
+        if ray.is_initialized() and ray.get_runtime_context().get_session_name() == session:
+            for actor in actors:
+                ray.kill(actor)

@@ -314,3 +314,22 @@ def test_passes_share_the_ray_workers_and_set_their_stages_up_once_per_worker(ra
     pids = log.read_text().split()
     assert len(pids) == 2 and pids[0] == pids[1]  # one worker (concurrency=1): one set-up per pass, same process
     assert output(tmp_path / "second") == output(tmp_path / "first")
+
+
+@pytest.mark.slow
+def test_a_second_ray_runner_in_the_process_does_not_wait_for_the_first_ones_idle_workers(ray_runner, tmp_path):
+    """Ray started with 2 CPUs: the fixture's runner keeps a worker (1 CPU) after its pass; a runner with 2 workers
+    must still get both CPUs (the process has one pool, which the second runner replaces), not wait forever."""
+    import functools
+    import threading
+
+    from laion_hf.runners.ray import RayRunner
+
+    process = functools.partial(dict.fromkeys, ["unit"])
+    assert ray_runner.map(["a", "b"], process, output_dir=str(tmp_path / "first")) == {"a": {"unit": "a"}, "b": {"unit": "b"}}
+    second, results = RayRunner(concurrency=2, show_progress=False), []
+    thread = threading.Thread(target=lambda: results.append(second.map(["c", "d"], process, output_dir=str(tmp_path / "second"))),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=180)
+    assert results == [{"c": {"unit": "c"}, "d": {"unit": "d"}}]
