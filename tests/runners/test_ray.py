@@ -284,3 +284,53 @@ def test_the_dedup_command_runs_on_ray_with_the_local_commands_output(ray_runner
         assert exited.value.code == 0, capsys.readouterr().err
     assert mapped == [2, 2]  # signatures and marks, one Ray task per shard (the local run used no Ray)
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
+
+
+@pytest.mark.slow
+def test_passes_share_the_ray_workers_and_set_their_stages_up_once_per_worker(ray_runner, tmp_path):
+    """The worker processes outlive a pass (started, torch imported, once per run), and a pass's stages are set up
+    once per worker, not once per shard."""
+    from laion_hf.core.stage import Stage
+
+    class RecordSetup(Stage):  # defined here, so Ray ships it by value
+        name = "record-setup"
+
+        def __init__(self, log: str) -> None:
+            self.log = log
+
+        def setup(self) -> None:
+            import os
+
+            with open(self.log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+        def __call__(self, batch):
+            return batch
+
+    make_image_shards(tmp_path / "in", shards=3, per_shard=4)
+    shards = image_shards(str(tmp_path / "in"))
+    log = tmp_path / "setups"
+    for name in ("first", "second"):
+        ray_runner.map_stages(shards, [RecordSetup(str(log))], str(tmp_path / name))
+    pids = log.read_text().split()
+    assert len(pids) == 2 and pids[0] == pids[1]  # one worker (concurrency=1): one set-up per pass, same process
+    assert output(tmp_path / "second") == output(tmp_path / "first")
+
+
+@pytest.mark.slow
+def test_a_second_ray_runner_in_the_process_does_not_wait_for_the_first_ones_idle_workers(ray_runner, tmp_path):
+    """Ray started with 2 CPUs: the fixture's runner keeps a worker (1 CPU) after its pass; a runner with 2 workers
+    must still get both CPUs (the process has one pool, which the second runner replaces), not wait forever."""
+    import functools
+    import threading
+
+    from laion_hf.runners.ray import RayRunner
+
+    process = functools.partial(dict.fromkeys, ["unit"])
+    assert ray_runner.map(["a", "b"], process, output_dir=str(tmp_path / "first")) == {"a": {"unit": "a"}, "b": {"unit": "b"}}
+    second, results = RayRunner(concurrency=2, show_progress=False), []
+    thread = threading.Thread(target=lambda: results.append(second.map(["c", "d"], process, output_dir=str(tmp_path / "second"))),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout=180)
+    assert results == [{"c": {"unit": "c"}, "d": {"unit": "d"}}]
