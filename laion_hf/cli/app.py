@@ -55,7 +55,7 @@ def stats_table(title: str, rows: Iterable[StageStats]) -> Table:
     return table
 
 
-RUNNER_HELP = "Where the work runs: local (this machine) or ray (Ray Data; --ray-address joins a cluster)."
+RUNNER_HELP = "Where the work runs: local (this machine) or ray (Ray actors; --ray-address joins a cluster)."
 RAY_ADDRESS_HELP = "A running Ray cluster to join (--runner ray); without it Ray starts on this machine."
 
 

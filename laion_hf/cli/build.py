@@ -26,7 +26,7 @@ def print_build_report(report: BuildReport, title: str) -> None:
 def build_command(
     paths: list[str] = typer.Argument(..., help="INPUTS... OUTPUT: WAT files / globs / wat.paths listings (or the --start-at step's input), then the output directory."),
     recipe: str = typer.Option(..., "--recipe", help="A built-in recipe (laion400m, laion5b, relaion5b, demo) or a recipe YAML file."),
-    runner: str = typer.Option("local", "--runner", help="local (this machine) or ray (Ray Data)."),
+    runner: str = typer.Option("local", "--runner", help="local (this machine) or ray (a Ray cluster, or Ray on this machine)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes (local) or actors per stage / CPUs (ray)."),
     ray_address: str = typer.Option(None, "--ray-address", help="Connect to a running Ray cluster instead of starting Ray locally."),
     gpus: float = typer.Option(0.0, "--gpus-per-model-actor", help="GPUs each filter / score actor reserves (ray)."),

@@ -1,7 +1,7 @@
 """What every stage shares: a batch-in/batch-out contract and counts that add up.
 
 A stage is a callable from a ``pyarrow.Table`` batch to a ``pyarrow.Table``
-batch (the unit Ray Data's ``map_batches(batch_format="pyarrow")`` also uses).
+batch, so any runner can call it on any slice of a shard.
 Stages that filter do not drop rows: they *mark* them in the ``drop_reason``
 column (first reason wins) and later stages skip marked rows. The runner then
 splits kept from removed once, at the shard boundary, so the counts by reason

@@ -22,7 +22,7 @@ under another name instead. :meth:`ScoreStage.plan` says which columns a given
 input gets computed and which it keeps, for the run's report.
 
 Models load once per worker, on first need, and are not pickled with the
-stage, so the same object runs under the local runner and Ray Data.
+stage, so the same object runs under the local runner and on Ray actors.
 """
 
 from __future__ import annotations
