@@ -156,7 +156,11 @@ def group_duplicates(group: int, shuffle: PairShuffle) -> dict[int, np.ndarray]:
     ]
     found = pa.Table.from_batches(parts, DUPLICATES_SCHEMA)
     file, row = found["file"].to_numpy(), found["row"].to_numpy()
-    return {index: np.sort(row[file == index]) for index in shuffle.group_files(group)}
+    order = np.lexsort((row, file))
+    file, row = file[order], row[order]
+    files = shuffle.group_files(group)
+    bounds = np.searchsorted(file, np.arange(files.start, files.stop + 1))
+    return {index: row[start:end] for index, start, end in zip(files, bounds[:-1], bounds[1:])}
 
 
 def _read_batches(path: str, indices: Sequence[int]) -> list[pa.RecordBatch]:

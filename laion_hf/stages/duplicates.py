@@ -83,6 +83,9 @@ def signature_hashes(batch: pa.Table) -> pa.Array:
 
 # -- the decision ------------------------------------------------------------------------------------
 
+_KEPT = 0
+_REASONS = (None, DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING)  # a row's reason, by code
+
 
 def _bands(count: int) -> list[tuple[int, int]]:
     """(shift, mask) of ``count`` near-equal bit bands covering 64 bits."""
@@ -170,10 +173,6 @@ def _near_pass(
     repeats = rows[rows != first_row[inverse]]
     keeper[repeats] = value_keeper[inverse[rows != first_row[inverse]]]
     reason[repeats] = label
-
-
-_KEPT = 0
-_REASONS = (None, DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING)  # by code
 
 
 def decide(
