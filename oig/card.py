@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from laion_hf.hub.card import CARDS_DIR
+from laion_hf.hub.card import CARDS_DIR, size_category
 from laion_hf.hub.card import render_card as render_family_card
-from laion_hf.hub.card import size_category
 from laion_hf.hub.layout import ConfigLayout, HubLayout
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from laion_hf.clean import CleanOptions, clean_copy, verify_copy
+from laion_hf.clean import CleanOptions, clean_copy
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash
 from tests.clean.test_clean import THRESHOLDS, listed, read_dir, reason_for

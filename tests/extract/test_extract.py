@@ -11,10 +11,10 @@ import pytest
 
 from laion_hf.core.hashing import laion_hash
 from laion_hf.extract import CANDIDATE_SCHEMA, expand_inputs
-from laion_hf.steps.extract import extract
 from laion_hf.extract.extract import REPORT_FILE, ExtractInputError
 from laion_hf.extract.wat import UnreadableInputError
 from laion_hf.io.atomic import read_json
+from laion_hf.steps.extract import extract
 from laion_hf.testing.wat import Image, Page, write_wat
 from tests.extract.wat_cases import DAMAGED_GOOD_PAIRS, RULE_DROPS, RULE_PAIRS, write_damaged_wat, write_rule_wat
 

@@ -166,7 +166,7 @@ def test_demo_build_card_reports_rows_per_config_and_its_own_steps(demo_build):
     assert "- built by laion-hf's demo recipe (demo 1.0.0)" in text
     by_stage = {s.stage: s for s in report.stages}
     removed = sum(by_stage["clip-filter"].dropped.values())
-    assert f"similarity >= 0.7154 (pkg:laion_hf/models/weights/laion-hf-tiny.quality.json#threshold)" in text
+    assert "similarity >= 0.7154 (pkg:laion_hf/models/weights/laion-hf-tiny.quality.json#threshold)" in text
     assert f"; {removed} of {by_stage['clip-filter'].rows_in} rows removed" in text
     assert "- removal lists applied: `url-md5` reported.url-md5.txt: 1 row removed" in text
     for config, limit in (("research", 0.95), ("research-safe", 0.45)):

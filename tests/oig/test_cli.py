@@ -1,10 +1,9 @@
 """``laion-hf oig build`` end to end, and publishing the result through the loopback Hub."""
 
+import json
 import os
 import subprocess
 import sys
-
-import json
 from pathlib import Path
 
 import datasets
@@ -15,7 +14,6 @@ from typer.testing import CliRunner
 
 from laion_hf.cli import app
 from laion_hf.hub.push import push_folder
-
 from tests.oig.conftest import SAMPLE_RECIPE, dataset_files
 
 pytestmark = pytest.mark.slow
