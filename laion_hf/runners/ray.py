@@ -148,7 +148,8 @@ class RayRunner:
         if pending:
             workers = self.workers()[: len(pending)]
             process_ref = ray.put(process)  # pickled once, not once per unit
-            self._run(workers, pending, lambda actor, unit: actor.run.remote(process_ref, unit, output_dir, name_of(unit)),
+            self._run(workers, pending,
+                      lambda actor, unit: actor.run.remote(process_ref, unit, output_dir, name_of(unit)),
                       records, description, total=len(units))
         return finish(units, records, output_dir, name_of)
 

@@ -195,8 +195,9 @@ def decide(
     valid = np.flatnonzero(pc.is_valid(hashes).to_numpy(zero_copy_only=False))
     if valid.size:
         _, first, inverse = np.unique(hashes.take(pa.array(valid)).to_numpy(), return_index=True, return_inverse=True)
-        twins = valid[first[inverse]] != valid
-        keeper[valid[twins]] = valid[first[inverse]][twins]
+        first_of_hash = valid[first[inverse]]
+        twins = first_of_hash != valid
+        keeper[valid[twins]] = first_of_hash[twins]
         reason[valid[twins]] = _REASONS.index(DUPLICATE_HASH)
     if max_distance is not None:
         _near_pass(ordered["phash"], max_distance, _REASONS.index(NEAR_DUPLICATE_PHASH), keeper, reason)
