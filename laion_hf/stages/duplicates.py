@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, ImageOps
 
 from laion_hf.core.errors import UserError
 from laion_hf.core.hashing import laion_hash_array
@@ -65,7 +65,7 @@ def perceptual_hash(data: bytes) -> int | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.draft("L", (64, 64))  # JPEG: decode at reduced size; pHash works on 32x32 anyway
-            value = int(str(imagehash.phash(image)), 16)
+            value = int(str(imagehash.phash(ImageOps.exif_transpose(image))), 16)  # as displayed, as CLIP sees it
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return value - (1 << 64) if value >= 1 << 63 else value

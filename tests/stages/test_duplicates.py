@@ -16,6 +16,7 @@ from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
 from laion_hf.stages import duplicates
 from laion_hf.stages.duplicates import (
+    DEFAULT_MAX_DISTANCE,
     DUPLICATE_HASH,
     DUPLICATE_OF,
     EMBEDDING_SIMHASH,
@@ -101,6 +102,15 @@ def test_fixture_images_are_near_or_far_as_intended():
     for other in (B, C, D, E):
         assert distance(A, other) > 8
     assert perceptual_hash(b"not an image") is None
+
+
+def test_a_photo_stored_sideways_with_exif_orientation_hashes_as_displayed():
+    from laion_hf.demo.photos import real_photos
+
+    upright, _, cmyk, webp, sideways = real_photos()
+    assert sideways.data != upright.data
+    for copy in (cmyk, webp, sideways):
+        assert distance(copy.data, upright.data) <= DEFAULT_MAX_DISTANCE
 
 
 def removed_by_key(output: Path) -> dict[str, tuple[str, str]]:
