@@ -22,13 +22,12 @@ million pairs, however big the run:
    group's batch of every partition's duplicates.
 
 Memory: a group's or a partition's pairs (24 bytes each), a group's duplicates
-in the last map. A reduce reads one batch per group and the last map one per
-partition: groups x partitions batches in all, as in any all-to-all shuffle.
+in the last map. The exchange is :mod:`laion_hf.io.shuffle`'s: one file per
+unit, one batch per destination.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +36,10 @@ import fsspec
 import mmh3
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from laion_hf.io.atomic import atomic_path, join
+from laion_hf.io.atomic import join
+from laion_hf.io.shuffle import read_partition, write_partitioned
 
 KEYS_SCHEMA = pa.schema([("hi", pa.uint64()), ("lo", pa.uint64()), ("file", pa.int32()), ("row", pa.int32())])
 DUPLICATES_SCHEMA = pa.schema([("file", pa.int32()), ("row", pa.int32())])
@@ -118,43 +117,29 @@ def write_keys(group: int, shuffle: PairShuffle) -> dict[str, Any]:
         hi, lo = pair_keys(table["url"].to_pylist(), table["caption"].to_pylist())
         parts.append((hi, lo, np.full(len(hi), file, np.int32), np.arange(len(hi), dtype=np.int32)))
     hi, lo, file, row = (np.concatenate(column) for column in zip(*parts))
-    partition = (hi >> shift).astype(np.int64)
-    order = np.argsort(partition, kind="stable")
-    bounds = np.searchsorted(partition[order], np.arange(shuffle.partitions + 1))
-    with atomic_path(shuffle.keys_path(group)) as tmp, fsspec.open(tmp, "wb") as sink:
-        with ipc.new_file(sink, KEYS_SCHEMA) as writer:
-            for start, end in zip(bounds[:-1], bounds[1:]):
-                take = order[start:end]
-                writer.write_batch(pa.record_batch([hi[take], lo[take], file[take], row[take]], schema=KEYS_SCHEMA))
+    keys = pa.table([hi, lo, file, row], schema=KEYS_SCHEMA)
+    write_partitioned(shuffle.keys_path(group), keys, (hi >> shift).astype(np.int64), shuffle.partitions)
     return {"pairs": int(len(hi))}
 
 
 def find_duplicates(partition: int, shuffle: PairShuffle) -> dict[str, Any]:
     """Reduce: the rows of one partition that repeat an earlier pair, one batch per group; how many."""
-    parts = [batch for group in range(shuffle.groups) for batch in _read_batches(shuffle.keys_path(group), [partition])]
-    keys = pa.Table.from_batches(parts, KEYS_SCHEMA)
+    keys = read_partition([shuffle.keys_path(group) for group in range(shuffle.groups)], partition, KEYS_SCHEMA)
     hi, lo, file, row = (keys[name].to_numpy() for name in KEYS_SCHEMA.names)
     order = np.lexsort((row, file, lo, hi))
     hi, lo = hi[order], lo[order]
     repeat = np.zeros(len(order), dtype=bool)
     repeat[1:] = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
     file, row = file[order][repeat], row[order][repeat]
-    by_position = np.lexsort((row, file))
-    file, row = file[by_position], row[by_position]
-    bounds = np.searchsorted(file, [*shuffle.group_starts, len(shuffle.files)])
-    with atomic_path(shuffle.duplicates_path(partition)) as tmp, fsspec.open(tmp, "wb") as sink:
-        with ipc.new_file(sink, DUPLICATES_SCHEMA) as writer:
-            for start, end in zip(bounds[:-1], bounds[1:]):
-                writer.write_batch(pa.record_batch([file[start:end], row[start:end]], schema=DUPLICATES_SCHEMA))
+    group_of_file = np.repeat(np.arange(shuffle.groups), np.diff([*shuffle.group_starts, len(shuffle.files)]))
+    duplicates = pa.table([file, row], schema=DUPLICATES_SCHEMA)
+    write_partitioned(shuffle.duplicates_path(partition), duplicates, group_of_file[file], shuffle.groups)
     return {"duplicates": int(len(file))}
 
 
 def group_duplicates(group: int, shuffle: PairShuffle) -> dict[int, np.ndarray]:
     """For each file of ``group`` (by index), the sorted rows that repeat an earlier pair of the run."""
-    parts = [
-        batch for p in range(shuffle.partitions) for batch in _read_batches(shuffle.duplicates_path(p), [group])
-    ]
-    found = pa.Table.from_batches(parts, DUPLICATES_SCHEMA)
+    found = read_partition([shuffle.duplicates_path(p) for p in range(shuffle.partitions)], group, DUPLICATES_SCHEMA)
     file, row = found["file"].to_numpy(), found["row"].to_numpy()
     order = np.lexsort((row, file))
     file, row = file[order], row[order]
@@ -162,12 +147,3 @@ def group_duplicates(group: int, shuffle: PairShuffle) -> dict[int, np.ndarray]:
     bounds = np.searchsorted(file, np.arange(files.start, files.stop + 1))
     return {index: row[start:end] for index, start, end in zip(files, bounds[:-1], bounds[1:])}
 
-
-def _read_batches(path: str, indices: Sequence[int]) -> list[pa.RecordBatch]:
-    """Some record batches of an Arrow IPC file: memory-mapped when local (only their pages are read)."""
-    if os.path.exists(path):
-        reader = ipc.open_file(pa.memory_map(path))  # the batches keep the mapping alive
-        return [reader.get_batch(i) for i in indices]
-    with fsspec.open(path, "rb") as source:
-        reader = ipc.open_file(source)
-        return [reader.get_batch(i) for i in indices]
