@@ -1,6 +1,6 @@
 """Benchmark: the dedup decision (exact LAION hash + pHash within 4 bits) against faiss's multi-index hashing.
 
-    .venv/bin/python bench/dedup.py [--rows 100000,1000000] [--runs 3] [--threads 1]
+    .venv/bin/python bench/dedup.py [--rows 100000,1000000] [--runs 3] [--threads 1] [--rows-per-unit N]
 
 Input: ``--rows`` signatures, as a LAION run has them: random 64-bit pHashes
 for distinct images, plus near copies of earlier ones (5 %, 0-4 bits flipped:
@@ -9,8 +9,12 @@ and exact (url, caption) repeats (3 %, the same LAION hash).
 
 Both sides in this interpreter, paired (A B A B), CPU and wall min/median/max:
 
-- ours: :func:`laion_hf.stages.duplicates.decide`, the whole decision (exact
-  pass, near pass, keepers, the removed-rows table);
+- ours: :func:`laion_hf.steps.dedup_decision.decide`, the whole decision as
+  the dedup step runs it (exact pass, near pass, keepers, the decision files
+  per shard), from signature files of 10,000 rows a shard written beforehand
+  (a real run has them), through the local runner in this process; its
+  shuffle files are part of the time. ``--rows-per-unit`` cuts it into more
+  units, as a cluster run would be;
 - peer: what a user reaches for to find near-duplicate binary hashes, faiss's
   ``IndexBinaryMultiHash`` (``max_distance + 1`` tables of 12 bits, exact recall
   by pigeonhole), adding every hash and range-searching every hash. That is
@@ -23,17 +27,24 @@ Both run on ``--threads`` threads (faiss's OpenMP; numpy's sorts are single-thre
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from laion_hf.stages.duplicates import DEFAULT_MAX_DISTANCE, decide  # noqa: E402
+from laion_hf.runners.local import LocalRunner  # noqa: E402
+from laion_hf.stages.duplicates import DEFAULT_MAX_DISTANCE  # noqa: E402
+from laion_hf.steps.dedup_decision import DecisionPlan, decide  # noqa: E402
 
 
 def signatures(rows: int, seed: int = 0) -> pa.Table:
@@ -60,8 +71,22 @@ def signatures(rows: int, seed: int = 0) -> pa.Table:
     })
 
 
-def ours(table: pa.Table) -> int:
-    return decide(table, DEFAULT_MAX_DISTANCE).num_rows
+def write_signatures(table: pa.Table, directory: Path) -> tuple[list[str], list[int]]:
+    """One signature file per shard, as the dedup step's first pass leaves them."""
+    files, rows = [], []
+    for shard in pc.unique(table["shard"]).to_pylist():
+        part = table.filter(pc.equal(table["shard"], shard))
+        files.append(str(directory / f"{shard}.parquet"))
+        rows.append(part.num_rows)
+        pq.write_table(part, files[-1])
+    return files, rows
+
+
+def ours(signatures: tuple[list[str], list[int]], scratch: Path, rows_per_unit: int | None) -> int:
+    shutil.rmtree(scratch, ignore_errors=True)
+    plan = DecisionPlan.plan(*signatures, str(scratch / "work"), max_distance=DEFAULT_MAX_DISTANCE,
+                             rows_per_unit=rows_per_unit)
+    return sum(decide(plan, str(scratch / "decisions"), LocalRunner(show_progress=False)).values())
 
 
 def faiss_multihash(table: pa.Table) -> int:
@@ -89,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rows", default="100000,1000000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows-per-unit", type=int, default=None, help="cut the decision into units this size")
     args = parser.parse_args()
     import faiss
 
@@ -96,10 +122,15 @@ def main() -> None:
     print(f"# dedup decision vs faiss IndexBinaryMultiHash, {args.runs} paired runs, {args.threads} thread(s)")
     for rows in map(int, args.rows.split(",")):
         table = signatures(rows)
+        folder = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
+        (folder / "signatures").mkdir()
+        files = write_signatures(table, folder / "signatures")
+        sides = (("ours", partial(ours, scratch=folder / "run", rows_per_unit=args.rows_per_unit)),
+                 ("faiss", faiss_multihash))
         times: dict[str, list[tuple[float, float]]] = {"ours": [], "faiss": []}
         for _ in range(args.runs):
-            for name, function in (("ours", ours), ("faiss", faiss_multihash)):
-                cpu, wall, result = timed(function, table)
+            for name, function in sides:
+                cpu, wall, result = timed(function, files if name == "ours" else table)
                 times[name].append((cpu, wall))
                 print(f"{rows:>10,} {name:>5}: {cpu:7.2f} CPU s {wall:7.2f} s wall  ({result:,} "
                       f"{'rows removed' if name == 'ours' else 'close pairs, both ways'})", flush=True)
@@ -109,6 +140,7 @@ def main() -> None:
         ratio_cpu = statistics.median(t[0] for t in times["faiss"]) / statistics.median(t[0] for t in times["ours"])
         ratio_wall = statistics.median(t[1] for t in times["faiss"]) / statistics.median(t[1] for t in times["ours"])
         print(f"{rows:>10,} speed (faiss time / ours): CPU {ratio_cpu:.2f}x, wall {ratio_wall:.2f}x")
+        shutil.rmtree(folder)
 
 
 if __name__ == "__main__":

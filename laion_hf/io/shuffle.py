@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from laion_hf.io.atomic import atomic_path
+from laion_hf.io.atomic import atomic_path, filesystem
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential or clustered ids over the top bits
 
@@ -60,3 +60,13 @@ def read_partition(paths: Sequence[str], partition: int, schema: pa.Schema) -> p
             with fsspec.open(path, "rb") as source:
                 batches.append(ipc.open_file(source).get_batch(partition))
     return pa.Table.from_batches(batches, schema)
+
+
+def remove_other_runs(scratch: str, keep: str) -> None:
+    """A shuffle's scratch folders are named by what they are computed from; those of other inputs can never
+    be resumed: remove them."""
+    fs, inner = filesystem(scratch)
+    if fs.isdir(inner):
+        for path in fs.ls(inner, detail=False):
+            if path.rstrip("/").rsplit("/", 1)[-1] != keep:
+                fs.rm(path, recursive=True)

@@ -6,16 +6,20 @@
   image (``imagehash.phash``, :func:`perceptual_hash`), null when it does not
   decode; optionally a 64-bit SimHash of each CLIP image embedding
   (:func:`embedding_signatures`).
-- :func:`decide`: rows in (shard name, key) order. The first row of each LAION
+- the rule: rows in (shard name, key) order. The first row of each LAION
   hash is its keeper; every later one is ``duplicate-hash``. Among the
   remaining rows, a row whose phash is within ``max_distance`` bits of an
   earlier kept row is ``near-duplicate-phash`` of the earliest such row (then
-  the same on embeddings: ``near-duplicate-embedding``). Candidates come from a
-  multi-index: the 64 bits are cut into ``m`` bands, two hashes within the
-  distance agree exactly on at least ``m - max_distance`` of them (pigeonhole),
-  so only values sharing such a combination of bands are compared; ``m`` grows
-  with the run, so candidates per row stay few. The ``duplicate_of`` of every
-  removed row is the key of a row that is kept.
+  the same on embeddings: ``near-duplicate-embedding``). The ``duplicate_of``
+  of every removed row is the key of a row that is kept.
+- its kernels, which the dedup step's shuffle runs on parts of a run
+  (:mod:`laion_hf.steps.dedup_decision`): candidates come from a multi-index:
+  the 64 bits are cut into ``m`` bands (:func:`band_count`), two hashes within
+  the distance agree exactly on at least ``m - max_distance`` of them
+  (pigeonhole), so only values sharing such a combination of bands are compared
+  (:func:`band_keys`, :func:`close_pairs`); ``m`` grows with the run, so
+  candidates per row stay few; :func:`keeper_walk` applies the rule to the
+  close pairs of distinct values.
 - :class:`DuplicateMarker`: an ordinary stage that marks the decided rows with
   their reason and fills ``duplicate_of``.
 
@@ -27,11 +31,11 @@ from __future__ import annotations
 import io
 import itertools
 import math
+from collections.abc import Iterator
 
 import imagehash
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
@@ -81,10 +85,10 @@ def signature_hashes(batch: pa.Table) -> pa.Array:
     return laion_hash_array(batch[columns["url"]], captions)
 
 
-# -- the decision ------------------------------------------------------------------------------------
+# -- the decision's rules, as kernels the dedup step's shuffle runs on parts of a run -----------------
 
-_KEPT = 0
-_REASONS = (None, DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING)  # a row's reason, by code
+REASONS = (None, DUPLICATE_HASH, NEAR_DUPLICATE_PHASH, NEAR_DUPLICATE_EMBEDDING)  # a row's reason, by code
+KEPT = 0
 
 
 def _bands(count: int) -> list[tuple[int, int]]:
@@ -93,7 +97,7 @@ def _bands(count: int) -> list[tuple[int, int]]:
     return [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(edges, edges[1:])]
 
 
-def _band_count(max_distance: int, values: int) -> int:
+def band_count(max_distance: int, values: int) -> int:
     """How many bands to cut 64 bits into, for ``values`` distinct hashes.
 
     With ``m`` bands, two hashes within ``max_distance`` bits agree exactly on at
@@ -112,151 +116,94 @@ def _band_count(max_distance: int, values: int) -> int:
     return min(range(max_distance + 1, max_distance + 13), key=cost)
 
 
-def _close_pairs(values: np.ndarray, max_distance: int) -> np.ndarray:
-    """Every index pair ``(i, j)``, ``i < j``, of distinct uint64 ``values`` within ``max_distance`` bits."""
-    bands = _bands(_band_count(max_distance, len(values)))
-    parts = [(values >> np.uint64(shift)) & np.uint64(mask) for shift, mask in bands]
-    found = [np.empty((0, 2), np.int64)]
-    for combination in itertools.combinations(range(len(bands)), len(bands) - max_distance):
+def band_keys(values: np.ndarray, bands: int, max_distance: int) -> Iterator[np.ndarray]:
+    """For each combination of ``bands - max_distance`` of the ``bands`` bands, every uint64 value's key:
+    two values within ``max_distance`` bits share at least one (pigeonhole)."""
+    cuts = _bands(bands)
+    parts = [(values >> np.uint64(shift)) & np.uint64(mask) for shift, mask in cuts]
+    for combination in itertools.combinations(range(bands), bands - max_distance):
         key = np.zeros(len(values), np.uint64)
         for band in combination:
-            width = bands[band][1].bit_length()
-            key = (key << np.uint64(width)) | parts[band]
-        order = np.argsort(key)
-        key = key[order]
-        for offset in range(1, len(key)):  # rows sharing a key are contiguous: pair each with the next ones
-            same = np.flatnonzero(key[offset:] == key[:-offset])
-            if not same.size:
-                break
-            first, second = order[same], order[same + offset]
-            close = np.bitwise_count(values[first] ^ values[second]) <= max_distance
-            found.append(np.stack([first[close], second[close]], axis=1))
-    return np.unique(np.sort(np.concatenate(found), axis=1), axis=0)  # a pair agreeing on several keys, once
+            key = (key << np.uint64(cuts[band][1].bit_length())) | parts[band]
+        yield key
 
 
-def _near_pass(
-    hashes: pa.ChunkedArray, max_distance: int, label: int, keeper: np.ndarray, reason: np.ndarray
-) -> None:
-    """Mark rows (in order) within ``max_distance`` bits of an earlier kept row; update keeper/reason in place.
+def close_pairs(keys: np.ndarray, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)`` of entries that share a key and whose uint64 values are within ``max_distance``
+    bits (each pair once per key it shares)."""
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    found_i, found_j = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for offset in range(1, len(keys)):  # entries sharing a key are contiguous: pair each with the next ones
+        same = np.flatnonzero(keys[offset:] == keys[:-offset])
+        if not same.size:
+            break
+        first, second = order[same], order[same + offset]
+        close = np.bitwise_count(values[first] ^ values[second]) <= max_distance
+        found_i.append(first[close])
+        found_j.append(second[close])
+    return np.concatenate(found_i), np.concatenate(found_j)
 
-    The result is the one-row-at-a-time rule (each row, in order, is a
-    near-duplicate of the earliest *kept* row within the distance), computed
-    on distinct values: rows repeating a value are near-duplicates of its first
-    row (or of what that row is a near-duplicate of), so an image repeated a
-    million times costs one value, not 10^12 pairs; candidate pairs of distinct
-    values come from :func:`_close_pairs`; only values in a pair are walked.
+
+def keeper_walk(earlier: np.ndarray, later: np.ndarray, first_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The near-duplicate rule on distinct values: (removed values, the kept value each is a near-duplicate of).
+
+    ``earlier``/``later`` are the close pairs (as value indices, the earlier
+    value's first row before the later one's), ``first_row`` each value's first
+    row. In row order, a value is a near-duplicate of its earliest partner that
+    is itself kept: the one-row-at-a-time rule, visiting only values in a pair.
     """
-    eligible = pc.is_valid(hashes).to_numpy(zero_copy_only=False) & (reason == _KEPT)
-    rows = np.flatnonzero(eligible)
-    if not rows.size:
-        return
-    row_values = pc.fill_null(hashes, 0).to_numpy().view(np.uint64)[rows]
-    values, first, inverse = np.unique(row_values, return_index=True, return_inverse=True)
-    first_row = rows[first]  # np.unique's first index is the earliest row of each value
-    value_keeper = first_row.copy()  # a value's first row, or the kept row it is a near-duplicate of
-    pairs = _close_pairs(values, max_distance)
-    if pairs.size:
-        earlier = first_row[pairs[:, 0]] < first_row[pairs[:, 1]]
-        before = np.where(earlier, pairs[:, 0], pairs[:, 1])
-        after = np.where(earlier, pairs[:, 1], pairs[:, 0])
-        order = np.lexsort((first_row[before], first_row[after]))  # by the later value, then its earliest partner
-        removed_value = np.zeros(len(values), bool)
-        decided = -1
-        for later, partner in zip(after[order].tolist(), before[order].tolist()):
-            if later != decided and not removed_value[partner]:
-                removed_value[later] = True
-                value_keeper[later] = first_row[partner]
-                decided = later
-        first_removed = first_row[removed_value]
-        keeper[first_removed] = value_keeper[removed_value]
-        reason[first_removed] = label
-    repeats = rows[rows != first_row[inverse]]
-    keeper[repeats] = value_keeper[inverse[rows != first_row[inverse]]]
-    reason[repeats] = label
-
-
-def decide(
-    signatures: pa.Table,
-    max_distance: int | None = DEFAULT_MAX_DISTANCE,
-    max_embedding_distance: int | None = None,
-) -> pa.Table:
-    """Rows to remove: ``(shard, key, duplicate_of, reason)``; keepers are first in (shard, key) order.
-
-    ``signatures`` has columns shard, key, hash, phash and optionally
-    ``embedding_simhash``. ``None`` distances turn that near-duplicate pass off.
-    A null hash, phash or simhash matches nothing.
-    """
-    ordered = signatures.sort_by([("shard", "ascending"), ("key", "ascending")])
-    n = ordered.num_rows
-    keeper = np.arange(n)
-    reason = np.zeros(n, np.int8)
-
-    hashes = ordered["hash"]
-    valid = np.flatnonzero(pc.is_valid(hashes).to_numpy(zero_copy_only=False))
-    if valid.size:
-        _, first, inverse = np.unique(hashes.take(pa.array(valid)).to_numpy(), return_index=True, return_inverse=True)
-        first_of_hash = valid[first[inverse]]
-        twins = first_of_hash != valid
-        keeper[valid[twins]] = first_of_hash[twins]
-        reason[valid[twins]] = _REASONS.index(DUPLICATE_HASH)
-    if max_distance is not None:
-        _near_pass(ordered["phash"], max_distance, _REASONS.index(NEAR_DUPLICATE_PHASH), keeper, reason)
-    if max_embedding_distance is not None and EMBEDDING_SIMHASH in ordered.column_names:
-        _near_pass(ordered[EMBEDDING_SIMHASH], max_embedding_distance, _REASONS.index(NEAR_DUPLICATE_EMBEDDING),
-                   keeper, reason)
-
-    # An exact twin of a row that is itself a near-duplicate points at the row finally kept.
-    final = keeper.copy()
-    while (chained := reason[final] != _KEPT).any():
-        final[chained] = keeper[final[chained]]
-    removed = np.flatnonzero(reason != _KEPT)
-    take = pa.array(removed, pa.int64())
-    return pa.table(
-        {
-            "shard": ordered["shard"].take(take),
-            "key": ordered["key"].take(take).cast(pa.string()),
-            DUPLICATE_OF: ordered["key"].take(pa.array(final[removed], pa.int64())).cast(pa.string()),
-            "reason": pa.array([_REASONS[code] for code in reason[removed]], pa.string()),
-        }
-    )
+    order = np.lexsort((first_row[earlier], first_row[later]))  # by the later value, then its earliest partner
+    removed = np.zeros(len(first_row), bool)
+    keeper = np.full(len(first_row), -1, np.int64)
+    decided = -1
+    for value, partner in zip(later[order].tolist(), earlier[order].tolist()):
+        if value != decided and not removed[partner]:
+            removed[value] = True
+            keeper[value] = partner
+            decided = value
+    return np.flatnonzero(removed), keeper[removed]
 
 
 # -- CLIP embeddings (clip-retrieval layout) -> 64-bit SimHash ---------------------------------------
 
 
-def embedding_signatures(embeddings_dir: str, seed: int = 0) -> pa.Table:
-    """``(key, embedding_simhash)`` for every image embedding of a clip-retrieval folder.
+def embedding_files(embeddings_dir: str) -> list[str]:
+    """The names of a clip-retrieval embedding folder's parts: ``img_emb/img_emb_NAME.npy`` beside
+    ``metadata/metadata_NAME.parquet`` (same order, with ``key``), as ``laion-hf filter`` saves them."""
+    fs, inner = filesystem(join(embeddings_dir, "metadata"))
+    if not fs.isdir(inner):
+        raise DedupError(f"{embeddings_dir}: no metadata/ folder of a clip-retrieval embedding set")
+    names = sorted(
+        p.rsplit("/", 1)[-1].removeprefix("metadata_").removesuffix(".parquet")
+        for p in fs.ls(inner, detail=False) if p.endswith(".parquet")
+    )
+    if not names:
+        raise DedupError(f"{embeddings_dir}: metadata/ holds no parquet files")
+    return names
 
-    The folder is what ``laion-hf filter`` saves: ``img_emb/img_emb_NAME.npy``
-    beside ``metadata/metadata_NAME.parquet`` (same order, with ``key``).
+
+def embedding_signatures(embeddings_dir: str, name: str, seed: int = 0) -> pa.Table:
+    """``(key, embedding_simhash)`` for every image embedding of one part of a clip-retrieval folder.
+
     SimHash (Charikar): the sign of 64 seeded random projections; the Hamming
     distance of two signatures / 64 estimates their angle / pi, so only
     8 bytes per image are ever held. Embeddings are memory-mapped and read
     in chunks.
     """
-    fs, inner = filesystem(join(embeddings_dir, "metadata"))
-    if not fs.isdir(inner):
-        raise DedupError(f"{embeddings_dir}: no metadata/ folder of a clip-retrieval embedding set")
-    parts: list[pa.Table] = []
-    planes: np.ndarray | None = None
+    path = join(embeddings_dir, "metadata", f"metadata_{name}.parquet")
+    keys = pq.read_table(path, columns=["key"])["key"].cast(pa.string())
+    embeddings = np.load(join(embeddings_dir, "img_emb", f"img_emb_{name}.npy"), mmap_mode="r")
+    if embeddings.shape[0] != len(keys):
+        raise DedupError(f"{path}: {len(keys)} rows but img_emb_{name}.npy holds {embeddings.shape[0]} embeddings")
+    planes = np.random.default_rng(seed).standard_normal((embeddings.shape[1], 64)).astype(np.float32)
     weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
-    for path in sorted(p for p in fs.ls(inner, detail=False) if p.endswith(".parquet")):
-        name = path.rsplit("/", 1)[-1].removeprefix("metadata_").removesuffix(".parquet")
-        keys = pq.read_table(path, columns=["key"])["key"].cast(pa.string())
-        embeddings = np.load(join(embeddings_dir, "img_emb", f"img_emb_{name}.npy"), mmap_mode="r")
-        if embeddings.shape[0] != len(keys):
-            raise DedupError(f"{path}: {len(keys)} rows but img_emb_{name}.npy holds {embeddings.shape[0]} embeddings")
-        if planes is None and len(keys):
-            planes = np.random.default_rng(seed).standard_normal((embeddings.shape[1], 64)).astype(np.float32)
-        signatures = np.empty(len(keys), np.uint64)
-        for start in range(0, len(keys), 65_536):
-            chunk = np.asarray(embeddings[start:start + 65_536], dtype=np.float32)
-            bits = (chunk @ planes) > 0
-            signatures[start:start + len(chunk)] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-        parts.append(pa.table({"key": keys, EMBEDDING_SIMHASH: pa.array(signatures.view(np.int64))}))
-    if not parts:
-        raise DedupError(f"{embeddings_dir}: metadata/ holds no parquet files")
-    return pa.concat_tables(parts)
+    signatures = np.empty(len(keys), np.uint64)
+    for start in range(0, len(keys), 65_536):
+        chunk = np.asarray(embeddings[start:start + 65_536], dtype=np.float32)
+        bits = (chunk @ planes) > 0
+        signatures[start:start + len(chunk)] = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    return pa.table({"key": keys, EMBEDDING_SIMHASH: pa.array(signatures.view(np.int64))})
 
 
 # -- pass 2: marking ---------------------------------------------------------------------------------

@@ -1,35 +1,37 @@
 """The dedup step: exact (LAION hash) and near (pHash, optionally CLIP embedding) duplicates across a run.
 
-Three passes (the rules are :mod:`laion_hf.stages.duplicates`):
+Three passes (the rules are :mod:`laion_hf.stages.duplicates`), each made of runner maps:
 
-1. *signatures*: a runner maps :func:`signature_shard` over the shards, writing
+1. *signatures*: :func:`signature_shard` over the shards, writing
    ``(shard, key, hash, phash)`` to ``OUTPUT/_dedup/signatures``;
-2. *decide*: only those columns of every shard are read, once, in (shard, key)
-   order (:func:`~laion_hf.stages.duplicates.decide`); decisions are written
-   per shard to ``OUTPUT/_dedup/decisions``;
-3. *mark*: a runner maps :func:`mark_shard` (the
+2. *decide*: the decision's shuffle over those signatures (and the embeddings'
+   SimHashes), no unit bigger than a few million rows
+   (:mod:`laion_hf.steps.dedup_decision`); decisions are written per shard to
+   ``OUTPUT/_dedup/decisions``;
+3. *mark*: :func:`mark_shard` (the
    :class:`~laion_hf.stages.duplicates.DuplicateMarker` stage over one shard).
 
-Only the decision holds the whole run, and only 40 bytes a row of it.
+Only the keeper walk sees the whole run, and only its close pairs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laion_hf.core.schema import resolve_columns
 from laion_hf.core.stage import StageStats, alive_mask
-from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
+from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, write_json
 from laion_hf.io.samples import IMAGE, image_shards, load_shard_stages, read_sample_batches, transform_shard
 from laion_hf.io.shards import Shard
+from laion_hf.io.shuffle import remove_other_runs
 from laion_hf.runners.base import Runner, shard_name
 from laion_hf.runners.local import LocalRunner
 from laion_hf.stages.duplicates import (
@@ -38,18 +40,17 @@ from laion_hf.stages.duplicates import (
     SIGNATURE_SCHEMA,
     DedupError,
     DuplicateMarker,
-    decide,
-    embedding_signatures,
+    embedding_files,
     perceptual_hash,
     signature_hashes,
 )
+from laion_hf.steps.dedup_decision import DecisionPlan, decide
 from laion_hf.steps.registry import Context, Driver
 from laion_hf.steps.specs import DedupSpec
 
 REPORT_FILE = "dedup_report.json"
 OPTIONS_FILE = "dedup_options.json"
 _WORK = "_dedup"
-_DECISION_SCHEMA = pa.schema([("key", pa.string()), ("duplicate_of", pa.string()), ("reason", pa.string())])
 
 
 def signature_shard(shard: Shard, signatures_dir: str, batch_size: int = 256) -> dict[str, Any]:
@@ -109,26 +110,28 @@ def _check_options(output_dir: str, options: dict[str, Any]) -> None:
 
 
 def _decide_run(
-    signatures_dir: str, decisions_dir: str, shards: list[Shard], max_distance: int | None,
-    embeddings: str | None, max_embedding_distance: int | None,
+    signatures_dir: str, decisions_dir: str, rows: dict[str, int], max_distance: int | None,
+    embeddings: str | None, max_embedding_distance: int | None, runner: Runner,
 ) -> None:
+    """The decision's shuffle (:mod:`laion_hf.steps.dedup_decision`), each of its maps a step of ``runner``;
+    its scratch folder is named by its plan, so a resume with another plan starts a new one."""
     summary = join(decisions_dir, "_decided.json")
     fs, inner = filesystem(summary)
     if fs.exists(inner):
         return
-    remove_stale_temporaries(decisions_dir)
-    signatures = pa.concat_tables(
-        [pq.read_table(join(signatures_dir, f"{s.name}.parquet"), schema=SIGNATURE_SCHEMA) for s in shards]
+    names = sorted(rows)
+    plan = DecisionPlan.plan(
+        [join(signatures_dir, f"{name}.parquet") for name in names], [rows[name] for name in names], "",
+        max_distance=max_distance, embeddings_dir=embeddings,
+        embedding_parts=embedding_files(embeddings) if embeddings is not None else (),
+        max_embedding_distance=max_embedding_distance if embeddings is not None else None,
     )
-    if embeddings is not None:
-        signatures = signatures.join(embedding_signatures(embeddings), keys="key", join_type="left outer")
-    removed = decide(signatures, max_distance, max_embedding_distance if embeddings is not None else None)
-    for shard in shards:
-        rows = removed.filter(pc.equal(removed["shard"], shard.name)).select(_DECISION_SCHEMA.names)
-        with atomic_path(join(decisions_dir, f"{shard.name}.parquet")) as tmp:
-            pq.write_table(rows.cast(_DECISION_SCHEMA), tmp)
-    write_json(summary, {"rows": signatures.num_rows,
-                         "removed": dict(Counter(removed["reason"].to_pylist()))})
+    scratch = join(decisions_dir, "_scratch")
+    run = hashlib.sha256(repr(plan).encode()).hexdigest()[:16]
+    remove_other_runs(scratch, keep=run)
+    removed = decide(dataclasses.replace(plan, work_dir=join(scratch, run)), decisions_dir, runner)
+    write_json(summary, {"rows": sum(rows.values()), "removed": dict(removed)})
+    fs.rm(filesystem(scratch)[1], recursive=True)
 
 
 def dedup_shards(
@@ -157,9 +160,10 @@ def dedup_shards(
     work = join(output_dir, _WORK)
     signatures_dir, decisions_dir = join(work, "signatures"), join(work, "decisions")
     runner = runner or LocalRunner(workers=workers, show_progress=show_progress)
-    runner.map(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
-               output_dir=signatures_dir, name_of=shard_name, description="dedup: signatures")
-    _decide_run(signatures_dir, decisions_dir, shards, max_distance, embeddings, max_embedding_distance)
+    signed = runner.map(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
+                        output_dir=signatures_dir, name_of=shard_name, description="dedup: signatures")
+    _decide_run(signatures_dir, decisions_dir, {name: record["rows"] for name, record in signed.items()},
+                max_distance, embeddings, max_embedding_distance, runner)
     recorded = runner.map(shards, partial(mark_shard, decisions_dir=decisions_dir, output_dir=output_dir,
                                           batch_size=batch_size),
                           output_dir=output_dir, name_of=shard_name, description="dedup: mark")

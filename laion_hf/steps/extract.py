@@ -46,6 +46,7 @@ from laion_hf.extract.extract import (
 from laion_hf.extract.language import LanguageDetector
 from laion_hf.io.atomic import atomic_path, filesystem, join, read_json, remove_stale_temporaries, write_json
 from laion_hf.io.data_card import write_data_card
+from laion_hf.io.shuffle import remove_other_runs
 from laion_hf.runners.base import Runner
 from laion_hf.runners.local import LocalRunner
 from laion_hf.steps.registry import Context, Driver
@@ -105,7 +106,7 @@ def _apply_global_dedup(
     else:
         run = hashlib.sha256(json.dumps([names, inputs]).encode()).hexdigest()[:16]
         scratch = join(output_dir, SCRATCH_DIR)
-        _remove_other_runs(scratch, keep=run)
+        remove_other_runs(scratch, keep=run)
         shuffle = PairShuffle.plan([join(files_dir, f"{name}.parquet") for name in names],
                                    [stats[name]["kept"] for name in names], join(scratch, run))
         groups, partitions = range(shuffle.groups), range(shuffle.partitions)
@@ -146,15 +147,6 @@ def _write_group(group: int, shuffle: PairShuffle, names: list[str], output_dir:
             pq.write_table(table, sink, compression="zstd")
         counts[names[file]] = int(len(rows))
     return {"duplicates": counts}
-
-
-def _remove_other_runs(scratch: str, keep: str) -> None:
-    """Scratch folders of runs over other per-file results can never be resumed: remove them."""
-    fs, inner = filesystem(scratch)
-    if fs.isdir(inner):
-        for path in fs.ls(inner, detail=False):
-            if path.rstrip("/").rsplit("/", 1)[-1] != keep:
-                fs.rm(path, recursive=True)
 
 
 def extract(

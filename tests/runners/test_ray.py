@@ -215,9 +215,12 @@ def test_download_on_ray_writes_the_local_runners_shards(crawl_steps, ray_runner
 
 
 @pytest.mark.slow
-def test_dedup_on_ray_writes_the_local_runners_shards(ray_runner, tmp_path):
+def test_dedup_on_ray_writes_the_local_runners_shards(ray_runner, tmp_path, monkeypatch):
+    """Its decision cut into many units (groups, hash, value and band partitions), each a Ray task."""
+    from laion_hf.steps import dedup_decision
     from laion_hf.steps.dedup import dedup_shards
 
+    monkeypatch.setattr(dedup_decision, "ROWS_PER_UNIT", 5)
     make_image_shards(tmp_path / "in", shards=3, per_shard=8, duplicate_every=3, same_image_every=5)
     local = dedup_shards(str(tmp_path / "in"), str(tmp_path / "local"), show_progress=False)
     remote = dedup_shards(str(tmp_path / "in"), str(tmp_path / "ray"), runner=ray_runner)
@@ -282,7 +285,9 @@ def test_the_dedup_command_runs_on_ray_with_the_local_commands_output(ray_runner
         with pytest.raises(SystemExit) as exited:
             main()
         assert exited.value.code == 0, capsys.readouterr().err
-    assert mapped == [2, 2]  # signatures and marks, one Ray task per shard (the local run used no Ray)
+    # Signatures and marks: one Ray task per shard; between them the decision's maps (number, exact, the pHash
+    # pass's bands, pairs, walk, keepers and apply, the decisions), one unit each at this size. Local used no Ray.
+    assert mapped == [2, 1, 1, 1, 1, 1, 1, 1, 1, 2]
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
 
 

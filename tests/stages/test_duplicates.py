@@ -14,7 +14,6 @@ import pytest
 from laion_hf.core.hashing import laion_hash
 from laion_hf.io.shards import discover_shards
 from laion_hf.io.tar import iter_samples, write_samples
-from laion_hf.stages import duplicates
 from laion_hf.stages.duplicates import (
     DEFAULT_MAX_DISTANCE,
     DUPLICATE_HASH,
@@ -22,7 +21,7 @@ from laion_hf.stages.duplicates import (
     EMBEDDING_SIMHASH,
     NEAR_DUPLICATE_EMBEDDING,
     NEAR_DUPLICATE_PHASH,
-    decide,
+    embedding_files,
     embedding_signatures,
     perceptual_hash,
 )
@@ -159,118 +158,6 @@ def test_rerun_resumes_from_done_markers(tmp_path):
     assert second.to_dict() == first.to_dict()
 
 
-def test_decide_keeps_the_first_row_by_shard_then_key_and_ignores_null_hashes():
-    signatures = pa.table({
-        "shard": ["00001", "00000", "00000", "00002"],
-        "key": ["10", "02", "01", "20"],
-        "hash": [7, 7, None, None],
-        "phash": [None, None, None, None],
-    }, schema=pa.schema([("shard", pa.string()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64())]))
-    removed = decide(signatures)
-    assert removed.to_pylist() == [{"shard": "00001", "key": "10", DUPLICATE_OF: "02", "reason": DUPLICATE_HASH}]
-
-
-def test_decide_near_duplicates_respect_the_distance():
-    base = 0x0F0F_0F0F_0F0F_0F0F
-    within, beyond = base ^ 0b1111, base ^ 0b11111  # 4 and 5 bits away
-    signatures = pa.table({
-        "shard": ["0", "0", "0"],
-        "key": ["a", "b", "c"],
-        "hash": [1, 2, 3],
-        "phash": [base, within, beyond],
-    })
-    removed = decide(signatures, max_distance=4).to_pylist()
-    assert [(r["key"], r[DUPLICATE_OF], r["reason"]) for r in removed] == [("b", "a", NEAR_DUPLICATE_PHASH)]
-
-
-def one_row_at_a_time(table: pa.Table, max_distance: int, max_embedding_distance: int | None) -> list[tuple]:
-    """The rule as written, O(n^2): rows in (shard, key) order, each a near-duplicate of the earliest kept row."""
-    rows = sorted(table.to_pylist(), key=lambda r: (r["shard"], r["key"]))
-    keeper: dict[int, int] = {}
-    reason: dict[int, str] = {}
-    first_of_hash: dict[int, int] = {}
-    for i, row in enumerate(rows):
-        if row["hash"] is not None:
-            if row["hash"] in first_of_hash:
-                keeper[i], reason[i] = first_of_hash[row["hash"]], DUPLICATE_HASH
-            else:
-                first_of_hash[row["hash"]] = i
-    passes = [("phash", max_distance, NEAR_DUPLICATE_PHASH)]
-    if max_embedding_distance is not None:
-        passes.append((EMBEDDING_SIMHASH, max_embedding_distance, NEAR_DUPLICATE_EMBEDDING))
-    for column, limit, label in passes:
-        kept: list[int] = []
-        for i, row in enumerate(rows):
-            if i in reason or row[column] is None:
-                continue
-            close = (k for k in kept if ((rows[k][column] ^ row[column]) & (2**64 - 1)).bit_count() <= limit)
-            match = next(close, None)
-            if match is None:
-                kept.append(i)
-            else:
-                keeper[i], reason[i] = match, label
-    final = {}
-    for i in reason:
-        final[i] = keeper[i]
-        while final[i] in reason:
-            final[i] = keeper[final[i]]
-    return [(rows[i]["shard"], rows[i]["key"], rows[final[i]]["key"], reason[i]) for i in sorted(reason)]
-
-
-def clustered_signatures(rows: int, seed: int) -> pa.Table:
-    """Hashes near a few shared bases (0-7 bits flipped: identical values, chains, far ones), repeated LAION
-    hashes, some nulls, and rows spread over shards out of order."""
-    rng = np.random.default_rng(seed)
-    bases = [int(v) for v in rng.integers(0, 2**63, max(1, rows // 8), dtype=np.int64)]
-
-    def near(base: int) -> int:
-        for bit in rng.choice(64, int(rng.integers(0, 8)), replace=False):
-            base ^= 1 << int(bit)
-        return base - (1 << 64) if base >= 1 << 63 else base
-
-    def maybe(value):
-        return None if rng.random() < 0.05 else value
-
-    return pa.table({
-        "shard": [f"{s:03d}" for s in rng.integers(0, 5, rows)],
-        "key": [f"k{i:05d}" for i in range(rows)],
-        "hash": pa.array([maybe(int(h)) for h in rng.integers(0, rows // 2, rows)], pa.int64()),
-        "phash": pa.array([maybe(near(bases[int(b)])) for b in rng.integers(0, len(bases), rows)], pa.int64()),
-        EMBEDDING_SIMHASH: pa.array([maybe(near(bases[int(b)])) for b in rng.integers(0, len(bases), rows)],
-                                    pa.int64()),
-    })
-
-
-@pytest.mark.parametrize("extra_bands", [0, 1, 3])
-@pytest.mark.parametrize(("max_distance", "max_embedding_distance"), [(4, None), (0, None), (2, 5), (6, 1)])
-def test_decide_equals_the_rule_applied_one_row_at_a_time(monkeypatch, extra_bands, max_distance,
-                                                          max_embedding_distance):
-    """Whatever number of bands the index uses, no pair within the distance is missed and keepers are the same."""
-    monkeypatch.setattr(duplicates, "_band_count", lambda distance, values: distance + 1 + extra_bands)
-    for seed in range(3):
-        table = clustered_signatures(400, seed)
-        removed = decide(table, max_distance, max_embedding_distance)
-        got = [tuple(r.values()) for r in removed.sort_by([("shard", "ascending"), ("key", "ascending")]).to_pylist()]
-        expected = one_row_at_a_time(table, max_distance, max_embedding_distance)
-        assert got == expected
-        assert {r[3] for r in expected} >= {DUPLICATE_HASH, NEAR_DUPLICATE_PHASH}
-
-
-def test_the_index_grows_its_bands_with_the_run():
-    assert duplicates._band_count(4, 1_000) == 5  # one band each: few keys, few rows to compare
-    assert duplicates._band_count(4, 1_000_000) == 6  # 15 keys of 21 bits: ~0.5 random candidates per value
-    assert duplicates._band_count(4, 100_000_000) == 7
-
-
-def test_an_image_repeated_many_times_costs_one_value():
-    phash = pa.array([5] * 50_000 + [5 ^ 0b11], pa.int64())
-    signatures = pa.table({"shard": ["0"] * len(phash), "key": [f"{i:06d}" for i in range(len(phash))],
-                           "hash": pa.array(range(len(phash)), pa.int64()), "phash": phash})
-    removed = decide(signatures, max_distance=4)
-    assert removed.num_rows == len(phash) - 1
-    assert set(removed[DUPLICATE_OF].to_pylist()) == {"000000"}
-
-
 def test_cli_dedup(tmp_path):
     from typer.testing import CliRunner
 
@@ -319,7 +206,7 @@ def test_embedding_near_duplicates_are_removed_with_their_keeper(tmp_path):
 
 def test_embedding_signatures_estimate_the_angle(tmp_path):
     embeddings = write_embeddings(tmp_path / "emb", {"000010001": "000000001"})
-    table = embedding_signatures(str(embeddings))
+    table = pa.concat_tables(embedding_signatures(str(embeddings), name) for name in embedding_files(str(embeddings)))
     simhash = dict(zip(table["key"].to_pylist(), table[EMBEDDING_SIMHASH].to_pylist()))
     assert set(simhash) == ALL_KEYS
     bits = lambda a, b: ((simhash[a] ^ simhash[b]) & (2**64 - 1)).bit_count()  # noqa: E731
@@ -333,4 +220,4 @@ def test_embedding_folder_that_does_not_match_its_metadata_is_refused(tmp_path):
     embeddings = write_embeddings(tmp_path / "emb", {})
     np.save(embeddings / "img_emb" / "img_emb_00000.npy", np.zeros((1, 32), np.float16))
     with pytest.raises(DedupError, match="metadata_00000.parquet: 3 rows but img_emb_00000.npy holds 1"):
-        embedding_signatures(str(embeddings))
+        embedding_signatures(str(embeddings), "00000")
