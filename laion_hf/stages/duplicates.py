@@ -131,7 +131,7 @@ def band_keys(values: np.ndarray, bands: int, max_distance: int) -> Iterator[np.
 def close_pairs(keys: np.ndarray, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)`` of entries that share a key and whose uint64 values are within ``max_distance``
     bits (each pair once per key it shares)."""
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)
     keys = keys[order]
     found_i, found_j = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for offset in range(1, len(keys)):  # entries sharing a key are contiguous: pair each with the next ones

@@ -310,12 +310,11 @@ def band_keys(partition: int, plan: DecisionPlan, near_pass: int) -> dict[str, A
     info = pa.table([values, items["row"].take(first), items["key"].take(first),
                      _next_values(items, plan, near_pass + 1).take(first)], schema=_VALUES)
     write_partitioned(plan.path(f"pass-{near_pass}/values", partition), info, np.zeros(len(values), np.int64), 1)
-    records = pa.concat_tables([
-        pa.table([np.full(len(values), index, np.int16), key, values, info["first"]], schema=_BANDS)
-        for index, key in enumerate(value_band_keys(values, spec.bands, spec.max_distance))
-    ])
-    combination = records["combination"].to_numpy().astype(np.uint64)
-    destination = partition_of(records["band_key"].to_numpy() ^ (combination << np.uint64(48)), plan.band_partitions)
+    keys = np.concatenate(list(value_band_keys(values, spec.bands, spec.max_distance)))
+    combination = np.repeat(np.arange(spec.combinations, dtype=np.int16), len(values))
+    records = pa.table([combination, keys, np.tile(values, spec.combinations),
+                        np.tile(info["first"].to_numpy(), spec.combinations)], schema=_BANDS)
+    destination = partition_of(keys ^ (combination.astype(np.uint64) << np.uint64(48)), plan.band_partitions)
     write_partitioned(plan.path(f"pass-{near_pass}/bands", partition), records, destination, plan.band_partitions)
     return {"values": len(values)}
 
@@ -325,10 +324,12 @@ def close_pairs(partition: int, plan: DecisionPlan, near_pass: int) -> dict[str,
     each once, the value with the earlier first row first."""
     spec = plan.passes[near_pass]
     records = read_partition(plan.paths(f"pass-{near_pass}/bands", plan.partitions), partition, _BANDS)
-    order = np.argsort(records["combination"].to_numpy(), kind="stable")
-    combination, keys, values, first = (records[name].to_numpy()[order] for name in _BANDS.names)
+    combination, keys, values, first = (records[name].to_numpy() for name in _BANDS.names)
+    if (np.diff(combination) < 0).any():  # records of several band-keys files: group them by combination
+        order = np.argsort(combination, kind="stable")
+        combination, keys, values, first = combination[order], keys[order], values[order], first[order]
     found = [np.empty((0, 2), np.int64)]
-    for group in np.split(np.arange(len(order)), np.flatnonzero(np.diff(combination)) + 1):
+    for group in np.split(np.arange(len(combination)), np.flatnonzero(np.diff(combination)) + 1):
         i, j = pairs_sharing_keys(keys[group], values[group], spec.max_distance)
         found.append(np.stack([group[i], group[j]], axis=1))
     pairs = np.concatenate(found)
