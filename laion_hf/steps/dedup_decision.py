@@ -161,6 +161,12 @@ class DecisionPlan:
     def paths(self, step: str, units: int) -> list[str]:
         return [self.path(step, unit) for unit in range(units)]
 
+    def numbered(self) -> list[str]:
+        """The files of step 1's items (with their SimHashes, when embeddings are joined)."""
+        if self.embeddings_dir is not None:
+            return self.paths("joined", self.partitions)
+        return self.paths("number", self.groups)
+
     def sources(self, near_pass: int) -> list[str]:
         """The files whose items a near pass (or, after the last, :func:`write_decisions`) reads."""
         if near_pass == 0:
@@ -284,14 +290,13 @@ def join_embeddings(partition: int, plan: DecisionPlan) -> dict[str, Any]:
 
 def exact(partition: int, plan: DecisionPlan) -> dict[str, Any]:
     """Reduce: the later rows of each LAION hash follow its first row."""
-    source = ("joined", plan.partitions) if plan.embeddings_dir is not None else ("number", plan.groups)
-    items = _sorted_items(plan.paths(*source), partition)
+    items = _sorted_items(plan.numbered(), partition)
     anchor = np.arange(items.num_rows)
     valid = np.flatnonzero(pc.is_valid(items["hash"]).to_numpy(zero_copy_only=False))
     _, first, inverse = np.unique(_numpy(items["hash"])[valid], return_index=True, return_inverse=True)
     anchor[valid] = valid[first[inverse]]  # items are in row order: np.unique's first index is the earliest row
     twins = int((anchor != np.arange(items.num_rows)).sum())
-    moved = _follow(items, anchor, None, REASONS.index(DUPLICATE_HASH), plan, 0)
+    moved = _follow(items, anchor, REASONS.index(DUPLICATE_HASH), plan, 0)
     _move_on(moved, plan, 0, plan.path("exact", partition))
     return {DUPLICATE_HASH: twins}
 
@@ -379,14 +384,12 @@ def apply(partition: int, plan: DecisionPlan, near_pass: int) -> dict[str, Any]:
     removed = read_partition(plan.paths(f"pass-{near_pass}/keepers", plan.partitions), partition, _KEEPERS)
     eligible = np.flatnonzero(_live(items) & pc.is_valid(items[spec.column]).to_numpy(zero_copy_only=False))
     values, first, inverse = np.unique(_numpy(items[spec.column])[eligible], return_index=True, return_inverse=True)
+    value_keeper = np.full(len(values), -1)  # a removed value's row of `removed`: its keeper, in another partition
+    value_keeper[np.searchsorted(values, removed["value"].to_numpy())] = np.arange(removed.num_rows)
     anchor = np.arange(items.num_rows)
-    anchor[eligible] = eligible[first[inverse]]  # a repeated value's rows follow its first row
-    outside = np.full(items.num_rows, -1)  # or a keeper in another partition: its row of `removed`
-    value_keeper = np.full(len(values), -1)
-    at = np.searchsorted(values, removed["value"].to_numpy())
-    value_keeper[at] = np.arange(removed.num_rows)
-    outside[eligible] = value_keeper[inverse]
-    moved = _follow(items, anchor, (outside, removed), spec.reason, plan, near_pass + 1)
+    anchor[eligible] = np.where(value_keeper[inverse] >= 0, items.num_rows + value_keeper[inverse],
+                                eligible[first[inverse]])  # else a repeated value's rows follow its first row
+    moved = _follow(items, anchor, spec.reason, plan, near_pass + 1, removed)
     _move_on(moved, plan, near_pass + 1, plan.path(f"pass-{near_pass}/apply", partition))
     return {REASONS[spec.reason]: int((moved[0]["reason"].to_numpy() == spec.reason).sum())}
 
@@ -395,42 +398,31 @@ def apply(partition: int, plan: DecisionPlan, near_pass: int) -> dict[str, Any]:
 
 
 def _follow(
-    items: pa.Table, anchor: np.ndarray, outside: tuple[np.ndarray, pa.Table] | None, reason: int, plan: DecisionPlan,
-    next_pass: int,
-) -> tuple[pa.Table, np.ndarray, pa.Array]:
-    """Live items whose ``anchor`` (an index into ``items``, itself to stay) is another item, or whose
-    ``outside`` keeper (a row of a keepers table, -1 for none) is set, follow it with ``reason``; the followers
-    of such an item follow its keeper too, keeping their own reason. Returns the items, and the row and
-    next-pass value of the live row each item now follows (itself, if live)."""
-    rows = items["row"].to_numpy()
-    reasons = items["reason"].to_numpy()
+    items: pa.Table, anchor: np.ndarray, reason: int, plan: DecisionPlan, next_pass: int,
+    keepers: pa.Table = _KEEPERS.empty_table(),
+) -> tuple[pa.Table, np.ndarray, pa.ChunkedArray]:
+    """Live items follow their ``anchor`` with ``reason``: an index into ``items`` (itself, to stay live) or,
+    from ``len(items)`` on, a row of ``keepers`` (a keeper in another partition); followers of an item that
+    now follows another row follow that row too, keeping their own reason. Returns the items, and the row id
+    and next-pass value of the live row each item now follows (its own, if live)."""
+    rows, reasons = items["row"].to_numpy(), items["reason"].to_numpy()
     live = reasons == KEPT
     followers = np.flatnonzero(~live)
     followed = _numpy(items["keeper"]).view(np.int64)[followers]
-    at = np.minimum(np.searchsorted(rows, followed), len(rows) - 1)
+    at = np.minimum(np.searchsorted(rows, followed), len(rows) - 1)  # items are in row order
     if not (live[at] & (rows[at] == followed)).all():
         raise RuntimeError("a follower arrived without the row it follows")
     anchor = anchor.copy()
     anchor[followers] = anchor[at]
-    if outside is None:
-        outside = (np.full(len(rows), -1), _KEEPERS.empty_table())
-    index, keepers_table = outside
-    index = index.copy()
-    index[followers] = index[at]
-    far = index >= 0
-    far_rows = pa.array(np.where(far, index, 0), pa.int64())
-    mask = pa.array(far)
-    local = pa.array(anchor, pa.int64())
-    keeper_key = pc.if_else(mask, keepers_table["keeper_key"].take(far_rows) if far.any() else pa.nulls(len(rows),
-                            pa.string()), items["key"].take(local))
-    keeper_next = pc.if_else(mask, keepers_table["keeper_next"].take(far_rows) if far.any() else pa.nulls(len(rows),
-                             pa.int64()), _next_values(items, plan, next_pass).take(local))
-    keeper_row = np.where(far, keepers_table["keeper"].to_numpy()[np.where(far, index, 0)] if far.any() else 0,
-                          rows[anchor])
-    moved = far | (anchor != np.arange(len(rows)))
-    moved_mask = pa.array(moved)
-    items = items.set_column(5, "keeper", pc.if_else(moved_mask, pa.array(keeper_row), items["keeper"]))
-    items = items.set_column(6, "keeper_key", pc.if_else(moved_mask, keeper_key, items["keeper_key"]))
+    take = pa.array(anchor, pa.int64())
+    keeper_row = np.concatenate([rows, keepers["keeper"].to_numpy()])[anchor]
+    keeper_key = pa.chunked_array([*items["key"].chunks, *keepers["keeper_key"].chunks], pa.string()).take(take)
+    keeper_next = pa.chunked_array([_next_values(items, plan, next_pass), *keepers["keeper_next"].chunks],
+                                   pa.int64()).take(take)
+    moved = anchor != np.arange(len(rows))
+    mask = pa.array(moved)
+    items = items.set_column(5, "keeper", pc.if_else(mask, pa.array(keeper_row), items["keeper"]))
+    items = items.set_column(6, "keeper_key", pc.if_else(mask, keeper_key, items["keeper_key"]))
     items = items.set_column(7, "reason", pa.array(np.where(moved & live, np.int8(reason), reasons), pa.int8()))
     return items, keeper_row, keeper_next
 
@@ -469,7 +461,7 @@ def write_decisions(group: int, plan: DecisionPlan, decisions_dir: str) -> dict[
     removed = _sorted_items(plan.sources(len(plan.passes)), group)
     offsets = np.cumsum([0, *plan.rows])
     bounds = np.searchsorted(removed["row"].to_numpy(), offsets)
-    reasons = pa.array([REASONS[code] for code in removed["reason"].to_pylist()], pa.string())
+    reasons = pa.array(REASONS, pa.string()).take(removed["reason"]).combine_chunks()
     for file in plan.group_files(group):
         take = slice(bounds[file], bounds[file + 1])
         table = pa.table([removed["key"][take], removed["keeper_key"][take], reasons[take]], schema=DECISIONS)
