@@ -69,7 +69,8 @@ from laion_hf.stages.duplicates import (
 from laion_hf.stages.duplicates import band_keys as value_band_keys
 from laion_hf.stages.duplicates import close_pairs as pairs_sharing_keys
 
-ROWS_PER_UNIT = 4_000_000  # ~250 MB of items: what one map or reduce holds
+ROWS_PER_UNIT = 4_000_000  # ~250 MB of items (~60 bytes each), under 1 GB at a unit's peak
+RECORDS_PER_ROW = 2  # band records (26 bytes each) a unit may hold per row of its budget: the same peak
 
 ITEMS = pa.schema([
     ("row", pa.int64()), ("key", pa.string()), ("hash", pa.int64()), ("phash", pa.int64()),
@@ -121,7 +122,8 @@ class DecisionPlan:
              embeddings_dir: str | None = None, embedding_parts: Sequence[str] = (),
              max_embedding_distance: int | None = None, rows_per_unit: int | None = None) -> DecisionPlan:
         """Groups of consecutive shards and power-of-two partitions sized so that no unit holds much more than
-        ``rows_per_unit`` rows (default :data:`ROWS_PER_UNIT`), or eight times as many band records."""
+        ``rows_per_unit`` rows (default :data:`ROWS_PER_UNIT`), or :data:`RECORDS_PER_ROW` times as many band
+        records."""
         rows_per_unit = rows_per_unit or ROWS_PER_UNIT
         total = sum(rows)
         passes = []
@@ -139,8 +141,8 @@ class DecisionPlan:
             held += count
         records = total * max((p.combinations for p in passes), default=0)
         return cls(tuple(signatures), tuple(rows), work_dir, tuple(passes), embeddings_dir, tuple(embedding_parts),
-                   tuple(starts), partitions=_power_of_two(max(total / rows_per_unit, records / (8 * rows_per_unit))),
-                   band_partitions=_power_of_two(records / (8 * rows_per_unit)))
+                   tuple(starts), partitions=_power_of_two(max(total, records / RECORDS_PER_ROW) / rows_per_unit),
+                   band_partitions=_power_of_two(records / RECORDS_PER_ROW / rows_per_unit))
 
     @property
     def groups(self) -> int:

@@ -160,8 +160,9 @@ def test_the_plan_bounds_every_unit_however_big_the_run():
     assert max(per_group) <= dedup_decision.ROWS_PER_UNIT
     assert sum(rows) / plan.partitions <= dedup_decision.ROWS_PER_UNIT
     records = sum(rows) * plan.passes[0].combinations
-    assert records / plan.band_partitions <= 8 * dedup_decision.ROWS_PER_UNIT
-    assert records / plan.partitions <= 8 * dedup_decision.ROWS_PER_UNIT  # a value partition's band records
+    budget = dedup_decision.RECORDS_PER_ROW * dedup_decision.ROWS_PER_UNIT
+    assert records / plan.band_partitions <= budget
+    assert records / plan.partitions <= budget  # a value partition's band records
 
 
 def test_an_image_repeated_many_times_costs_one_value(tmp_path):
