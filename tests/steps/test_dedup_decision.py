@@ -136,7 +136,7 @@ def test_the_decision_equals_the_rule_applied_one_row_at_a_time(tmp_path, monkey
         assert {r[3] for r in expected} >= {DUPLICATE_HASH, NEAR_DUPLICATE_PHASH}
 
 
-@pytest.mark.parametrize("rows_per_unit", [25, 90, 400])
+@pytest.mark.parametrize("rows_per_unit", [60, 150, 1000])
 @pytest.mark.parametrize(("max_distance", "max_embedding_distance"), [(4, None), (3, 5), (None, 2), (None, None)])
 def test_every_cut_into_groups_and_partitions_decides_the_same(tmp_path, rows_per_unit, max_distance,
                                                                max_embedding_distance):
@@ -145,7 +145,7 @@ def test_every_cut_into_groups_and_partitions_decides_the_same(tmp_path, rows_pe
     table = clustered_signatures(600, seed=11)
     plan = DecisionPlan.plan(["a"] * 5, [120] * 5, "", max_distance=max_distance,
                              max_embedding_distance=max_embedding_distance, rows_per_unit=rows_per_unit)
-    if rows_per_unit < 400:
+    if rows_per_unit < 1000:
         assert plan.groups > 1 and plan.partitions > 1
     expected = one_row_at_a_time(table, max_distance, max_embedding_distance)
     assert decide(tmp_path, table, max_distance, max_embedding_distance, rows_per_unit) == expected
