@@ -111,7 +111,7 @@ def _check_options(output_dir: str, options: dict[str, Any]) -> None:
 
 def _decide_run(
     signatures_dir: str, decisions_dir: str, rows: dict[str, int], max_distance: int | None,
-    embeddings: str | None, max_embedding_distance: int | None, runner: Runner,
+    embeddings: str | None, max_embedding_distance: int | None, runner: Runner, rows_per_unit: int | None,
 ) -> None:
     """The decision's shuffle (:mod:`laion_hf.steps.dedup_decision`), each of its maps a step of ``runner``;
     its scratch folder is named by its plan, so a resume with another plan starts a new one."""
@@ -125,6 +125,7 @@ def _decide_run(
         max_distance=max_distance, embeddings_dir=embeddings,
         embedding_parts=embedding_files(embeddings) if embeddings is not None else (),
         max_embedding_distance=max_embedding_distance if embeddings is not None else None,
+        rows_per_unit=rows_per_unit,
     )
     scratch = join(decisions_dir, "_scratch")
     run = hashlib.sha256(repr(plan).encode()).hexdigest()[:16]
@@ -145,14 +146,19 @@ def dedup_shards(
     batch_size: int = 256,
     show_progress: bool = True,
     runner: Runner | None = None,
+    rows_per_unit: int | None = None,
 ) -> DedupReport:
     """Remove exact (LAION hash) and near (pHash, optionally CLIP embedding) duplicates across ``input_dir``.
 
     Resumable per shard in each pass; ``max_distance=None`` turns the pHash
     pass off. ``embeddings`` is a clip-retrieval folder (``laion-hf filter``'s
     output) whose ``img_emb`` rows are matched to samples by key. The
-    per-shard passes are ``runner``'s units (default: a local runner with
-    ``workers`` processes); the decision reads only the signatures, here.
+    per-shard passes and the decision's maps are ``runner``'s units (default:
+    a local runner with ``workers`` processes); ``rows_per_unit`` sizes the
+    decision's units (default
+    :data:`~laion_hf.steps.dedup_decision.ROWS_PER_UNIT`, under 1 GB each;
+    larger on big workers means fewer, bigger shuffle files). It changes no
+    decision.
     """
     shards = image_shards(input_dir)
     _check_options(output_dir, {"input_dir": input_dir, "max_distance": max_distance, "embeddings": embeddings,
@@ -163,7 +169,7 @@ def dedup_shards(
     signed = runner.map(shards, partial(signature_shard, signatures_dir=signatures_dir, batch_size=batch_size),
                         output_dir=signatures_dir, name_of=shard_name, description="dedup: signatures")
     _decide_run(signatures_dir, decisions_dir, {name: record["rows"] for name, record in signed.items()},
-                max_distance, embeddings, max_embedding_distance, runner)
+                max_distance, embeddings, max_embedding_distance, runner, rows_per_unit)
     recorded = runner.map(shards, partial(mark_shard, decisions_dir=decisions_dir, output_dir=output_dir,
                                           batch_size=batch_size),
                           output_dir=output_dir, name_of=shard_name, description="dedup: mark")
