@@ -10,6 +10,7 @@ from laion_hf.stages.duplicates import (
     DEFAULT_MAX_DISTANCE,
     EMBEDDING_SIMHASH,
     DedupError,
+    band_count,
     embedding_files,
     embedding_signatures,
     perceptual_hash,
@@ -52,3 +53,9 @@ def test_embedding_folder_that_does_not_match_its_metadata_is_refused(tmp_path):
     np.save(embeddings / "img_emb" / "img_emb_00000.npy", np.zeros((1, 32), np.float16))
     with pytest.raises(DedupError, match="metadata_00000.parquet: 3 rows but img_emb_00000.npy holds 1"):
         embedding_signatures(str(embeddings), "00000")
+
+
+def test_the_index_grows_its_bands_with_the_run():
+    assert band_count(4, 1_000) == 5  # one band each: few keys, few rows to compare
+    assert band_count(4, 1_000_000) == 6  # 15 keys of 21 bits: ~0.5 random candidates per value
+    assert band_count(4, 100_000_000) == 7
