@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laion_hf.io.atomic import join
-from laion_hf.io.shuffle import read_partition, write_partitioned
+from laion_hf.io.shuffle import consecutive_groups, group_members, power_of_two, read_partition, write_partitioned
 
 KEYS_SCHEMA = pa.schema([("hi", pa.uint64()), ("lo", pa.uint64()), ("file", pa.int32()), ("row", pa.int32())])
 DUPLICATES_SCHEMA = pa.schema([("file", pa.int32()), ("row", pa.int32())])
@@ -80,16 +80,8 @@ class PairShuffle:
              pairs_per_unit: int = PAIRS_PER_UNIT) -> PairShuffle:
         """Groups of consecutive files and partitions sized so no unit holds much more than
         ``pairs_per_unit`` pairs (``pairs``: each file's count), whatever the size of the run."""
-        starts, held = [0], 0
-        for index, count in enumerate(pairs):
-            if held and held + count > pairs_per_unit:
-                starts.append(index)
-                held = 0
-            held += count
-        partitions = 2
-        while partitions * pairs_per_unit < sum(pairs):
-            partitions *= 2
-        return cls(tuple(files), work_dir, partitions, tuple(starts))
+        partitions = max(2, power_of_two(sum(pairs) / pairs_per_unit))
+        return cls(tuple(files), work_dir, partitions, consecutive_groups(pairs, pairs_per_unit))
 
     @property
     def groups(self) -> int:
@@ -97,8 +89,7 @@ class PairShuffle:
 
     def group_files(self, group: int) -> range:
         """Indices of the consecutive files in ``group``."""
-        ends = (*self.group_starts[1:], len(self.files))
-        return range(self.group_starts[group], ends[group])
+        return group_members(self.group_starts, len(self.files), group)
 
     def keys_path(self, group: int) -> str:
         return join(self.work_dir, "keys", f"group-{group:05d}.arrow")

@@ -23,6 +23,32 @@ from laion_hf.io.atomic import atomic_path, filesystem
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads sequential or clustered ids over the top bits
 
 
+def consecutive_groups(counts: Sequence[int], per_unit: int) -> tuple[int, ...]:
+    """Where each group of consecutive inputs starts (the first at 0), so that a group holds at most ``per_unit``
+    of their ``counts`` (or a single input bigger than that): the map units of a shuffle."""
+    starts, held = [0], 0
+    for index, count in enumerate(counts):
+        if held and held + count > per_unit:
+            starts.append(index)
+            held = 0
+        held += count
+    return tuple(starts)
+
+
+def group_members(starts: Sequence[int], inputs: int, group: int) -> range:
+    """The inputs of one group of :func:`consecutive_groups`' result, out of ``inputs`` in all."""
+    ends = (*starts[1:], inputs)
+    return range(starts[group], ends[group])
+
+
+def power_of_two(units: float) -> int:
+    """The least power of two (at least 1) not below ``units``: a partition count."""
+    partitions = 1
+    while partitions < units:
+        partitions *= 2
+    return partitions
+
+
 def partition_of(values: np.ndarray, partitions: int) -> np.ndarray:
     """The partition (``0 <= p < partitions``, a power of two) of each uint64 value, by its mixed top bits."""
     if partitions == 1:

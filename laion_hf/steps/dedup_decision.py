@@ -53,7 +53,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from laion_hf.io.atomic import atomic_path, join
-from laion_hf.io.shuffle import partition_of, read_partition, write_partitioned
+from laion_hf.io.shuffle import (
+    consecutive_groups,
+    group_members,
+    partition_of,
+    power_of_two,
+    read_partition,
+    write_partitioned,
+)
 from laion_hf.runners.base import Runner
 from laion_hf.stages.duplicates import (
     DUPLICATE_HASH,
@@ -133,24 +140,18 @@ class DecisionPlan:
         if max_embedding_distance is not None:
             passes.append(NearPass(EMBEDDING_SIMHASH, max_embedding_distance,
                                    REASONS.index(NEAR_DUPLICATE_EMBEDDING), band_count(max_embedding_distance, total)))
-        starts, held = [0], 0
-        for index, count in enumerate(rows):
-            if held and held + count > rows_per_unit:
-                starts.append(index)
-                held = 0
-            held += count
         records = total * max((p.combinations for p in passes), default=0)
         return cls(tuple(signatures), tuple(rows), work_dir, tuple(passes), embeddings_dir, tuple(embedding_parts),
-                   tuple(starts), partitions=_power_of_two(max(total, records / RECORDS_PER_ROW) / rows_per_unit),
-                   band_partitions=_power_of_two(records / RECORDS_PER_ROW / rows_per_unit))
+                   consecutive_groups(rows, rows_per_unit),
+                   partitions=power_of_two(max(total, records / RECORDS_PER_ROW) / rows_per_unit),
+                   band_partitions=power_of_two(records / RECORDS_PER_ROW / rows_per_unit))
 
     @property
     def groups(self) -> int:
         return len(self.group_starts)
 
     def group_files(self, group: int) -> range:
-        ends = (*self.group_starts[1:], len(self.signatures))
-        return range(self.group_starts[group], ends[group])
+        return group_members(self.group_starts, len(self.signatures), group)
 
     def group_of(self, rows: np.ndarray) -> np.ndarray:
         """The group of shards each row id belongs to."""
@@ -189,13 +190,6 @@ class DecisionPlan:
                                           ("keepers", self.partitions, keepers), ("apply", self.partitions, apply)):
                 steps.append((f"pass-{index}/{name}", units, partial(function, near_pass=index)))
         return steps
-
-
-def _power_of_two(units: float) -> int:
-    partitions = 1
-    while partitions < units:
-        partitions *= 2
-    return partitions
 
 
 def _key_hashes(keys: pa.Array) -> np.ndarray:
