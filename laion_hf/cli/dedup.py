@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import typer
@@ -27,6 +28,7 @@ def dedup_command(
 ) -> None:
     """Remove duplicates across the whole run: the first row by (shard, key) is kept, the others name it in duplicate_of."""
     check_output_dir(output_dir)
+    started = time.perf_counter()
     report = dedup_shards(
         input_dir,
         output_dir,
@@ -37,6 +39,6 @@ def dedup_command(
         batch_size=batch_size,
         runner=runner_for(runner, workers, ray_address, batch_size=batch_size),
     )
-    console.print(stats_table("dedup", [report.stats]))
+    console.print(stats_table("dedup", [report.stats.timed(time.perf_counter() - started)]))  # the whole step
     console.print(f"rows in = kept + removed: checked ({report.stats.rows_in:,} = {report.stats.kept:,} + "
                   f"{report.stats.removed:,}); report: {join(output_dir, REPORT_FILE)}")
