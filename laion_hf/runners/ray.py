@@ -23,8 +23,9 @@ than the work of a demo-sized pass; see ``## build`` in docs/benchmarks.md.)
 A killed worker (a dead process, a lost node) is restarted by Ray and its
 unit run again, up to :data:`RETRIES` times; outputs are written atomically,
 so a half-done unit leaves nothing that looks complete. Extract's cross-file
-dedup is three ``map``s over shuffle files (:mod:`laion_hf.extract.dedup`), so
-it runs here as well; the dedup step's decision still runs on the driver.
+dedup (:mod:`laion_hf.extract.dedup`) and the dedup step's decision
+(:mod:`laion_hf.steps.dedup_decision`) are ``map``s over shuffle files, so
+they run here as well.
 """
 
 from __future__ import annotations
