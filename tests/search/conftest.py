@@ -54,7 +54,7 @@ def cli(monkeypatch, capsys):
 
     def run(*args) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["laion-hf", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", "200")
+        monkeypatch.setenv("COLUMNS", "10000")  # no wrapping: a message is found whole, whatever the tmp path length
         with pytest.raises(SystemExit) as exited:
             main()
         captured = capsys.readouterr()
