@@ -19,22 +19,25 @@ an environment change (an offline flag, a cache or data path, a test's
 monkeypatch) ends them and spawns new workers. A pool that broke (a worker
 killed or out of memory) is ended too, and the next pass gets a new one.
 
-Each pool task carries its pass's id (and, for an image pass, its pickled
-stages): a worker meeting a new pass lets the previous pass's stages (and
-their models) go, then sets the new ones up once and keeps them for its other
-shards of the pass; they stay until its next pass, or its end.
+Each pool task carries its pass's id (and, for an image pass, the temporary
+file its stages were pickled into, once per pass): a worker meeting a new pass
+lets the previous pass's stages (and their models) go, then loads and sets up
+the new ones once and keeps them for its other shards of the pass; they stay
+until its next pass, or its end.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import multiprocessing
 import os
 import pickle
 import sys
+import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -96,12 +99,34 @@ def _use_pass(pass_id: str, stages: Sequence[Stage] | None) -> None:
     _pass_id, _pass_stages = pass_id, list(stages or ())
 
 
-def _pool_task(pass_id: str, pickled_stages: bytes | None, process: Callable[[Unit], Record], unit: Unit,
+def _pool_task(pass_id: str, stages_file: str | None, process: Callable[[Unit], Record], unit: Unit,
                output_dir: str, name: str) -> Record:
-    """A pool task: one unit of pass ``pass_id``; the pass's stages are unpickled and set up on its first unit here."""
+    """A pool task: one unit of pass ``pass_id``; on the pass's first unit here, its stages are read from
+    ``stages_file`` and set up."""
     if pass_id != _pass_id:
-        _use_pass(pass_id, None if pickled_stages is None else pickle.loads(pickled_stages))
+        stages = None
+        if stages_file is not None:
+            with open(stages_file, "rb") as f:
+                stages = pickle.load(f)
+        _use_pass(pass_id, stages)
     return run_unit(process, unit, output_dir, name)
+
+
+@contextlib.contextmanager
+def _stages_file(stages: list[Stage] | None) -> Iterator[str | None]:
+    """A pass's stages pickled once into a temporary file for its pool tasks to name, removed after the pass:
+    a stage can carry large data (a removal list's hashes), which then crosses to a worker once per pass, not
+    with every unit."""
+    if stages is None:
+        yield None
+        return
+    descriptor, path = tempfile.mkstemp(prefix="laion-hf-stages-", suffix=".pickle")
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            pickle.dump(stages, f)
+        yield path
+    finally:
+        os.remove(path)
 
 
 def _transform_with_pass_stages(shard: Shard, output_dir: str, batch_size: int, sidecar: SidecarFactory | None) -> Record:
@@ -168,8 +193,6 @@ class LocalRunner:
                     records[name_of(unit)] = run_unit(process, unit, output_dir, name_of(unit))
                     progress.advance(task)
             else:
-                pickled_stages = None if stages is None else pickle.dumps(stages)  # once per pass, sent with each unit
-
                 def done(name: str, outcome: Record | BaseException) -> None:
                     if isinstance(outcome, BaseException):  # surfaced after the other units are done
                         errors.append(outcome)
@@ -177,9 +200,10 @@ class LocalRunner:
                         records[name] = outcome
                     progress.advance(task)
 
-                calls = {name_of(unit): (_pool_task, pass_id, pickled_stages, process, unit, output_dir, name_of(unit))
-                         for unit in pending}
-                _run_in_pool(workers, calls, done)
+                with _stages_file(stages) as stages_file:
+                    calls = {name_of(unit): (_pool_task, pass_id, stages_file, process, unit, output_dir, name_of(unit))
+                             for unit in pending}
+                    _run_in_pool(workers, calls, done)
         if errors and isinstance(errors[0], BrokenProcessPool):
             raise BrokenProcessPool(
                 f"{description}: a worker process died (killed, or out of memory?); {len(units) - len(records)} "

@@ -7,9 +7,12 @@ import functools
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -141,9 +144,12 @@ def test_a_pass_after_the_environment_changed_runs_on_new_workers_that_see_it(tm
     assert not any(alive(pid) for pid in pids_of(seen["first"]))  # the old pool was ended, not left running
 
 
-def test_a_pass_sets_its_stages_up_once_per_worker_and_the_next_pass_lets_them_go_first(tmp_path):
+def test_a_pass_sets_its_stages_up_once_per_worker_and_the_next_pass_lets_them_go_first(tmp_path, monkeypatch):
     """4 shards on 2 workers: one set-up per worker, not one per shard; a worker meeting the next pass releases
-    the previous pass's stages (their models) before setting the new ones up."""
+    the previous pass's stages (their models) before setting the new ones up. The file that carried a pass's
+    stages to the workers is gone after the pass."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     make_image_shards(tmp_path / "in", shards=4, per_shard=3)
     shards = image_shards(str(tmp_path / "in"))
     log = tmp_path / "log"
@@ -158,6 +164,19 @@ def test_a_pass_sets_its_stages_up_once_per_worker_and_the_next_pass_lets_them_g
         assert [f"{what} {tag}" for what, tag, p in events if p == pid and what != "call"] == \
             ["setup first", "release first", "setup second"]
     assert Counter(tag for what, tag, _ in events if what == "call") == {"first": 4, "second": 4}  # one batch a shard
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_kept_worker_that_died_between_passes_does_not_fail_the_next_pass(tmp_path):
+    """An idle worker killed (SIGKILL, the out-of-memory killer) breaks the kept pool: the next pass runs on a new one."""
+    runner = LocalRunner(workers=2, show_progress=False)
+    first = pids_of(runner.map(["a", "b"], recording(tmp_path, "first"), output_dir=str(tmp_path / "first")))
+    os.kill(min(first), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in first) and time.monotonic() < deadline:  # the broken pool ends the other one
+        time.sleep(0.05)
+    second = runner.map(["a", "b"], recording(tmp_path, "second"), output_dir=str(tmp_path / "second"))
+    assert sorted(second) == ["a", "b"] and len(pids_of(second)) == 2 and not pids_of(second) & first
 
 
 def data_files(directory: Path) -> dict[str, bytes]:
@@ -166,6 +185,8 @@ def data_files(directory: Path) -> dict[str, bytes]:
 
 
 def test_a_worker_killed_mid_pass_fails_the_pass_and_a_rerun_on_new_workers_writes_the_same_output(tmp_path):
+    """A real SIGKILL: the pass raises, saying so; later passes get new workers; the rerun writes what a run that
+    was never killed writes."""
     make_image_shards(tmp_path / "in", shards=3, per_shard=5)
     shards = image_shards(str(tmp_path / "in"))
     marker = tmp_path / "killed"
@@ -179,6 +200,8 @@ def test_a_worker_killed_mid_pass_fails_the_pass_and_a_rerun_on_new_workers_writ
     with pytest.raises(BrokenProcessPool, match=r"crash-once, removal: a worker process died .* run again to resume"):
         runner.map_stages(shards, stages(), str(output))
     assert marker.exists() and read_done(str(output), "00001") is None  # the killed shard is not marked done
+    later = runner.map(["a", "b"], recording(tmp_path, "later"), output_dir=str(tmp_path / "later"))
+    assert len(pids_of(later)) == 2  # a later pass runs on a new pool, not the broken one
     rerun = runner.map_stages(shards, stages(), str(output))
     reference = LocalRunner(batch_size=3, show_progress=False).map_stages(shards, stages(), str(tmp_path / "here" / "out"))
     assert data_files(output) == data_files(tmp_path / "here" / "out")
