@@ -15,10 +15,11 @@ than the work of a demo-sized pass; see ``## build`` in docs/benchmarks.md.)
 - ``map_stages``: one actor call per shard (:func:`transform`). The stage list
   is put in the object store once per pass; an actor sets it up (loads the
   models) on its first shard of the pass, reuses it for its other shards and
-  lets it go when the pass ends, as the local runner does. Rows are
-  never regrouped: a shard's images are read, transformed and written by one
-  actor, so they cross the network at most once (to the node that reads the
-  shard) and a fused pass (filter + score in one stage list) moves them once.
+  lets it go when the pass ends (a local pool worker keeps it until its next
+  pass). Rows are never regrouped: a shard's images are read, transformed and
+  written by one actor, so they cross the network at most once (to the node
+  that reads the shard) and a fused pass (filter + score in one stage list)
+  moves them once.
 
 A killed worker (a dead process, a lost node) is restarted by Ray and its
 unit run again, up to :data:`RETRIES` times; outputs are written atomically,
@@ -76,7 +77,7 @@ class Worker:
         return shard.name, run_unit(process, shard, output_dir, shard.name)
 
     def release(self) -> None:
-        """Let the stages (and their models) go, as the local runner does after a pass."""
+        """Let the stages (and their models) go at the end of a pass."""
         self.stages, self.stages_key = [], None
 
 
