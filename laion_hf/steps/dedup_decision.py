@@ -155,8 +155,12 @@ class DecisionPlan:
 
     def group_of(self, rows: np.ndarray) -> np.ndarray:
         """The group of shards each row id belongs to."""
-        offsets = np.cumsum([0, *self.rows])
-        return np.searchsorted(offsets[list(self.group_starts)], rows, side="right") - 1
+        return np.searchsorted(self.offsets[list(self.group_starts)], rows, side="right") - 1
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """The id of each signature file's first row (and, last, the run's row count)."""
+        return np.cumsum([0, *self.rows])
 
     def path(self, step: str, unit: int) -> str:
         return join(self.work_dir, step, f"{unit:05d}.arrow")
@@ -229,7 +233,7 @@ def _unit_name(index: int) -> str:
 
 def number_rows(group: int, plan: DecisionPlan) -> dict[str, Any]:
     """Map: a group's rows as live items with their run-wide ids, to the partition of their hash (or key)."""
-    offset = sum(plan.rows[:plan.group_starts[group]])
+    offset = int(plan.offsets[plan.group_starts[group]])
     parts = []
     for file in plan.group_files(group):
         signatures = pq.read_table(plan.signatures[file]).sort_by("key")
@@ -455,8 +459,7 @@ def _live(items: pa.Table) -> np.ndarray:
 def write_decisions(group: int, plan: DecisionPlan, decisions_dir: str) -> dict[str, Any]:
     """Map: the removed rows of a group's shards, as ``(key, duplicate_of, reason)`` per shard."""
     removed = _sorted_items(plan.sources(len(plan.passes)), group)
-    offsets = np.cumsum([0, *plan.rows])
-    bounds = np.searchsorted(removed["row"].to_numpy(), offsets)
+    bounds = np.searchsorted(removed["row"].to_numpy(), plan.offsets)
     reasons = pa.array(REASONS, pa.string()).take(removed["reason"]).combine_chunks()
     for file in plan.group_files(group):
         take = slice(bounds[file], bounds[file + 1])
